@@ -1,0 +1,1 @@
+//! audit.k8s.io/v1 Event lines.

@@ -1,0 +1,1 @@
+//! The filter configuration (DESIGN.md "Filter configuration").

@@ -1,0 +1,1 @@
+//! The per-request decision state machine.

@@ -1,0 +1,449 @@
+//! The kubelet's request attributes, per kubelet version: HTTP method to verb, request path to the
+//! ordered list of `nodes/<subresource>` checks, and the table of endpoints a kubelet serves.
+//!
+//! Everything here mirrors `pkg/kubelet/server/auth.go` (`GetRequestAttributes`) as described in
+//! `reference/kubelet-authz.md` sections 3.2 to 3.4. Paths are the decoded `URL.Path`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The oldest kubelet minor version this model covers (`/spec` was removed in 1.21).
+pub const OLDEST_MINOR: u32 = 21;
+/// The minor version in which `KubeletFineGrainedAuthz` went GA and was locked on.
+pub const GA_MINOR: u32 = 36;
+
+/// A kubelet version, `1.<minor>`. Patch levels do not change authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeletVersion {
+    minor: u32,
+}
+
+/// Why a kubelet version string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    /// Not of the form `1.N`, `v1.N` or `v1.N.P[-suffix]`.
+    #[error("`{0}` is not a kubelet version: expected `1.N` or `v1.N.P` (for example `1.36`)")]
+    Malformed(String),
+    /// Older than the oldest version modelled.
+    #[error("kubelet version `{0}` is older than 1.{OLDEST_MINOR}, the oldest version modelled")]
+    TooOld(String),
+}
+
+impl KubeletVersion {
+    /// The newest behaviour modelled (1.36 and later).
+    pub const LATEST: KubeletVersion = KubeletVersion { minor: GA_MINOR };
+
+    /// `1.<minor>`; errors if older than 1.21.
+    pub fn new(minor: u32) -> Result<Self, VersionError> {
+        if minor < OLDEST_MINOR {
+            return Err(VersionError::TooOld(format!("1.{minor}")));
+        }
+        Ok(KubeletVersion { minor })
+    }
+
+    /// The minor version number.
+    pub fn minor(self) -> u32 {
+        self.minor
+    }
+
+    /// 1.32 and later: the fine-grained attribute builder and the `subresource(s)=[...]` 403 text.
+    pub fn has_multi_attribute_authz(self) -> bool {
+        self.minor >= 32
+    }
+
+    /// The `KubeletFineGrainedAuthz` gate's default in this version (`None` before the gate existed).
+    pub fn fine_grained_default(self) -> Option<bool> {
+        match self.minor {
+            0..=31 => None,
+            32 => Some(false),
+            _ => Some(true),
+        }
+    }
+
+    /// From 1.36 the gate is locked on and cannot be disabled.
+    pub fn fine_grained_locked(self) -> bool {
+        self.minor >= GA_MINOR
+    }
+
+    /// Whether this version resolves `/checkpoint/` to the `checkpoint` subresource (1.25+).
+    pub fn has_checkpoint(self) -> bool {
+        self.minor >= 25
+    }
+}
+
+impl FromStr for KubeletVersion {
+    type Err = VersionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || VersionError::Malformed(s.to_string());
+        let t = s.trim();
+        let t = t.strip_prefix('v').unwrap_or(t);
+        let mut parts = t.splitn(3, '.');
+        let major = parts.next().ok_or_else(bad)?;
+        let minor = parts.next().ok_or_else(bad)?;
+        if major != "1" || minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        if let Some(rest) = parts.next() {
+            // Patch level, optionally followed by a pre-release or vendor suffix.
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let after = rest.get(digits.len()..).unwrap_or("");
+            if digits.is_empty() || !(after.is_empty() || after.starts_with(['-', '+'])) {
+                return Err(bad());
+            }
+        }
+        let minor: u32 = minor.parse().map_err(|_| bad())?;
+        KubeletVersion::new(minor).map_err(|_| VersionError::TooOld(s.to_string()))
+    }
+}
+
+impl fmt::Display for KubeletVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "1.{}", self.minor)
+    }
+}
+
+impl Serialize for KubeletVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KubeletVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Kubelet feature gates that change authorization.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureGates {
+    /// `KubeletFineGrainedAuthz`; `None` means the version's default.
+    #[serde(rename = "KubeletFineGrainedAuthz", default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_fine_grained_authz: Option<bool>,
+}
+
+/// Why a feature-gate setting is impossible for a version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    /// The gate did not exist before 1.32.
+    #[error("featureGates.KubeletFineGrainedAuthz: the gate does not exist in kubelet {0} (it was added in 1.32)")]
+    NotInVersion(KubeletVersion),
+    /// The gate is locked on from 1.36.
+    #[error("featureGates.KubeletFineGrainedAuthz: the gate is locked to true in kubelet {0} and cannot be disabled")]
+    Locked(KubeletVersion),
+}
+
+/// The kubelet version together with its effective fine-grained gate: everything the attribute
+/// builder depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KubeletModel {
+    version: KubeletVersion,
+    fine_grained: bool,
+}
+
+impl KubeletModel {
+    /// Resolve the gate for the version. `true` on a pre-1.32 kubelet and `false` on 1.36+ are
+    /// refused, as the kubelet refuses to start with them.
+    pub fn new(version: KubeletVersion, gates: FeatureGates) -> Result<Self, GateError> {
+        let fine_grained = match (version.fine_grained_default(), gates.kubelet_fine_grained_authz) {
+            (None, Some(true)) => return Err(GateError::NotInVersion(version)),
+            (None, _) => false,
+            (Some(_), Some(false)) if version.fine_grained_locked() => {
+                return Err(GateError::Locked(version))
+            }
+            (Some(_), Some(v)) => v,
+            (Some(default), None) => default,
+        };
+        Ok(KubeletModel { version, fine_grained })
+    }
+
+    /// The version's defaults.
+    pub fn for_version(version: KubeletVersion) -> Self {
+        KubeletModel {
+            version,
+            fine_grained: version.fine_grained_default().unwrap_or(false),
+        }
+    }
+
+    /// The kubelet version.
+    pub fn version(self) -> KubeletVersion {
+        self.version
+    }
+
+    /// Whether `KubeletFineGrainedAuthz` is in effect.
+    pub fn fine_grained(self) -> bool {
+        self.fine_grained
+    }
+
+    /// The ordered subresources the kubelet checks for a decoded request path (section 3.4).
+    pub fn subresources(self, path: &str) -> Subresources {
+        subresources(self, path)
+    }
+}
+
+/// A `nodes/<subresource>` the kubelet authorizes against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subresource {
+    /// `nodes/proxy`: everything without a dedicated subresource, including exec.
+    Proxy,
+    /// `nodes/stats`.
+    Stats,
+    /// `nodes/metrics`.
+    Metrics,
+    /// `nodes/log`.
+    Log,
+    /// `nodes/checkpoint` (1.25+).
+    Checkpoint,
+    /// `nodes/pods` (fine-grained).
+    Pods,
+    /// `nodes/healthz` (fine-grained).
+    Healthz,
+    /// `nodes/configz` (fine-grained; also `/flagz` in 1.36).
+    Configz,
+    /// `nodes/statusz`.
+    Statusz,
+}
+
+impl Subresource {
+    /// Every subresource, in a stable order.
+    pub const ALL: [Subresource; 9] = [
+        Subresource::Proxy,
+        Subresource::Stats,
+        Subresource::Metrics,
+        Subresource::Log,
+        Subresource::Checkpoint,
+        Subresource::Pods,
+        Subresource::Healthz,
+        Subresource::Configz,
+        Subresource::Statusz,
+    ];
+
+    /// The subresource name as it appears in SubjectAccessReviews and RBAC (`nodes/<name>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subresource::Proxy => "proxy",
+            Subresource::Stats => "stats",
+            Subresource::Metrics => "metrics",
+            Subresource::Log => "log",
+            Subresource::Checkpoint => "checkpoint",
+            Subresource::Pods => "pods",
+            Subresource::Healthz => "healthz",
+            Subresource::Configz => "configz",
+            Subresource::Statusz => "statusz",
+        }
+    }
+
+    /// Parse a subresource name.
+    pub fn parse(s: &str) -> Option<Subresource> {
+        Subresource::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for Subresource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The ordered subresource checks for one request: one or two entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subresources {
+    first: Subresource,
+    fallback: Option<Subresource>,
+}
+
+impl Subresources {
+    fn one(s: Subresource) -> Self {
+        Subresources { first: s, fallback: None }
+    }
+
+    fn two(fine: Subresource, fallback: Subresource) -> Self {
+        Subresources { first: fine, fallback: Some(fallback) }
+    }
+
+    /// The checks in evaluation order.
+    pub fn iter(&self) -> impl Iterator<Item = Subresource> + '_ {
+        std::iter::once(self.first).chain(self.fallback)
+    }
+
+    /// The checks as a vector.
+    pub fn to_vec(&self) -> Vec<Subresource> {
+        self.iter().collect()
+    }
+
+    /// The check at position `i`.
+    pub fn get(&self, i: usize) -> Option<Subresource> {
+        match i {
+            0 => Some(self.first),
+            1 => self.fallback,
+            _ => None,
+        }
+    }
+
+    /// Number of checks (1 or 2).
+    pub fn len(&self) -> usize {
+        1 + usize::from(self.fallback.is_some())
+    }
+
+    /// Never empty; present for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// The kubelet's verb for an HTTP method: exact, case-sensitive. HEAD, OPTIONS and anything else
+/// give the empty verb, which RBAC matches only with `*` (section 3.2).
+pub fn verb_for_method(method: &str) -> &'static str {
+    match method {
+        "POST" => "create",
+        "GET" => "get",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "",
+    }
+}
+
+/// `isSubpath` exactly as the kubelet: `path` loses one trailing slash, then `subpath` must equal it
+/// or continue it with `/`.
+pub fn is_subpath(subpath: &str, path: &str) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    subpath == path
+        || (subpath.starts_with(path) && subpath.as_bytes().get(path.len()) == Some(&b'/'))
+}
+
+/// The kubelet path constants used by the attribute builder.
+pub mod paths {
+    /// `statsPath`.
+    pub const STATS: &str = "/stats/";
+    /// `metricsPath`.
+    pub const METRICS: &str = "/metrics";
+    /// `logsPath`.
+    pub const LOGS: &str = "/logs/";
+    /// `checkpointPath`.
+    pub const CHECKPOINT: &str = "/checkpoint/";
+    /// `podsPath`.
+    pub const PODS: &str = "/pods";
+    /// `runningPodsPath` (lower case).
+    pub const RUNNING_PODS: &str = "/runningpods/";
+    /// `healthz.DefaultHealthzPath`.
+    pub const HEALTHZ: &str = "/healthz";
+    /// `configz.DefaultConfigzPath`.
+    pub const CONFIGZ: &str = "/configz";
+    /// `statusz.DefaultStatuszPath`.
+    pub const STATUSZ: &str = "/statusz";
+    /// `flagz.DefaultFlagzPath`.
+    pub const FLAGZ: &str = "/flagz";
+}
+
+/// The ordered subresource checks for a decoded path, for a kubelet model (section 3.4).
+///
+/// Version columns: 1.21-1.31 one attribute (checkpoint from 1.25); 1.32 fine-grained switch when
+/// the gate is on; 1.33-1.35 add `statusz` to the gated switch (the reference pins this shape to
+/// 1.33/1.34 and does not pin the release that moved to the 1.36 shape; we keep 1.35 with 1.33/1.34);
+/// 1.36+ map `/statusz` to `statusz` and `/flagz` to `configz`, ungated and without fallback.
+pub fn subresources(model: KubeletModel, path: &str) -> Subresources {
+    use paths::*;
+    let minor = model.version.minor;
+    let fine = if model.fine_grained {
+        if is_subpath(path, PODS) {
+            Some(Subresource::Pods)
+        } else if is_subpath(path, HEALTHZ) {
+            Some(Subresource::Healthz)
+        } else if is_subpath(path, CONFIGZ) {
+            Some(Subresource::Configz)
+        } else if (33..GA_MINOR).contains(&minor) && is_subpath(path, STATUSZ) {
+            Some(Subresource::Statusz)
+        } else if is_subpath(path, RUNNING_PODS) {
+            Some(Subresource::Pods)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let coarse = if is_subpath(path, STATS) {
+        Subresource::Stats
+    } else if is_subpath(path, METRICS) {
+        Subresource::Metrics
+    } else if is_subpath(path, LOGS) {
+        Subresource::Log
+    } else if model.version.has_checkpoint() && is_subpath(path, CHECKPOINT) {
+        Subresource::Checkpoint
+    } else if minor >= GA_MINOR && is_subpath(path, STATUSZ) {
+        Subresource::Statusz
+    } else if minor >= GA_MINOR && is_subpath(path, FLAGZ) {
+        Subresource::Configz
+    } else {
+        Subresource::Proxy
+    };
+    match fine {
+        Some(f) => Subresources::two(f, coarse),
+        None => Subresources::one(coarse),
+    }
+}
+
+/// Endpoints that execute commands or open streams into containers.
+pub fn is_streaming_path(path: &str) -> bool {
+    ["/exec", "/attach", "/run", "/portForward"]
+        .iter()
+        .any(|p| is_subpath(path, p))
+}
+
+/// One endpoint a kubelet serves on its authenticated port (reference section 5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Short name used in tables (`exec`, `metrics/cadvisor`, ...).
+    pub name: &'static str,
+    /// A representative request path.
+    pub path: &'static str,
+    /// The HTTP methods its handlers serve.
+    pub methods: &'static [&'static str],
+    /// Whether it executes commands or opens a stream into a container.
+    pub streaming: bool,
+    /// First minor version that serves it (by default settings).
+    pub since_minor: u32,
+    /// What it is for.
+    pub description: &'static str,
+}
+
+/// The kubelet's authenticated endpoints, newest version first-class; `since_minor` says when a
+/// path became available by default. Every entry has a row in the attribute tests (a coverage
+/// test fails if one does not).
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint { name: "healthz", path: "/healthz", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet health" },
+    Endpoint { name: "healthz/ping", path: "/healthz/ping", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet ping" },
+    Endpoint { name: "healthz/log", path: "/healthz/log", methods: &["GET"], streaming: false, since_minor: 21, description: "log health" },
+    Endpoint { name: "healthz/syncloop", path: "/healthz/syncloop", methods: &["GET"], streaming: false, since_minor: 21, description: "sync loop health" },
+    Endpoint { name: "pods", path: "/pods", methods: &["GET"], streaming: false, since_minor: 21, description: "pods the kubelet runs (desired state)" },
+    Endpoint { name: "runningpods", path: "/runningpods/", methods: &["GET"], streaming: false, since_minor: 21, description: "pods the container runtime reports" },
+    Endpoint { name: "configz", path: "/configz", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet configuration" },
+    Endpoint { name: "flagz", path: "/flagz", methods: &["GET"], streaming: false, since_minor: 36, description: "kubelet flags" },
+    Endpoint { name: "statusz", path: "/statusz", methods: &["GET"], streaming: false, since_minor: 36, description: "kubelet status page" },
+    Endpoint { name: "stats/summary", path: "/stats/summary", methods: &["GET", "POST"], streaming: false, since_minor: 21, description: "resource usage summary" },
+    Endpoint { name: "metrics", path: "/metrics", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet metrics" },
+    Endpoint { name: "metrics/cadvisor", path: "/metrics/cadvisor", methods: &["GET"], streaming: false, since_minor: 21, description: "cAdvisor container metrics" },
+    Endpoint { name: "metrics/resource", path: "/metrics/resource", methods: &["GET"], streaming: false, since_minor: 21, description: "resource metrics" },
+    Endpoint { name: "metrics/probes", path: "/metrics/probes", methods: &["GET"], streaming: false, since_minor: 21, description: "probe metrics" },
+    Endpoint { name: "metrics/slis", path: "/metrics/slis", methods: &["GET"], streaming: false, since_minor: 26, description: "SLI metrics" },
+    Endpoint { name: "logs", path: "/logs/", methods: &["GET"], streaming: false, since_minor: 21, description: "node log files" },
+    Endpoint { name: "containerLogs", path: "/containerLogs/ns/pod/ctr", methods: &["GET"], streaming: true, since_minor: 21, description: "container logs" },
+    Endpoint { name: "checkpoint", path: "/checkpoint/ns/pod/ctr", methods: &["POST"], streaming: false, since_minor: 25, description: "container checkpoint" },
+    Endpoint { name: "exec", path: "/exec/ns/pod/ctr", methods: &["GET", "POST"], streaming: true, since_minor: 21, description: "run a command in a container" },
+    Endpoint { name: "attach", path: "/attach/ns/pod/ctr", methods: &["GET", "POST"], streaming: true, since_minor: 21, description: "attach to a container" },
+    Endpoint { name: "run", path: "/run/ns/pod/ctr", methods: &["POST"], streaming: true, since_minor: 21, description: "run a command, return its output" },
+    Endpoint { name: "portForward", path: "/portForward/ns/pod", methods: &["GET", "POST"], streaming: true, since_minor: 21, description: "forward a port into a pod" },
+    Endpoint { name: "debug/pprof", path: "/debug/pprof/profile", methods: &["GET"], streaming: false, since_minor: 21, description: "profiling" },
+    Endpoint { name: "debug/flags/v", path: "/debug/flags/v", methods: &["PUT"], streaming: false, since_minor: 21, description: "set log verbosity" },
+];
+
+/// Endpoints present by default on a kubelet of this version.
+pub fn endpoints_for(version: KubeletVersion) -> impl Iterator<Item = &'static Endpoint> {
+    ENDPOINTS.iter().filter(move |e| version.minor >= e.since_minor)
+}

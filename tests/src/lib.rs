@@ -1,0 +1,2 @@
+//! End-to-end test support: starting Envoy and the stand-ins, rendering configs.
+#![forbid(unsafe_code)]
