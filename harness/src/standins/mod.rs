@@ -1,0 +1,1 @@
+//! Stand-in API server and kubelet for tests and the demo.
