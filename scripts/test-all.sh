@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one command that runs every check: setup, formatting, lints (native and wasm), the release
+# filter module and its size, and every test (unit, table, harness through the real .wasm,
+# stand-ins with the real kubectl, end to end through a real Envoy, CLI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+say() { printf '\n==> %s\n' "$*"; }
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "clippy (native, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "clippy (wasm32-wasip1: authz and the filter)"
+cargo clippy -p kubelet-authz --no-default-features --target wasm32-wasip1 --locked -- -D warnings
+cargo clippy -p kubelet-authz-filter --target wasm32-wasip1 --locked -- -D warnings
+
+say "filter module (release, wasm32-wasip1)"
+cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked
+cargo build -p kubelet-authz --target wasm32-wasip1 --release --locked
+WASM="$PWD/target/wasm32-wasip1/release/kubelet_authz_filter.wasm"
+size=$(stat -c %s "$WASM")
+echo "kubelet_authz_filter.wasm: $size bytes (limit 1048576)"
+[ "$size" -le 1048576 ] || { echo "the filter module is larger than 1 MiB" >&2; exit 1; }
+
+export KUBELET_AUTHZ_FILTER_WASM="$WASM"
+export ENVOY_BIN="$PWD/.venv/bin/envoy"
+say "cargo test --workspace"
+cargo test --workspace --locked
