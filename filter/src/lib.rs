@@ -1,4 +1,36 @@
 //! `kubelet-authz-filter`: the proxy-wasm glue around the `kubelet-authz` engine. It parses the
 //! plugin configuration once, and each HTTP context drives the engine's state machine, turning its
 //! steps into callouts, resumes, local replies, logs and metrics.
+//!
+//! Modules:
+//! - [`root`]: the root context (configuration, shared state, retry timer).
+//! - [`stream`]: the HTTP context of each request (reads it once, passes events on).
+//! - [`driver`]: the per-VM state and the loop that turns engine steps into proxy actions.
+//! - [`host`]: the only module that calls `proxy_wasm::hostcalls`.
+//! - [`metrics`]: counters, defined lazily from finite names.
+//! - [`convert`]: pure conversions of requests and callout responses.
 #![forbid(unsafe_code)]
+
+pub mod convert;
+pub mod driver;
+pub mod host;
+pub mod metrics;
+pub mod root;
+pub mod stream;
+
+/// The module's entry point (`_initialize`), in a private module: it is exported by name.
+mod entry {
+    use proxy_wasm::types::LogLevel;
+
+    use crate::{host, root};
+
+    proxy_wasm::main! {{
+        // The SDK's logger installs a panic hook that itself unwraps; replace it with one that
+        // cannot fail, first thing.
+        proxy_wasm::set_log_level(LogLevel::Info);
+        std::panic::set_hook(Box::new(|info| {
+            host::log_critical(&format!("kubelet-authz: panic: {info}"));
+        }));
+        proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
+    }}
+}

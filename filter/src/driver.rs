@@ -1,0 +1,665 @@
+//! The filter's per-VM state and the loop that drives the engine's sessions: it turns each
+//! [`Step`] into proxy actions (callouts, timers, header edits, resume, local reply), feeds the
+//! results back, wakes waiters, and audits and counts every decision. It talks to the proxy only
+//! through [`Host`], so it runs natively in tests.
+//!
+//! Routing callouts: Envoy ties a callout to the effective context, and the SDK delivers its
+//! answer to the context whose callback dispatched it. So a callout for session `S` is sent only
+//! from `S`'s own callback or from the root's (`on_tick`), with the effective context reset to
+//! that callback's context; a call that a woken waiter needs while another request's callback
+//! runs is deferred to the root's next tick (that request may end before the answer comes). The
+//! token of every callout maps to its session here, so either context can deliver it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use kubelet_authz::audit;
+use kubelet_authz::cache::Millis;
+use kubelet_authz::config::{Config, Enforcement};
+use kubelet_authz::decision::{
+    Callout, CalloutKind, CalloutResponse, Engine, Progress, Request, Session, Step, Verdict, Wake,
+};
+
+use crate::convert;
+use crate::host::{Host, HostError, Level};
+use crate::metrics::{self, Metrics};
+
+/// At most this many scheduled retries and deferred callouts.
+pub const MAX_TIMERS: usize = 4096;
+/// At most this many undecided requests per VM.
+pub const MAX_STREAMS: usize = 16_384;
+/// At most this many work items in one callback (a wake of many waiters is one item each).
+pub const MAX_WORK: usize = 65_536;
+/// The longest tick period while timers are pending.
+pub const MAX_TICK_MS: u64 = 100;
+
+/// What the proxy should do with the request after `on_http_request_headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Forward it now.
+    Continue,
+    /// Hold it (deciding, or already answered locally).
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKind {
+    /// `Session::on_retry`.
+    Retry,
+    /// Send the session's deferred callout.
+    Dispatch,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    due: Millis,
+    stream: u32,
+    kind: TimerKind,
+}
+
+#[derive(Debug)]
+struct Stream {
+    session: Session,
+    audit: Request,
+    received_ms: Millis,
+    deferred: Option<Callout>,
+}
+
+/// Which callback is running: the context it runs for, and whose request headers (if any).
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    current: u32,
+    headers_of: Option<u32>,
+}
+
+enum Work {
+    Step(u32, Box<Step>),
+    Wake(Wake),
+}
+
+/// Per-VM state: the engine, the undecided requests, callout tokens, timers, counters.
+#[derive(Debug)]
+pub struct Filter {
+    engine: Engine,
+    root_id: u32,
+    streams: HashMap<u32, Stream>,
+    /// Requests answered locally, until their end: their body must never pass.
+    replied: HashSet<u32>,
+    tokens: HashMap<u32, u32>,
+    timers: Vec<Timer>,
+    tick_ms: u64,
+    metrics: Metrics,
+    rng: u64,
+    last_now: Millis,
+    /// The context the proxy acts on now (as far as this driver knows).
+    effective: u32,
+}
+
+impl Filter {
+    /// A filter for the root context `root_id`. `salt` keys token hashes; `seed` the retry jitter.
+    pub fn new(config: Config, root_id: u32, salt: [u8; 32], seed: u64) -> Self {
+        Filter {
+            engine: Engine::new(config, salt),
+            root_id,
+            streams: HashMap::new(),
+            replied: HashSet::new(),
+            tokens: HashMap::new(),
+            timers: Vec::new(),
+            tick_ms: 0,
+            metrics: Metrics::default(),
+            rng: seed | 1,
+            last_now: 0,
+            effective: root_id,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        self.engine.config()
+    }
+
+    /// The engine (caches and callouts in flight), for tests.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Undecided requests.
+    pub fn pending(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Scheduled timers.
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The tick period last asked for (0 = none).
+    pub fn tick_ms(&self) -> u64 {
+        self.tick_ms
+    }
+
+    /// Whether request `id` is undecided.
+    pub fn has_stream(&self, id: u32) -> bool {
+        self.streams.contains_key(&id)
+    }
+
+    /// Whether request `id` must still be held: undecided, or answered locally. Its body and
+    /// trailers must not pass (in Envoy, `Continue` from the body callback of a request whose
+    /// headers were paused would send the headers on).
+    pub fn holds(&self, id: u32) -> bool {
+        self.streams.contains_key(&id) || self.replied.contains(&id)
+    }
+
+    /// The proxy's clock when it fails: the last time seen.
+    pub fn last_now(&self) -> Millis {
+        self.last_now
+    }
+
+    /// Count a failure that happened outside the driver (reading the request).
+    pub fn count_internal_error(&mut self, host: &mut dyn Host) {
+        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+    }
+
+    /// A request's headers arrived (context `id`).
+    pub fn on_request_headers(
+        &mut self,
+        host: &mut dyn Host,
+        id: u32,
+        request: Request,
+        now: Millis,
+    ) -> Next {
+        self.last_now = now;
+        if self.streams.len() >= MAX_STREAMS || self.streams.contains_key(&id) {
+            self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+            host.log(
+                Level::Error,
+                "kubelet-authz: too many undecided requests; answering 500",
+            );
+            self.effective = id;
+            if let Err(e) = host.send_response(500, b"Internal Server Error") {
+                host.log(Level::Error, &format!("kubelet-authz: {e}"));
+            }
+            return Next::Pause;
+        }
+        let audit = if self.engine.config().audit_enabled {
+            convert::audit_copy(&request)
+        } else {
+            Request::default()
+        };
+        let mut session = Session::new(id, request);
+        let progress = session.start(&mut self.engine, now);
+        self.streams.insert(
+            id,
+            Stream {
+                session,
+                audit,
+                received_ms: now,
+                deferred: None,
+            },
+        );
+        let ctx = Ctx {
+            current: id,
+            headers_of: Some(id),
+        };
+        if self.run(host, ctx, split(id, progress), now) {
+            Next::Continue
+        } else {
+            Next::Pause
+        }
+    }
+
+    /// A callout's response (or failure) was delivered to context `current`.
+    pub fn on_call_response(
+        &mut self,
+        host: &mut dyn Host,
+        current: u32,
+        token: u32,
+        response: CalloutResponse,
+        now: Millis,
+    ) {
+        self.last_now = now;
+        let Some(sid) = self.tokens.remove(&token) else {
+            host.log(
+                Level::Debug,
+                &format!("kubelet-authz: response for callout {token} that nobody waits for"),
+            );
+            return;
+        };
+        let failed = match &response {
+            CalloutResponse::Failed(_) => true,
+            CalloutResponse::Http { status, .. } => !(200..300).contains(status),
+        };
+        if failed {
+            self.metrics.inc(host, &[metrics::CALLOUT_FAILURES]);
+        }
+        let rand = self.rand();
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        let p = s.session.on_callout(&mut self.engine, now, response, rand);
+        let ctx = Ctx {
+            current,
+            headers_of: None,
+        };
+        self.run(host, ctx, split(sid, p), now);
+    }
+
+    /// The root's timer fired: run the retries and deferred callouts that are due.
+    pub fn on_tick(&mut self, host: &mut dyn Host, now: Millis) {
+        self.last_now = now;
+        let mut due = Vec::new();
+        self.timers.retain(|t| {
+            if t.due <= now {
+                due.push(*t);
+                false
+            } else {
+                true
+            }
+        });
+        let ctx = Ctx {
+            current: self.root_id,
+            headers_of: None,
+        };
+        let mut work = Vec::with_capacity(due.len());
+        for t in due {
+            let Some(s) = self.streams.get_mut(&t.stream) else {
+                continue;
+            };
+            match t.kind {
+                TimerKind::Retry => {
+                    let p = s.session.on_retry(&mut self.engine, now);
+                    work.extend(split(t.stream, p));
+                }
+                TimerKind::Dispatch => {
+                    if let Some(c) = s.deferred.take() {
+                        work.push(Work::Step(t.stream, Box::new(Step::Call(c))));
+                    }
+                }
+            }
+        }
+        self.run(host, ctx, work, now);
+    }
+
+    /// Request `id` went away (or finished): forget it; if it led a callout, wake its waiters.
+    pub fn on_done(&mut self, host: &mut dyn Host, id: u32, now: Millis) {
+        self.last_now = now;
+        self.replied.remove(&id);
+        self.timers.retain(|t| t.stream != id);
+        self.tokens.retain(|_, s| *s != id);
+        let Some(mut stream) = self.streams.remove(&id) else {
+            return;
+        };
+        let work: Vec<Work> = stream
+            .session
+            .abandon(&mut self.engine)
+            .map(Work::Wake)
+            .into_iter()
+            .collect();
+        let ctx = Ctx {
+            current: id,
+            headers_of: None,
+        };
+        self.run(host, ctx, work, now);
+    }
+
+    /// Process work until none is left; answers whether the request whose headers callback
+    /// runs may continue now.
+    fn run(&mut self, host: &mut dyn Host, ctx: Ctx, work: Vec<Work>, now: Millis) -> bool {
+        // The proxy enters every callback with its context effective.
+        self.effective = ctx.current;
+        let mut queue: VecDeque<Work> = work.into();
+        let mut continued = false;
+        let mut done = 0usize;
+        while let Some(item) = queue.pop_front() {
+            done += 1;
+            if done > MAX_WORK {
+                // Never reached with the engine's bounds; fail closed all the same.
+                self.fail_all(host, item, queue);
+                break;
+            }
+            match item {
+                Work::Wake(w) => {
+                    for waiter in w.waiters {
+                        if let Some(s) = self.streams.get_mut(&waiter) {
+                            let p = s.session.on_shared(&mut self.engine, now, w.result.clone());
+                            queue.extend(split(waiter, p));
+                        }
+                    }
+                }
+                Work::Step(sid, step) => match self.act(host, ctx, sid, *step, now) {
+                    Acted::Done => {}
+                    Acted::Continued => continued |= ctx.headers_of == Some(sid),
+                    Acted::Next(p) => queue.extend(split(sid, *p)),
+                },
+            }
+        }
+        self.update_tick(host, now);
+        if let Err(e) = self.enter(host, ctx.current) {
+            host.log(Level::Debug, &format!("kubelet-authz: {e}"));
+        }
+        continued
+    }
+
+    fn act(&mut self, host: &mut dyn Host, ctx: Ctx, sid: u32, step: Step, now: Millis) -> Acted {
+        match step {
+            Step::Wait => Acted::Done,
+            Step::RetryAfter(ms) => {
+                self.metrics.inc(host, &[metrics::CALLOUT_RETRIES]);
+                self.schedule(host, sid, now.saturating_add(ms), TimerKind::Retry, now)
+            }
+            Step::Call(c) => {
+                if ctx.current == sid || ctx.current == self.root_id {
+                    self.dispatch(host, ctx, sid, c, now)
+                } else {
+                    match self.streams.get_mut(&sid) {
+                        Some(s) => s.deferred = Some(c),
+                        None => return Acted::Done,
+                    }
+                    self.schedule(host, sid, now, TimerKind::Dispatch, now)
+                }
+            }
+            Step::Forward(v) => self.finish(host, ctx, sid, v, true, now),
+            Step::Reply(v) => self.finish(host, ctx, sid, v, false, now),
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        host: &mut dyn Host,
+        ctx: Ctx,
+        sid: u32,
+        c: Callout,
+        now: Millis,
+    ) -> Acted {
+        let entered = self.enter(host, ctx.current);
+        let config = self.engine.config();
+        let headers = c.headers(config);
+        let sent = entered.and_then(|()| {
+            host.dispatch(
+                &config.api_server.cluster,
+                &headers,
+                c.body.as_bytes(),
+                config.api_server.timeout,
+            )
+        });
+        self.metrics
+            .inc(host, &[metrics::CALLOUTS, metrics::kind_label(c.kind)]);
+        match sent {
+            Ok(token) => {
+                self.tokens.insert(token, sid);
+                Acted::Done
+            }
+            Err(e) => {
+                self.metrics.inc(host, &[metrics::CALLOUT_FAILURES]);
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "kubelet-authz: could not send {} to cluster {:?}: {e}",
+                        kind_name(c.kind),
+                        config.api_server.cluster
+                    ),
+                );
+                let rand = self.rand();
+                let Some(s) = self.streams.get_mut(&sid) else {
+                    return Acted::Done;
+                };
+                let response = CalloutResponse::Failed(format!("could not send: {e}"));
+                Acted::Next(Box::new(s.session.on_callout(
+                    &mut self.engine,
+                    now,
+                    response,
+                    rand,
+                )))
+            }
+        }
+    }
+
+    fn schedule(
+        &mut self,
+        host: &mut dyn Host,
+        sid: u32,
+        due: Millis,
+        kind: TimerKind,
+        now: Millis,
+    ) -> Acted {
+        if self.timers.len() < MAX_TIMERS {
+            self.timers.push(Timer {
+                due,
+                stream: sid,
+                kind,
+            });
+            return Acted::Done;
+        }
+        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+        host.log(
+            Level::Error,
+            "kubelet-authz: too many pending retries; failing the request closed",
+        );
+        match self.fail_session(sid, now) {
+            Some(p) => Acted::Next(Box::new(p)),
+            None => Acted::Done,
+        }
+    }
+
+    /// Finish a session closed, in the engine's shapes: leave its callout (waking waiters), then
+    /// ask for a retry with nothing pending, which the engine answers with its internal-failure
+    /// verdict (401 while authenticating, 500 while authorizing).
+    fn fail_session(&mut self, sid: u32, now: Millis) -> Option<Progress> {
+        let s = self.streams.get_mut(&sid)?;
+        s.deferred = None;
+        let wake = s.session.abandon(&mut self.engine);
+        let mut p = s.session.on_retry(&mut self.engine, now);
+        p.wake = wake;
+        Some(p)
+    }
+
+    fn finish(
+        &mut self,
+        host: &mut dyn Host,
+        ctx: Ctx,
+        sid: u32,
+        v: Verdict,
+        forward: bool,
+        now: Millis,
+    ) -> Acted {
+        self.timers.retain(|t| t.stream != sid);
+        self.tokens.retain(|_, s| *s != sid);
+        let Some(stream) = self.streams.remove(&sid) else {
+            return Acted::Done;
+        };
+        self.metrics.decision(host, &v);
+        if let Err(e) = self.enter(host, sid) {
+            // The request is gone: there is nobody to answer (and acting now would act on
+            // another request).
+            self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+            host.log(
+                Level::Warn,
+                &format!("kubelet-authz: request {sid} went away before its answer: {e}"),
+            );
+            return Acted::Done;
+        }
+        if !forward {
+            if self.replied.len() < MAX_STREAMS {
+                self.replied.insert(sid);
+            }
+            self.audit(host, &stream, &v, Some(v.status), now);
+            if let Err(e) = host.send_response(v.status, v.body.as_bytes()) {
+                self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+                host.log(Level::Error, &format!("kubelet-authz: {e}"));
+            }
+            return Acted::Done;
+        }
+        let edited = v
+            .remove_headers
+            .iter()
+            .try_for_each(|h| host.remove_request_header(h))
+            .and_then(|()| {
+                v.set_headers
+                    .iter()
+                    .try_for_each(|(k, val)| host.set_request_header(k, val))
+            });
+        if let Err(e) = edited {
+            // Never forward a request whose credentials could not be stripped.
+            self.fail_closed_raw(host, &stream, &v, &e.to_string(), now);
+            return Acted::Done;
+        }
+        self.audit(host, &stream, &v, None, now);
+        if ctx.headers_of == Some(sid) {
+            return Acted::Continued;
+        }
+        if let Err(e) = host.resume_request() {
+            self.fail_closed_raw(host, &stream, &v, &e.to_string(), now);
+        }
+        Acted::Done
+    }
+
+    /// Answer 500 outside the engine's shapes (a hostcall failed after the decision).
+    fn fail_closed_raw(
+        &mut self,
+        host: &mut dyn Host,
+        stream: &Stream,
+        v: &Verdict,
+        why: &str,
+        now: Millis,
+    ) {
+        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+        host.log(
+            Level::Error,
+            &format!("kubelet-authz: failing request closed: {why}"),
+        );
+        self.audit(host, stream, v, Some(500), now);
+        if let Err(e) = host.send_response(500, b"Internal Server Error") {
+            host.log(Level::Error, &format!("kubelet-authz: {e}"));
+        }
+    }
+
+    /// Fail closed the item in hand and everything queued (the work bound was hit).
+    fn fail_all(&mut self, host: &mut dyn Host, item: Work, queue: VecDeque<Work>) {
+        let mut ids = Vec::new();
+        for w in std::iter::once(item).chain(queue) {
+            match w {
+                Work::Step(sid, _) => ids.push(sid),
+                Work::Wake(w) => ids.extend(w.waiters),
+            }
+        }
+        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+        host.log(
+            Level::Error,
+            "kubelet-authz: too much work in one callback; failing requests closed",
+        );
+        // Every stream that may be blocked: the ones in hand and every other undecided one.
+        ids.extend(self.streams.keys().copied());
+        for sid in ids {
+            let Some(mut s) = self.streams.remove(&sid) else {
+                continue;
+            };
+            let _ = s.session.abandon(&mut self.engine);
+            if self.enter(host, sid).is_ok() {
+                let _ = host.send_response(500, b"Internal Server Error");
+            }
+        }
+        self.timers.clear();
+        self.tokens.clear();
+    }
+
+    fn audit(
+        &mut self,
+        host: &mut dyn Host,
+        stream: &Stream,
+        v: &Verdict,
+        code: Option<u16>,
+        now: Millis,
+    ) {
+        let config = self.engine.config();
+        if !config.audit_enabled {
+            return;
+        }
+        let fallback;
+        let audit_id = match stream.audit.request_id.as_deref() {
+            Some(id) => id,
+            None => {
+                fallback = format!(
+                    "kubelet-authz-{}-{}",
+                    stream.received_ms,
+                    stream.session.id()
+                );
+                fallback.as_str()
+            }
+        };
+        let line = audit::log_line(
+            v,
+            &stream.audit,
+            &audit::Context {
+                audit_id,
+                node_name: &config.node_name,
+                received_ms: stream.received_ms,
+                now_ms: now,
+                response_code: code,
+                shadow: config.enforcement == Enforcement::Shadow,
+            },
+        );
+        host.log(Level::Info, &line);
+    }
+
+    fn update_tick(&mut self, host: &mut dyn Host, now: Millis) {
+        let want = self
+            .timers
+            .iter()
+            .map(|t| t.due)
+            .min()
+            .map_or(0, |due| due.saturating_sub(now).clamp(1, MAX_TICK_MS));
+        if want == self.tick_ms {
+            return;
+        }
+        let set = self
+            .enter(host, self.root_id)
+            .and_then(|()| host.set_tick_period_ms(want));
+        match set {
+            Ok(()) => self.tick_ms = want,
+            Err(e) => host.log(Level::Error, &format!("kubelet-authz: {e}")),
+        }
+    }
+
+    /// Make `id` the effective context, unless it already is.
+    fn enter(&mut self, host: &mut dyn Host, id: u32) -> Result<(), HostError> {
+        if self.effective != id {
+            host.set_effective_context(id)?;
+            self.effective = id;
+        }
+        Ok(())
+    }
+
+    fn rand(&mut self) -> u32 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+}
+
+enum Acted {
+    Done,
+    Continued,
+    Next(Box<Progress>),
+}
+
+fn split(sid: u32, p: Progress) -> Vec<Work> {
+    let mut v = Vec::with_capacity(2);
+    if let Some(w) = p.wake {
+        v.push(Work::Wake(w));
+    }
+    v.push(Work::Step(sid, Box::new(p.step)));
+    v
+}
+
+fn kind_name(kind: CalloutKind) -> &'static str {
+    match kind {
+        CalloutKind::TokenReview => "TokenReview",
+        CalloutKind::SubjectAccessReview => "SubjectAccessReview",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,437 @@
+//! The driver against a fake proxy: what it dispatches, answers, resumes and schedules.
+
+use std::time::Duration;
+
+use kubelet_authz::config::Config;
+use kubelet_authz::decision::{CalloutResponse, Request};
+
+use super::{Filter, Next};
+use crate::host::{Host, HostError, Level};
+
+const ROOT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Dispatch { ctx: u32, token: u32, path: String },
+    Resume(u32),
+    Reply(u32, u16, String),
+    Remove(u32, String),
+    Set(u32, String, String),
+    Tick(u64),
+}
+
+#[derive(Default)]
+struct Fake {
+    effective: u32,
+    next_token: u32,
+    fail_dispatch: bool,
+    events: Vec<Ev>,
+    logs: Vec<(Level, String)>,
+    counters: Vec<(String, u64)>,
+}
+
+impl Fake {
+    /// The proxy enters a callback with that callback's context effective.
+    fn at(&mut self, context_id: u32) -> &mut Self {
+        self.effective = context_id;
+        self
+    }
+    fn take(&mut self) -> Vec<Ev> {
+        std::mem::take(&mut self.events)
+    }
+    fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+    fn audits(&self) -> Vec<&str> {
+        self.logs
+            .iter()
+            .filter(|(l, m)| {
+                *l == Level::Info && m.starts_with(kubelet_authz::audit::AUDIT_LOG_PREFIX)
+            })
+            .map(|(_, m)| m.as_str())
+            .collect()
+    }
+}
+
+impl Host for Fake {
+    fn log(&mut self, level: Level, message: &str) {
+        self.logs.push((level, message.to_string()));
+    }
+    fn set_effective_context(&mut self, context_id: u32) -> Result<(), HostError> {
+        self.effective = context_id;
+        Ok(())
+    }
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(String, String)],
+        _body: &[u8],
+        _timeout: Duration,
+    ) -> Result<u32, HostError> {
+        assert_eq!(cluster, "kube-apiserver");
+        if self.fail_dispatch {
+            return Err(HostError {
+                call: "dispatch_http_call",
+                status: 2,
+            });
+        }
+        self.next_token += 1;
+        let path = headers
+            .iter()
+            .find(|(k, _)| k == ":path")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        self.events.push(Ev::Dispatch {
+            ctx: self.effective,
+            token: self.next_token,
+            path,
+        });
+        Ok(self.next_token)
+    }
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        self.events.push(Ev::Resume(self.effective));
+        Ok(())
+    }
+    fn send_response(&mut self, status: u16, body: &[u8]) -> Result<(), HostError> {
+        self.events.push(Ev::Reply(
+            self.effective,
+            status,
+            String::from_utf8_lossy(body).into_owned(),
+        ));
+        Ok(())
+    }
+    fn remove_request_header(&mut self, name: &str) -> Result<(), HostError> {
+        self.events
+            .push(Ev::Remove(self.effective, name.to_string()));
+        Ok(())
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.events
+            .push(Ev::Set(self.effective, name.to_string(), value.to_string()));
+        Ok(())
+    }
+    fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
+        self.counters.push((name.to_string(), 0));
+        Ok(u32::try_from(self.counters.len() - 1).unwrap_or(u32::MAX))
+    }
+    fn increment(&mut self, id: u32, by: u64) -> Result<(), HostError> {
+        if let Some(c) = self.counters.get_mut(id as usize) {
+            c.1 += by;
+        }
+        Ok(())
+    }
+    fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError> {
+        assert_eq!(self.effective, ROOT, "tick period set on the root");
+        self.events.push(Ev::Tick(ms));
+        Ok(())
+    }
+}
+
+fn filter(json: &str) -> Filter {
+    let config = Config::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    Filter::new(config, ROOT, [7; 32], 42)
+}
+
+fn bearer(token: &str) -> Request {
+    let mut r = Request::new("GET", "/pods").header("authorization", &format!("Bearer {token}"));
+    r.request_id = Some("req-1".into());
+    r
+}
+
+fn http(body: &str) -> CalloutResponse {
+    CalloutResponse::Http {
+        status: 201,
+        retry_after: false,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+const ALICE: &str = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","status":{"authenticated":true,"user":{"username":"alice","groups":["dev"]}}}"#;
+const ALLOWED: &str = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","status":{"allowed":true,"reason":"rbac"}}"#;
+const NO_OPINION: &str = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","status":{"allowed":false}}"#;
+
+const TR: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+const SAR: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+
+#[test]
+fn bearer_allowed_after_two_callouts() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, bearer("t1"), 1000),
+        Next::Pause
+    );
+    assert_eq!(
+        h.take(),
+        vec![Ev::Dispatch {
+            ctx: 10,
+            token: 1,
+            path: TR.into()
+        }]
+    );
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1001);
+    assert_eq!(
+        h.take(),
+        vec![Ev::Dispatch {
+            ctx: 10,
+            token: 2,
+            path: SAR.into()
+        }]
+    );
+    f.on_call_response(h.at(10), 10, 2, http(ALLOWED), 1002);
+    assert_eq!(
+        h.take(),
+        vec![Ev::Remove(10, "authorization".into()), Ev::Resume(10)]
+    );
+    assert_eq!(f.pending(), 0);
+    let audits = h.audits();
+    assert_eq!(audits.len(), 1);
+    assert!(audits[0].contains("\"auditID\":\"req-1\""), "{}", audits[0]);
+    assert!(!audits[0].contains("t1"));
+    assert_eq!(h.counter("kubelet_authz.decisions.allowed.pods"), 1);
+    assert_eq!(h.counter("kubelet_authz.authn.bearer"), 1);
+    assert_eq!(h.counter("kubelet_authz.callouts.tokenreview"), 1);
+    assert_eq!(h.counter("kubelet_authz.callouts.subjectaccessreview"), 1);
+
+    // Cached now: decided synchronously, no callout.
+    assert_eq!(
+        f.on_request_headers(h.at(11), 11, bearer("t1"), 1003),
+        Next::Continue
+    );
+    assert_eq!(h.take(), vec![Ev::Remove(11, "authorization".into())]);
+    assert_eq!(h.counter("kubelet_authz.cache_hits"), 2);
+}
+
+#[test]
+fn no_credentials_is_401_at_once() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    let r = Request::new("GET", "/pods");
+    assert_eq!(f.on_request_headers(h.at(10), 10, r, 1000), Next::Pause);
+    assert_eq!(h.take(), vec![Ev::Reply(10, 401, "Unauthorized".into())]);
+    assert!(h.audits()[0].contains("\"code\":401"));
+    assert_eq!(h.counter("kubelet_authz.decisions.unauthenticated.none"), 1);
+}
+
+#[test]
+fn anonymous_always_allow_continues() {
+    let mut f = filter(
+        r#"{"nodeName":"n1","authentication":{"anonymous":{"enabled":true}},"authorization":{"mode":"AlwaysAllow"},"audit":{"enabled":false}}"#,
+    );
+    let mut h = Fake::default();
+    let r = Request::new("GET", "/healthz");
+    assert_eq!(f.on_request_headers(h.at(10), 10, r, 1000), Next::Continue);
+    assert_eq!(h.take(), vec![]);
+    assert!(h.audits().is_empty());
+    assert_eq!(h.counter("kubelet_authz.authn.anonymous"), 1);
+}
+
+#[test]
+fn forbidden_after_every_subresource() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1001);
+    h.take();
+    f.on_call_response(h.at(10), 10, 2, http(NO_OPINION), 1002);
+    let ev = h.take();
+    let last = ev.last().cloned();
+    match ev.first() {
+        Some(Ev::Dispatch { path, .. }) if path == SAR => {
+            // 1.36 tries pods then proxy.
+            f.on_call_response(h.at(10), 10, 3, http(NO_OPINION), 1003);
+            let ev = h.take();
+            assert!(
+                matches!(ev.as_slice(), [Ev::Reply(10, 403, b)] if b.starts_with("Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])")),
+                "{ev:?}"
+            );
+        }
+        _ => panic!("expected a second SubjectAccessReview, got {last:?}"),
+    }
+}
+
+#[test]
+fn identical_requests_share_callouts() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, bearer("t1"), 1000),
+        Next::Pause
+    );
+    assert_eq!(
+        f.on_request_headers(h.at(11), 11, bearer("t1"), 1000),
+        Next::Pause
+    );
+    assert_eq!(h.take().len(), 1, "one TokenReview for both");
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1001);
+    // The leader sends the SubjectAccessReview; the waiter joins it.
+    assert_eq!(
+        h.take(),
+        vec![Ev::Dispatch {
+            ctx: 10,
+            token: 2,
+            path: SAR.into()
+        }]
+    );
+    f.on_call_response(h.at(10), 10, 2, http(ALLOWED), 1002);
+    let ev = h.take();
+    assert!(ev.contains(&Ev::Resume(10)), "{ev:?}");
+    assert!(ev.contains(&Ev::Resume(11)), "{ev:?}");
+    assert!(
+        ev.contains(&Ev::Remove(11, "authorization".into())),
+        "{ev:?}"
+    );
+    assert_eq!(f.pending(), 0);
+    assert_eq!(f.engine().inflight_len(), 0);
+}
+
+#[test]
+fn leader_gone_waiter_leads_from_the_root_tick() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    f.on_request_headers(h.at(11), 11, bearer("t1"), 1000);
+    h.take();
+    f.on_done(h.at(10), 10, 1001);
+    // The waiter must call now, but request 10's callback may not send for it: deferred.
+    assert_eq!(h.take(), vec![Ev::Tick(1)]);
+    assert_eq!(f.timers(), 1);
+    f.on_tick(h.at(ROOT), 1002);
+    assert_eq!(
+        h.take(),
+        vec![
+            Ev::Dispatch {
+                ctx: ROOT,
+                token: 2,
+                path: TR.into()
+            },
+            Ev::Tick(0)
+        ]
+    );
+    // The late answer to the gone leader's callout is ignored.
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1003);
+    assert_eq!(h.take(), vec![]);
+    // The answer arrives at the root and is routed to request 11, whose SAR goes from the root.
+    f.on_call_response(h.at(ROOT), ROOT, 2, http(ALICE), 1004);
+    assert_eq!(
+        h.take(),
+        vec![Ev::Dispatch {
+            ctx: ROOT,
+            token: 3,
+            path: SAR.into()
+        }]
+    );
+    f.on_call_response(h.at(ROOT), ROOT, 3, http(ALLOWED), 1005);
+    assert_eq!(
+        h.take(),
+        vec![Ev::Remove(11, "authorization".into()), Ev::Resume(11)]
+    );
+    assert_eq!(h.effective, ROOT, "effective context restored");
+}
+
+#[test]
+fn dispatch_failure_retries_then_fails_closed() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake {
+        fail_dispatch: true,
+        ..Fake::default()
+    };
+    let mut now = 1000;
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, bearer("t1"), now),
+        Next::Pause
+    );
+    assert_eq!(h.take(), vec![Ev::Tick(100)]);
+    for _ in 0..200 {
+        if f.pending() == 0 {
+            break;
+        }
+        now += 100;
+        f.on_tick(h.at(ROOT), now);
+    }
+    let ev = h.take();
+    assert!(
+        ev.contains(&Ev::Reply(10, 401, "Unauthorized".into())),
+        "{ev:?}"
+    );
+    assert_eq!(ev.last(), Some(&Ev::Tick(0)));
+    assert_eq!(h.counter("kubelet_authz.callout_failures"), 5);
+    assert_eq!(h.counter("kubelet_authz.callout_retries"), 4);
+    assert!(
+        now - 1000 >= 500 + 750 + 1125 + 1687,
+        "backoff respected: {now}"
+    );
+    assert_eq!(f.engine().inflight_len(), 0);
+}
+
+#[test]
+fn callout_timeout_is_retried_from_the_root() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    h.take();
+    f.on_call_response(h.at(10), 10, 1, crate::convert::no_response(), 1001);
+    assert_eq!(h.take(), vec![Ev::Tick(100)]);
+    f.on_tick(h.at(ROOT), 1700);
+    assert_eq!(
+        h.take(),
+        vec![
+            Ev::Dispatch {
+                ctx: ROOT,
+                token: 2,
+                path: TR.into()
+            },
+            Ev::Tick(0)
+        ]
+    );
+    f.on_call_response(h.at(ROOT), ROOT, 2, http(ALICE), 1701);
+    f.on_call_response(h.at(ROOT), ROOT, 3, http(ALLOWED), 1702);
+    assert!(h.take().contains(&Ev::Resume(10)));
+}
+
+#[test]
+fn shadow_forwards_denials_and_counts_them() {
+    let mut f = filter(r#"{"nodeName":"n1","enforcement":"Shadow"}"#);
+    let mut h = Fake::default();
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, Request::new("GET", "/pods"), 1000),
+        Next::Continue
+    );
+    assert_eq!(h.counter("kubelet_authz.shadow_denials"), 1);
+    assert!(h.audits()[0].contains("shadow"));
+}
+
+#[test]
+fn done_with_waiter_leaves_queue() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    f.on_request_headers(h.at(11), 11, bearer("t1"), 1000);
+    h.take();
+    f.on_done(h.at(11), 11, 1001);
+    assert_eq!(h.take(), vec![]);
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1002);
+    f.on_call_response(h.at(10), 10, 2, http(ALLOWED), 1003);
+    let ev = h.take();
+    assert!(!ev.iter().any(|e| matches!(e, Ev::Resume(11))), "{ev:?}");
+    assert_eq!(f.pending(), 0);
+}
+
+#[test]
+fn held_until_forwarded_and_after_a_local_reply() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    assert!(f.holds(10), "undecided");
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1001);
+    f.on_call_response(h.at(10), 10, 2, http(ALLOWED), 1002);
+    assert!(!f.holds(10), "forwarded");
+
+    f.on_request_headers(h.at(11), 11, Request::new("POST", "/run/ns/pod/c"), 1003);
+    assert!(f.holds(11), "answered 401: its body must not pass");
+    f.on_done(h.at(11), 11, 1004);
+    assert!(!f.holds(11));
+}

@@ -1,0 +1,175 @@
+//! One HTTP context per request: it reads the request once, hands it to the shared
+//! [`Filter`](crate::driver::Filter), and passes on callout responses and the end of the request.
+
+use kubelet_authz::decision::{CalloutResponse, Request};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use crate::convert::{self, MAX_CALLOUT_BODY};
+use crate::driver::Next;
+use crate::host::{self, HostError, Level, Proxy};
+use crate::root::Shared;
+
+/// The HTTP context of one request.
+#[derive(Debug)]
+pub struct HttpStream {
+    id: u32,
+    shared: Shared,
+}
+
+impl HttpStream {
+    /// The context `id`, sharing the root's state.
+    pub fn new(id: u32, shared: Shared) -> Self {
+        HttpStream { id, shared }
+    }
+
+    /// `Pause` while the request is held (undecided or answered locally), else `Continue`.
+    fn hold(&self) -> Action {
+        match self.shared.try_borrow() {
+            Ok(slot) => match slot.as_ref() {
+                Some(filter) if !filter.holds(self.id) => Action::Continue,
+                _ => Action::Pause,
+            },
+            Err(_) => Action::Pause,
+        }
+    }
+
+    fn done(&self) {
+        let Ok(mut slot) = self.shared.try_borrow_mut() else {
+            host::log(Level::Error, "kubelet-authz: request end while busy");
+            return;
+        };
+        if let Some(filter) = slot.as_mut() {
+            if filter.holds(self.id) {
+                let now = host::now_ms().unwrap_or(filter.last_now());
+                filter.on_done(&mut Proxy, self.id, now);
+            }
+        }
+    }
+}
+
+/// Read the request of the effective context once: headers and connection properties.
+fn read_request(with_source: bool) -> Result<Request, HostError> {
+    let headers = host::request_headers()?;
+    let mtls = host::property(&["connection", "mtls"])?;
+    let is_mtls = mtls
+        .as_deref()
+        .and_then(<[u8]>::first)
+        .is_some_and(|b| *b != 0);
+    let digest = if is_mtls {
+        host::property(&["connection", "sha256_peer_certificate_digest"])?
+    } else {
+        None
+    };
+    let source = if with_source {
+        host::property(&["source", "address"])?
+    } else {
+        None
+    };
+    Ok(convert::build_request(
+        headers,
+        mtls.as_deref(),
+        digest.as_deref(),
+        source.as_deref(),
+    ))
+}
+
+/// Read the callout response being delivered (the effective context is the one that sent it).
+fn read_call_response(num_headers: usize, body_size: usize) -> CalloutResponse {
+    if num_headers == 0 {
+        return convert::no_response();
+    }
+    let headers = match host::call_response_headers() {
+        Ok(h) => h,
+        Err(e) => return CalloutResponse::Failed(e.to_string()),
+    };
+    if body_size > MAX_CALLOUT_BODY {
+        return CalloutResponse::Failed(format!("response body of {body_size} bytes is too large"));
+    }
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        match host::call_response_body(body_size) {
+            Ok(b) => b,
+            Err(e) => return CalloutResponse::Failed(e.to_string()),
+        }
+    };
+    convert::callout_response(&headers, body)
+}
+
+/// A callout response arrived at context `current` (an HTTP context or the root): read it and
+/// hand it to the filter, which knows whose it is by its token.
+pub fn deliver(shared: &Shared, current: u32, token: u32, num_headers: usize, body_size: usize) {
+    let response = read_call_response(num_headers, body_size);
+    let Ok(mut slot) = shared.try_borrow_mut() else {
+        host::log(Level::Error, "kubelet-authz: callout response while busy");
+        return;
+    };
+    if let Some(filter) = slot.as_mut() {
+        let now = host::now_ms().unwrap_or(filter.last_now());
+        filter.on_call_response(&mut Proxy, current, token, response, now);
+    }
+}
+
+impl Context for HttpStream {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        deliver(&self.shared, self.id, token_id, num_headers, body_size);
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.done();
+        true
+    }
+}
+
+impl HttpContext for HttpStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Ok(mut slot) = self.shared.try_borrow_mut() else {
+            host::reply_internal_error("request while busy");
+            return Action::Pause;
+        };
+        let Some(filter) = slot.as_mut() else {
+            host::reply_internal_error("no configuration");
+            return Action::Pause;
+        };
+        let now = match host::now_ms() {
+            Ok(t) => t,
+            Err(_) => filter.last_now(),
+        };
+        let request = match read_request(filter.config().audit_enabled) {
+            Ok(r) => r,
+            Err(e) => {
+                filter.count_internal_error(&mut Proxy);
+                host::reply_internal_error(&format!("cannot read the request: {e}"));
+                return Action::Pause;
+            }
+        };
+        match filter.on_request_headers(&mut Proxy, self.id, request, now) {
+            Next::Continue => Action::Continue,
+            Next::Pause => Action::Pause,
+        }
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        // Buffered by the proxy while paused; released by the resume after the decision.
+        self.hold()
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.hold()
+    }
+}
+
+impl Drop for HttpStream {
+    fn drop(&mut self) {
+        // A host that deletes a context without `on_done` must not leave its callout's waiters
+        // hanging. After `on_done` this finds nothing to do.
+        self.done();
+    }
+}
