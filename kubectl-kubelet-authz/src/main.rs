@@ -1,4 +1,57 @@
 //! `kubectl kubelet-authz`: answers who may reach which kubelet endpoint.
+//!
+//! The binary is a thin driver over the `kubelet_authz` crate: the kubelet's attribute builder,
+//! the RBAC evaluator and the KubeletConfiguration checks all live there. Flags are parsed in
+//! [`cli`], each command resolves them into a plan in its module under [`commands`], and exit codes
+//! are mapped in one place, here: 0 allowed / passed, 1 denied / findings, 2 usage or input error,
+//! 3 cluster or API error.
 #![forbid(unsafe_code)]
 
-fn main() {}
+mod authority;
+mod cli;
+mod commands;
+mod engine;
+mod error;
+mod online;
+mod output;
+mod request;
+mod source;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::error::{CmdResult, EXIT_OK, EXIT_USAGE};
+
+fn run(cli: Cli) -> CmdResult {
+    match cli.command {
+        Command::CanI(a) => commands::can_i::run(&a),
+        Command::WhoCan(a) => commands::who_can::run(&a),
+        Command::Audit(a) => commands::audit::run(&a),
+        Command::SuggestRole(a) => commands::suggest_role::run(&a),
+        Command::CheckConfig(a) => commands::check_config::run(&a),
+        Command::Impact(a) => commands::impact::run(&a),
+        Command::AuditLog(a) => commands::audit_log::run(&a),
+        Command::Completion(a) => commands::completion::run(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors exit 2.
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

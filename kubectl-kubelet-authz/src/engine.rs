@@ -1,0 +1,239 @@
+//! Which SubjectAccessReviews a kubelet sends for a request, in which order, and how their answers
+//! combine. This module only drives the shared engine, `kubelet_authz::decision` (the same state
+//! machine the Envoy filter runs), synchronously with `decision::run_to_end`: the plugin never
+//! decides itself. Caches are off (TTL 0) so that every check is one review.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use kubelet_authz::config::Config;
+use kubelet_authz::decision::{self, Callout, CalloutResponse, Decision, Engine, Request, Session};
+use kubelet_authz::identity::UserInfo;
+use kubelet_authz::kubelet::{KubeletModel, Subresource};
+use kubelet_authz::review::{
+    SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
+};
+use serde::Serialize;
+
+/// A kubelet request as the plugin models it.
+#[derive(Debug, Clone)]
+pub struct KubeletRequest {
+    /// The HTTP method (the kubelet derives the verb from it).
+    pub method: String,
+    /// The decoded request path.
+    pub path: String,
+    /// Whether the request asks for a connection upgrade (WebSocket `GET`, SPDY `POST`).
+    pub upgrade: bool,
+    /// The node name (the reviews' resource name).
+    pub node: String,
+    /// The kubelet version and gate.
+    pub model: KubeletModel,
+    /// The filter's `strictUpgradeVerb`.
+    pub strict_upgrade: bool,
+}
+
+/// The verb and subresources the reviews carry, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The verb in every review.
+    pub verb: String,
+    /// Whether strictUpgradeVerb changed the verb to `create`.
+    pub strict_upgrade_applied: bool,
+    /// Subresources in evaluation order (all of them, when none allows).
+    pub subresources: Vec<Subresource>,
+}
+
+/// Where an RBAC allow came from (offline mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantInfo {
+    /// `ClusterRoleBinding` (or `RoleBinding`).
+    pub binding_kind: String,
+    /// Binding name.
+    pub binding_name: String,
+    /// `ClusterRole` or `Role`.
+    pub role_kind: String,
+    /// Role name.
+    pub role_name: String,
+}
+
+/// One review's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    /// `status.allowed`.
+    pub allowed: bool,
+    /// `status.denied`.
+    pub denied: bool,
+    /// `status.reason`.
+    pub reason: String,
+    /// The RBAC grant (offline only).
+    pub grant: Option<GrantInfo>,
+}
+
+/// One review sent and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// `nodes/<subresource>`.
+    pub subresource: Subresource,
+    /// The verb sent.
+    pub verb: String,
+    /// Allowed.
+    pub allowed: bool,
+    /// Explicitly denied (treated as no opinion by the kubelet).
+    pub denied: bool,
+    /// The authorizer's reason.
+    pub reason: String,
+    /// The RBAC grant that allowed it (offline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantInfo>,
+}
+
+/// The combined answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The verb and the subresources tried.
+    pub plan: Plan,
+    /// Whether the kubelet lets the request through.
+    pub allowed: bool,
+    /// The subresource whose review allowed it.
+    pub decisive: Option<Subresource>,
+    /// The HTTP status the kubelet answers with (200 passes on, 403, or 500 for an authorizer
+    /// error such as a review both allowed and denied).
+    pub status: u16,
+    /// The kubelet's response body for a refusal (empty when allowed).
+    pub body: String,
+    /// Every review sent, in order (a later one is not sent once one allows).
+    pub checks: Vec<Check>,
+}
+
+fn engine_for(req: &KubeletRequest) -> Engine {
+    let mut config = Config::with_defaults(&req.node);
+    config.model = req.model;
+    config.strict_upgrade_verb = req.strict_upgrade;
+    config.authorized_ttl = Duration::ZERO;
+    config.unauthorized_ttl = Duration::ZERO;
+    config.token_cache_ttl = Duration::ZERO;
+    config.audit_enabled = false;
+    Engine::new(config, [0; 32])
+}
+
+fn http_request(req: &KubeletRequest) -> Request {
+    let r = Request::new(&req.method, &req.path);
+    if req.upgrade {
+        let proto = if req.method == "POST" {
+            "SPDY/3.1"
+        } else {
+            "websocket"
+        };
+        r.header("connection", "Upgrade").header("upgrade", proto)
+    } else {
+        r
+    }
+}
+
+fn reply(status: SubjectAccessReviewStatus) -> CalloutResponse {
+    let sar = SubjectAccessReview {
+        status: Some(status),
+        ..SubjectAccessReview::default()
+    };
+    CalloutResponse::Http {
+        status: 200,
+        retry_after: false,
+        body: serde_json::to_vec(&sar).unwrap_or_default(),
+    }
+}
+
+/// Send the kubelet's reviews through `review` and combine the answers with the shared engine.
+/// The user is taken as given (callers apply the group adder). An error from `review` (the API
+/// could not be asked) is returned as is.
+pub fn decide<E>(
+    user: &UserInfo,
+    req: &KubeletRequest,
+    review: &mut dyn FnMut(&SubjectAccessReviewSpec) -> Result<Answer, E>,
+) -> Result<Outcome, E> {
+    let mut engine = engine_for(req);
+    let mut session = Session::authenticated(0, http_request(req), user.clone());
+    let failure: RefCell<Option<E>> = RefCell::new(None);
+    let mut answers: Vec<(String, Answer)> = Vec::new();
+    let verdict = decision::run_to_end(&mut engine, &mut session, 0, &mut |callout: &Callout| {
+        if failure.borrow().is_some() {
+            return CalloutResponse::Failed("the review could not be sent".into());
+        }
+        let spec = match serde_json::from_str::<SubjectAccessReview>(&callout.body) {
+            Ok(sar) => sar.spec,
+            Err(e) => return CalloutResponse::Failed(format!("malformed review: {e}")),
+        };
+        match review(&spec) {
+            Ok(answer) => {
+                let sub = spec
+                    .resource_attributes
+                    .as_ref()
+                    .map(|a| a.subresource.clone())
+                    .unwrap_or_default();
+                let status = SubjectAccessReviewStatus {
+                    allowed: answer.allowed,
+                    denied: answer.denied,
+                    reason: answer.reason.clone(),
+                    evaluation_error: String::new(),
+                };
+                answers.push((sub, answer));
+                reply(status)
+            }
+            Err(e) => {
+                *failure.borrow_mut() = Some(e);
+                CalloutResponse::Failed("the review could not be sent".into())
+            }
+        }
+    });
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    let checks: Vec<Check> = verdict
+        .checks
+        .iter()
+        .map(|c| {
+            let answer = answers
+                .iter()
+                .find(|(s, _)| s == c.subresource.as_str())
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default();
+            Check {
+                subresource: c.subresource,
+                verb: c.verb.clone(),
+                allowed: c.decision == Decision::Allow,
+                denied: c.decision == Decision::Deny,
+                reason: if c.reason.is_empty() {
+                    answer.reason
+                } else {
+                    c.reason.clone()
+                },
+                grant: answer.grant,
+            }
+        })
+        .collect();
+    let allowed = verdict.outcome == decision::Outcome::Allowed;
+    let decisive = checks.iter().find(|c| c.allowed).map(|c| c.subresource);
+    Ok(Outcome {
+        plan: Plan {
+            verb: verdict.verb.clone(),
+            strict_upgrade_applied: verdict.strict_upgrade_applied,
+            subresources: checks.iter().map(|c| c.subresource).collect(),
+        },
+        allowed,
+        decisive,
+        status: verdict.status,
+        body: verdict.body,
+        checks,
+    })
+}
+
+/// The verb and every subresource the kubelet would check (what a refusal would list).
+pub fn plan(req: &KubeletRequest) -> Plan {
+    let refuse =
+        |_: &SubjectAccessReviewSpec| Ok::<Answer, std::convert::Infallible>(Answer::default());
+    match decide(&UserInfo::default(), req, &mut { refuse }) {
+        Ok(o) => o.plan,
+        Err(never) => match never {},
+    }
+}

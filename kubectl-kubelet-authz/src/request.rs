@@ -1,0 +1,210 @@
+//! Resolving raw arguments into a kubelet request: VERB (API verb or HTTP method), PATH (a known
+//! kubelet path), the user, and the kubelet model (version and feature gate).
+//!
+//! Verb rules (documented in the README):
+//! - an upper-case word is an HTTP method and maps exactly as the kubelet does
+//!   (`kubelet::verb_for_method`): `GET` get, `POST` create, `PUT` update, `PATCH` patch,
+//!   `DELETE` delete, `HEAD`/`OPTIONS`/`CONNECT`/`TRACE` the empty verb;
+//! - a lower-case word is an API verb and must be one the kubelet sends
+//!   (`get`, `create`, `update`, `patch`, `delete`);
+//! - anything else (`Get`, `list`) is refused, as the kubelet would never send it.
+
+use kubelet_authz::identity::{self, UserInfo};
+use kubelet_authz::kubelet::{self, FeatureGates, KubeletModel, KubeletVersion, ENDPOINTS};
+
+use crate::cli::{KubeletArgs, UserArgs};
+use crate::error::{usage, CliError};
+
+/// HTTP methods accepted as VERB.
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+];
+/// API verbs the kubelet sends.
+const API_VERBS: &[&str] = &["get", "create", "update", "patch", "delete"];
+
+/// The node name used when `--node` is not given.
+pub const DEFAULT_NODE: &str = "node";
+
+/// A resolved verb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verb {
+    /// The HTTP method when VERB was one.
+    pub method: Option<String>,
+    /// The API verb the kubelet builds (may be empty).
+    pub verb: String,
+}
+
+impl Verb {
+    /// The HTTP method of the request: the one given, or the method the kubelet maps to this API
+    /// verb (`get` is `GET`, `create` is `POST`, ...).
+    pub fn http_method(&self) -> String {
+        if let Some(m) = &self.method {
+            return m.clone();
+        }
+        METHODS
+            .iter()
+            .find(|m| kubelet::verb_for_method(m) == self.verb)
+            .map_or_else(|| "HEAD".to_string(), |m| (*m).to_string())
+    }
+}
+
+/// Parse VERB.
+pub fn parse_verb(word: &str) -> Result<Verb, CliError> {
+    if METHODS.contains(&word) {
+        return Ok(Verb {
+            method: Some(word.to_string()),
+            verb: kubelet::verb_for_method(word).to_string(),
+        });
+    }
+    if API_VERBS.contains(&word) {
+        return Ok(Verb {
+            method: None,
+            verb: word.to_string(),
+        });
+    }
+    if METHODS.contains(&word.to_ascii_uppercase().as_str()) {
+        return Err(usage(format!(
+            "ambiguous verb `{word}`: write the API verb in lower case (`{}`) or the HTTP method in upper case (`{}`)",
+            word.to_ascii_lowercase(),
+            word.to_ascii_uppercase()
+        )));
+    }
+    Err(usage(format!(
+        "the kubelet never sends verb `{word}`: use get, create, update, patch, delete, or an HTTP method (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS)"
+    )))
+}
+
+/// The first path segment of every endpoint the kubelet serves (`/exec`, `/metrics`, ...).
+fn known_roots() -> Vec<&'static str> {
+    let mut roots: Vec<&'static str> = ENDPOINTS
+        .iter()
+        .filter_map(|e| e.path.get(1..).and_then(|p| p.split('/').next()))
+        .collect();
+    roots.sort_unstable();
+    roots.dedup();
+    roots
+}
+
+/// Check a PATH: absolute, under a kubelet endpoint; the query string is dropped (the kubelet
+/// ignores it). Paths are case-sensitive, as in the kubelet.
+pub fn parse_path(raw: &str) -> Result<String, CliError> {
+    let path = raw.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(usage(format!(
+            "`{raw}` is not a kubelet path: paths start with `/` (for example `/pods` or `/exec/NS/POD/CONTAINER`)"
+        )));
+    }
+    if path.contains("//") || path.split('/').any(|s| s == "." || s == "..") {
+        return Err(usage(format!(
+            "`{raw}` is not a canonical path: remove `//`, `/./` and `/../` (the filter refuses such paths with 400)"
+        )));
+    }
+    let root = path
+        .get(1..)
+        .and_then(|p| p.split('/').next())
+        .unwrap_or_default();
+    let roots = known_roots();
+    if roots.contains(&root) {
+        return Ok(path.to_string());
+    }
+    let hint = roots
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(root))
+        .map(|r| format!(": paths are case-sensitive, did you mean `/{r}`?"))
+        .unwrap_or_else(|| {
+            ": see `kubectl kubelet-authz can-i --list` for the kubelet's endpoints".to_string()
+        });
+    Err(usage(format!("unknown kubelet path `{raw}`{hint}")))
+}
+
+/// Split `[VERB] PATH` into a verb (default `get`) and a path.
+pub fn parse_verb_and_path(args: &[String]) -> Result<(Verb, String), CliError> {
+    match args {
+        [path] => Ok((
+            Verb {
+                method: None,
+                verb: "get".into(),
+            },
+            parse_path(path)?,
+        )),
+        [verb, path] => Ok((parse_verb(verb)?, parse_path(path)?)),
+        _ => Err(usage(
+            "expected [VERB] PATH, for example `get /pods` or `/metrics`",
+        )),
+    }
+}
+
+/// Parse a kubelet version.
+pub fn parse_version(s: &str) -> Result<KubeletVersion, CliError> {
+    s.parse::<KubeletVersion>()
+        .map_err(|e| usage(format!("--kubelet-version: {e}")))
+}
+
+/// Parse `--feature-gates` (`Name=bool,...`); only KubeletFineGrainedAuthz is kept, unknown
+/// names are refused so that a typo does not go unnoticed.
+pub fn parse_gates(s: Option<&str>) -> Result<FeatureGates, CliError> {
+    let mut gates = FeatureGates::default();
+    let Some(s) = s else { return Ok(gates) };
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--feature-gates: `{pair}` is not NAME=true|false")))?;
+        if k.trim() != "KubeletFineGrainedAuthz" {
+            return Err(usage(format!(
+                "--feature-gates: unknown gate `{}`: only `KubeletFineGrainedAuthz` changes kubelet authorization",
+                k.trim()
+            )));
+        }
+        let v = kubelet_authz::kubeletconfig::parse_go_bool(v.trim())
+            .ok_or_else(|| usage(format!("--feature-gates: `{pair}`: expected true or false")))?;
+        gates.kubelet_fine_grained_authz = Some(v);
+    }
+    Ok(gates)
+}
+
+/// Build the kubelet model from a version and the gate flag.
+pub fn model(version: KubeletVersion, gates: FeatureGates) -> Result<KubeletModel, CliError> {
+    KubeletModel::new(version, gates).map_err(|e| usage(format!("--feature-gates: {e}")))
+}
+
+/// The model from `--kubelet-version` (or `fallback`) and `--feature-gates`.
+pub fn model_from_args(
+    args: &KubeletArgs,
+    fallback: Option<KubeletVersion>,
+) -> Result<KubeletModel, CliError> {
+    let version = match (&args.kubelet_version, fallback) {
+        (Some(v), _) => parse_version(v)?,
+        (None, Some(v)) => v,
+        (None, None) => KubeletVersion::LATEST,
+    };
+    model(version, parse_gates(args.feature_gates.as_deref())?)
+}
+
+/// The user the kubelet would send in its SubjectAccessReviews for `--as`: the groups given (a
+/// ServiceAccount user without `--as-group` gets `system:serviceaccounts` and
+/// `system:serviceaccounts:NS`, as its token would carry; `system:anonymous` without groups is
+/// the anonymous user), then the kubelet's group adder (`system:authenticated`).
+pub fn user_from_args(args: &UserArgs) -> Option<UserInfo> {
+    let name = args.as_user.clone()?;
+    if name == identity::ANONYMOUS_USER && args.as_groups.is_empty() {
+        return Some(identity::anonymous());
+    }
+    let mut groups = args.as_groups.clone();
+    if groups.is_empty() {
+        if let Some(ns) = name
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(ns, _)| ns.to_string())
+        {
+            groups.push("system:serviceaccounts".into());
+            groups.push(format!("system:serviceaccounts:{ns}"));
+        }
+    }
+    let user = UserInfo {
+        name,
+        uid: args.as_uid.clone().unwrap_or_default(),
+        groups,
+        extra: Default::default(),
+    };
+    Some(identity::add_authenticated_group(user))
+}
