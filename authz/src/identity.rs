@@ -167,17 +167,52 @@ const GO_RAW_URL_ENCODING: base64::engine::GeneralPurpose = base64::engine::Gene
         .with_decode_allow_trailing_bits(true),
 );
 
-/// Whether the request is a WebSocket upgrade (`wsstream.IsWebSocketRequest`): a `Connection`
-/// header containing the token `upgrade` and `Upgrade: websocket`, both case-insensitive.
+/// Whether the request is a WebSocket upgrade, exactly as `wsstream.IsWebSocketRequest`: only
+/// the first value of each header counts (`Header.Get`); `Upgrade` must equal `websocket` under
+/// Go's `strings.EqualFold` (so the Kelvin sign and the long s fold to `k` and `s`), and the
+/// lower-cased `Connection` must match `(^|.*,\s*)upgrade($|\s*,)`.
 pub fn is_websocket_request(connection: &[&str], upgrade: &[&str]) -> bool {
-    let conn_upgrade = connection.iter().any(|v| {
-        v.split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-    });
-    let ws = upgrade
-        .iter()
-        .any(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    conn_upgrade && ws
+    let upgrade = upgrade.first().copied().unwrap_or("");
+    if !go_equal_fold_websocket(upgrade) {
+        return false;
+    }
+    let connection = connection
+        .first()
+        .copied()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    connection_has_upgrade(&connection)
+}
+
+/// Go's `strings.EqualFold(s, "websocket")`: simple case folding, in which only ASCII case, U+212A
+/// (Kelvin sign, folds to `k`) and U+017F (long s, folds to `s`) reach these letters.
+fn go_equal_fold_websocket(s: &str) -> bool {
+    let mut got = s.chars();
+    for want in "websocket".chars() {
+        let Some(c) = got.next() else {
+            return false;
+        };
+        let same = c.eq_ignore_ascii_case(&want)
+            || (want == 'k' && c == '\u{212A}')
+            || (want == 's' && c == '\u{17F}');
+        if !same {
+            return false;
+        }
+    }
+    got.next().is_none()
+}
+
+/// The regular expression `(^|.*,\s*)upgrade($|\s*,)` (RE2 `\s` is `[\t\n\f\r ]`) on a
+/// lower-cased `Connection` value.
+fn connection_has_upgrade(connection: &str) -> bool {
+    const RE2_SPACE: [char; 5] = ['\t', '\n', '\x0c', '\r', ' '];
+    connection.match_indices("upgrade").any(|(i, m)| {
+        let before = connection.get(..i).unwrap_or("");
+        let after = connection.get(i + m.len()..).unwrap_or("");
+        let before_ok = i == 0 || before.trim_end_matches(RE2_SPACE).ends_with(',');
+        let after_ok = after.is_empty() || after.trim_start_matches(RE2_SPACE).starts_with(',');
+        before_ok && after_ok
+    })
 }
 
 /// The WebSocket protocol authenticator's parse step: each `Sec-WebSocket-Protocol` value split on
@@ -194,8 +229,13 @@ pub fn websocket_token(values: &[&str]) -> Result<Option<WebSocketToken>, WebSoc
                 if token.is_some() {
                     return Err(WebSocketTokenError::Multiple);
                 }
+                // Go's decoder skips `\r` and `\n` anywhere in its input.
+                let encoded: String = encoded
+                    .chars()
+                    .filter(|c| !matches!(c, '\r' | '\n'))
+                    .collect();
                 let bytes = GO_RAW_URL_ENCODING
-                    .decode(encoded)
+                    .decode(encoded.as_bytes())
                     .map_err(|_| WebSocketTokenError::Encoding)?;
                 let s = String::from_utf8(bytes).map_err(|_| WebSocketTokenError::NotUtf8)?;
                 token = Some(s);
