@@ -409,7 +409,7 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => match v.as_u64() {
-                Some(n) if n >= 1 && n <= 1_000_000 => {
+                Some(n) if (1..=1_000_000).contains(&n) => {
                     Ok(Some(usize::try_from(n).unwrap_or(1_000_000)))
                 }
                 _ => Err(err(

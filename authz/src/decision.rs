@@ -369,7 +369,7 @@ pub enum TokenOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CalloutKey {
     Token([u8; 32]),
-    Sar(SubjectAccessReviewSpec),
+    Sar(Box<SubjectAccessReviewSpec>),
 }
 
 /// Per-VM state shared by all requests: the configuration, caches and in-flight callouts.
@@ -475,7 +475,7 @@ pub struct Session {
 /// Internal: what a lookup produced.
 enum Lookup<T> {
     Ready(T),
-    Blocked(Step),
+    Blocked(Box<Step>),
 }
 
 impl Session {
@@ -545,13 +545,16 @@ impl Session {
         if !pending.leader {
             return Progress::step(self.fail_internal("callout response for a waiting request"));
         }
+        // The kubelet retries transport failures, 500, 429, 504 and Retry-After (reference 2.10).
+        // Envoy answers a callout whose cluster cannot be reached (refused, reset) with its own
+        // 503, so 503 counts as the transport failure it stands for.
         let retryable = match &response {
             CalloutResponse::Failed(_) => true,
             CalloutResponse::Http {
                 status,
                 retry_after,
                 ..
-            } => matches!(status, 429 | 500 | 504) || *retry_after,
+            } => matches!(status, 429 | 500 | 503 | 504) || *retry_after,
         };
         if retryable && pending.callout.attempt < MAX_ATTEMPTS {
             return Progress::step(Step::RetryAfter(retry_delay(pending.callout.attempt, rand)));
@@ -585,7 +588,7 @@ impl Session {
                             };
                             engine
                                 .sar_cache
-                                .insert(spec.clone(), st.clone(), now, ms(ttl));
+                                .insert((**spec).clone(), st.clone(), now, ms(ttl));
                         }
                         Shared::Sar(Ok(st), false)
                     }
@@ -623,6 +626,17 @@ impl Session {
             return Progress::step(self.run(engine, now));
         }
         Progress::step(self.resume_with(engine, now, result))
+    }
+
+    /// The driver cannot go on with this request (a host call failed): finish it closed, in the
+    /// kubelet's shapes (401 while authenticating, 500 while authorizing), with `why` as the
+    /// reason. Waiters of a callout it led are woken to lead again.
+    pub fn fail(&mut self, engine: &mut Engine, why: &str) -> Progress {
+        let wake = self.abandon(engine);
+        Progress {
+            step: self.fail_internal(why),
+            wake,
+        }
     }
 
     /// The request went away (client reset, stream destroyed). If it led a callout, its waiters
@@ -722,7 +736,7 @@ impl Session {
                 Phase::Bearer => match self.bearer.clone() {
                     None => self.phase = Phase::WebSocket,
                     Some(token) => match self.lookup_token(engine, now, &token) {
-                        Lookup::Blocked(step) => return step,
+                        Lookup::Blocked(step) => return *step,
                         Lookup::Ready(outcome) => self.apply_token(outcome),
                     },
                 },
@@ -733,7 +747,7 @@ impl Session {
                         self.phase = Phase::AuthnDone;
                     }
                     Some(Ok(t)) => match self.lookup_token(engine, now, &t.token) {
-                        Lookup::Blocked(step) => return step,
+                        Lookup::Blocked(step) => return *step,
                         Lookup::Ready(outcome) => self.apply_token(outcome),
                     },
                 },
@@ -759,7 +773,7 @@ impl Session {
                     }
                     let spec = self.sar_spec(engine, sub);
                     match self.lookup_sar(engine, now, spec) {
-                        Lookup::Blocked(step) => return step,
+                        Lookup::Blocked(step) => return *step,
                         Lookup::Ready(status) => {
                             if let Some(step) = self.apply_sar(engine, Ok(status), true, false) {
                                 return step;
@@ -873,7 +887,7 @@ impl Session {
                     },
                     leader: false,
                 });
-                Lookup::Blocked(Step::Wait)
+                Lookup::Blocked(Box::new(Step::Wait))
             }
             Join::Leader => {
                 let body = serde_json::to_string(&TokenReview::request(token)).unwrap_or_default();
@@ -888,7 +902,7 @@ impl Session {
                     callout: callout.clone(),
                     leader: true,
                 });
-                Lookup::Blocked(Step::Call(callout))
+                Lookup::Blocked(Box::new(Step::Call(callout)))
             }
         }
     }
@@ -978,7 +992,7 @@ impl Session {
         self.misses += 1;
         let body =
             serde_json::to_string(&SubjectAccessReview::request(spec.clone())).unwrap_or_default();
-        let ckey = CalloutKey::Sar(spec);
+        let ckey = CalloutKey::Sar(Box::new(spec));
         match engine.inflight.join(&ckey, self.id) {
             Join::Full => {
                 // Fail closed as an authorizer error (500), never an allow.
@@ -991,7 +1005,7 @@ impl Session {
                     cached: false,
                     stale: false,
                 });
-                Lookup::Blocked(self.finish_error(sub))
+                Lookup::Blocked(Box::new(self.finish_error(sub)))
             }
             Join::Waiting => {
                 self.pending = Some(Pending {
@@ -1004,7 +1018,7 @@ impl Session {
                     },
                     leader: false,
                 });
-                Lookup::Blocked(Step::Wait)
+                Lookup::Blocked(Box::new(Step::Wait))
             }
             Join::Leader => {
                 let callout = Callout {
@@ -1018,7 +1032,7 @@ impl Session {
                     callout: callout.clone(),
                     leader: true,
                 });
-                Lookup::Blocked(Step::Call(callout))
+                Lookup::Blocked(Box::new(Step::Call(callout)))
             }
         }
     }

@@ -952,7 +952,8 @@ fn retries_with_backoff_then_success() {
 #[case::status_504(CalloutResponse::Http { status: 504, retry_after: false, body: vec![] }, true)]
 #[case::retry_after(CalloutResponse::Http { status: 503, retry_after: true, body: vec![] }, true)]
 #[case::reset(CalloutResponse::Failed("reset".into()), true)]
-#[case::status_503(CalloutResponse::Http { status: 503, retry_after: false, body: vec![] }, false)]
+#[case::status_503_envoy_cannot_reach(CalloutResponse::Http { status: 503, retry_after: false, body: vec![] }, true)]
+#[case::status_502(CalloutResponse::Http { status: 502, retry_after: false, body: vec![] }, false)]
 #[case::status_403(CalloutResponse::Http { status: 403, retry_after: false, body: vec![] }, false)]
 #[case::malformed(CalloutResponse::Http { status: 201, retry_after: false, body: b"{not json".to_vec() }, false)]
 fn which_failures_retry(#[case] response: CalloutResponse, #[case] retried: bool) {
