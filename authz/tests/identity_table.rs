@@ -456,6 +456,7 @@ fn x509_empty_cn_with_bad_uids_is_no_opinion() {
 #[case::bmp_odd(Tag::BmpString, b"\x00o\x00", None)]
 #[case::bmp_lone_surrogate(Tag::BmpString, b"\xd8\x00\x00x", Some("\u{fffd}x"))]
 #[case::t61(Tag::TeletexString, b"plain", Some("plain"))]
+#[case::t61_latin1(Tag::TeletexString, b"caf\xe9", Some("café"))]
 #[case::octet(Tag::OctetString, b"bytes", None)]
 #[case::visible(Tag::VisibleString, b"visible", None)]
 fn x509_string_types(#[case] tag: Tag, #[case] bytes: &[u8], #[case] want: Option<&str>) {

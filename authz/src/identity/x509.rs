@@ -111,9 +111,8 @@ fn asn1_string(tag: Tag, value: &[u8]) -> Result<String, String> {
                 Err("invalid NumericString".into())
             }
         }
-        // Go keeps the raw bytes; they reach the SubjectAccessReview through JSON, which replaces
-        // invalid UTF-8 with U+FFFD.
-        Tag::TeletexString => Ok(String::from_utf8_lossy(value).into_owned()),
+        // Current Go reads T61String as Latin-1, each byte one code point (as BoringSSL does).
+        Tag::TeletexString => Ok(value.iter().map(|&b| char::from(b)).collect()),
         Tag::BmpString => {
             if value.len() % 2 != 0 {
                 return Err("invalid BMPString".into());
