@@ -123,7 +123,11 @@ impl<'de> Deserialize<'de> for KubeletVersion {
 #[serde(deny_unknown_fields)]
 pub struct FeatureGates {
     /// `KubeletFineGrainedAuthz`; `None` means the version's default.
-    #[serde(rename = "KubeletFineGrainedAuthz", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "KubeletFineGrainedAuthz",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kubelet_fine_grained_authz: Option<bool>,
 }
 
@@ -150,7 +154,10 @@ impl KubeletModel {
     /// Resolve the gate for the version. `true` on a pre-1.32 kubelet and `false` on 1.36+ are
     /// refused, as the kubelet refuses to start with them.
     pub fn new(version: KubeletVersion, gates: FeatureGates) -> Result<Self, GateError> {
-        let fine_grained = match (version.fine_grained_default(), gates.kubelet_fine_grained_authz) {
+        let fine_grained = match (
+            version.fine_grained_default(),
+            gates.kubelet_fine_grained_authz,
+        ) {
             (None, Some(true)) => return Err(GateError::NotInVersion(version)),
             (None, _) => false,
             (Some(_), Some(false)) if version.fine_grained_locked() => {
@@ -159,7 +166,10 @@ impl KubeletModel {
             (Some(_), Some(v)) => v,
             (Some(default), None) => default,
         };
-        Ok(KubeletModel { version, fine_grained })
+        Ok(KubeletModel {
+            version,
+            fine_grained,
+        })
     }
 
     /// The version's defaults.
@@ -260,11 +270,17 @@ pub struct Subresources {
 
 impl Subresources {
     fn one(s: Subresource) -> Self {
-        Subresources { first: s, fallback: None }
+        Subresources {
+            first: s,
+            fallback: None,
+        }
     }
 
     fn two(fine: Subresource, fallback: Subresource) -> Self {
-        Subresources { first: fine, fallback: Some(fallback) }
+        Subresources {
+            first: fine,
+            fallback: Some(fallback),
+        }
     }
 
     /// The checks in evaluation order.
@@ -417,33 +433,203 @@ pub struct Endpoint {
 /// path became available by default. Every entry has a row in the attribute tests (a coverage
 /// test fails if one does not).
 pub const ENDPOINTS: &[Endpoint] = &[
-    Endpoint { name: "healthz", path: "/healthz", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet health" },
-    Endpoint { name: "healthz/ping", path: "/healthz/ping", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet ping" },
-    Endpoint { name: "healthz/log", path: "/healthz/log", methods: &["GET"], streaming: false, since_minor: 21, description: "log health" },
-    Endpoint { name: "healthz/syncloop", path: "/healthz/syncloop", methods: &["GET"], streaming: false, since_minor: 21, description: "sync loop health" },
-    Endpoint { name: "pods", path: "/pods", methods: &["GET"], streaming: false, since_minor: 21, description: "pods the kubelet runs (desired state)" },
-    Endpoint { name: "runningpods", path: "/runningpods/", methods: &["GET"], streaming: false, since_minor: 21, description: "pods the container runtime reports" },
-    Endpoint { name: "configz", path: "/configz", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet configuration" },
-    Endpoint { name: "flagz", path: "/flagz", methods: &["GET"], streaming: false, since_minor: 36, description: "kubelet flags" },
-    Endpoint { name: "statusz", path: "/statusz", methods: &["GET"], streaming: false, since_minor: 36, description: "kubelet status page" },
-    Endpoint { name: "stats/summary", path: "/stats/summary", methods: &["GET", "POST"], streaming: false, since_minor: 21, description: "resource usage summary" },
-    Endpoint { name: "metrics", path: "/metrics", methods: &["GET"], streaming: false, since_minor: 21, description: "kubelet metrics" },
-    Endpoint { name: "metrics/cadvisor", path: "/metrics/cadvisor", methods: &["GET"], streaming: false, since_minor: 21, description: "cAdvisor container metrics" },
-    Endpoint { name: "metrics/resource", path: "/metrics/resource", methods: &["GET"], streaming: false, since_minor: 21, description: "resource metrics" },
-    Endpoint { name: "metrics/probes", path: "/metrics/probes", methods: &["GET"], streaming: false, since_minor: 21, description: "probe metrics" },
-    Endpoint { name: "metrics/slis", path: "/metrics/slis", methods: &["GET"], streaming: false, since_minor: 26, description: "SLI metrics" },
-    Endpoint { name: "logs", path: "/logs/", methods: &["GET"], streaming: false, since_minor: 21, description: "node log files" },
-    Endpoint { name: "containerLogs", path: "/containerLogs/ns/pod/ctr", methods: &["GET"], streaming: true, since_minor: 21, description: "container logs" },
-    Endpoint { name: "checkpoint", path: "/checkpoint/ns/pod/ctr", methods: &["POST"], streaming: false, since_minor: 25, description: "container checkpoint" },
-    Endpoint { name: "exec", path: "/exec/ns/pod/ctr", methods: &["GET", "POST"], streaming: true, since_minor: 21, description: "run a command in a container" },
-    Endpoint { name: "attach", path: "/attach/ns/pod/ctr", methods: &["GET", "POST"], streaming: true, since_minor: 21, description: "attach to a container" },
-    Endpoint { name: "run", path: "/run/ns/pod/ctr", methods: &["POST"], streaming: true, since_minor: 21, description: "run a command, return its output" },
-    Endpoint { name: "portForward", path: "/portForward/ns/pod", methods: &["GET", "POST"], streaming: true, since_minor: 21, description: "forward a port into a pod" },
-    Endpoint { name: "debug/pprof", path: "/debug/pprof/profile", methods: &["GET"], streaming: false, since_minor: 21, description: "profiling" },
-    Endpoint { name: "debug/flags/v", path: "/debug/flags/v", methods: &["PUT"], streaming: false, since_minor: 21, description: "set log verbosity" },
+    Endpoint {
+        name: "healthz",
+        path: "/healthz",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "kubelet health",
+    },
+    Endpoint {
+        name: "healthz/ping",
+        path: "/healthz/ping",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "kubelet ping",
+    },
+    Endpoint {
+        name: "healthz/log",
+        path: "/healthz/log",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "log health",
+    },
+    Endpoint {
+        name: "healthz/syncloop",
+        path: "/healthz/syncloop",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "sync loop health",
+    },
+    Endpoint {
+        name: "pods",
+        path: "/pods",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "pods the kubelet runs (desired state)",
+    },
+    Endpoint {
+        name: "runningpods",
+        path: "/runningpods/",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "pods the container runtime reports",
+    },
+    Endpoint {
+        name: "configz",
+        path: "/configz",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "kubelet configuration",
+    },
+    Endpoint {
+        name: "flagz",
+        path: "/flagz",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 36,
+        description: "kubelet flags",
+    },
+    Endpoint {
+        name: "statusz",
+        path: "/statusz",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 36,
+        description: "kubelet status page",
+    },
+    Endpoint {
+        name: "stats/summary",
+        path: "/stats/summary",
+        methods: &["GET", "POST"],
+        streaming: false,
+        since_minor: 21,
+        description: "resource usage summary",
+    },
+    Endpoint {
+        name: "metrics",
+        path: "/metrics",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "kubelet metrics",
+    },
+    Endpoint {
+        name: "metrics/cadvisor",
+        path: "/metrics/cadvisor",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "cAdvisor container metrics",
+    },
+    Endpoint {
+        name: "metrics/resource",
+        path: "/metrics/resource",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "resource metrics",
+    },
+    Endpoint {
+        name: "metrics/probes",
+        path: "/metrics/probes",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "probe metrics",
+    },
+    Endpoint {
+        name: "metrics/slis",
+        path: "/metrics/slis",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 26,
+        description: "SLI metrics",
+    },
+    Endpoint {
+        name: "logs",
+        path: "/logs/",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "node log files",
+    },
+    Endpoint {
+        name: "containerLogs",
+        path: "/containerLogs/ns/pod/ctr",
+        methods: &["GET"],
+        streaming: true,
+        since_minor: 21,
+        description: "container logs",
+    },
+    Endpoint {
+        name: "checkpoint",
+        path: "/checkpoint/ns/pod/ctr",
+        methods: &["POST"],
+        streaming: false,
+        since_minor: 25,
+        description: "container checkpoint",
+    },
+    Endpoint {
+        name: "exec",
+        path: "/exec/ns/pod/ctr",
+        methods: &["GET", "POST"],
+        streaming: true,
+        since_minor: 21,
+        description: "run a command in a container",
+    },
+    Endpoint {
+        name: "attach",
+        path: "/attach/ns/pod/ctr",
+        methods: &["GET", "POST"],
+        streaming: true,
+        since_minor: 21,
+        description: "attach to a container",
+    },
+    Endpoint {
+        name: "run",
+        path: "/run/ns/pod/ctr",
+        methods: &["POST"],
+        streaming: true,
+        since_minor: 21,
+        description: "run a command, return its output",
+    },
+    Endpoint {
+        name: "portForward",
+        path: "/portForward/ns/pod",
+        methods: &["GET", "POST"],
+        streaming: true,
+        since_minor: 21,
+        description: "forward a port into a pod",
+    },
+    Endpoint {
+        name: "debug/pprof",
+        path: "/debug/pprof/profile",
+        methods: &["GET"],
+        streaming: false,
+        since_minor: 21,
+        description: "profiling",
+    },
+    Endpoint {
+        name: "debug/flags/v",
+        path: "/debug/flags/v",
+        methods: &["PUT"],
+        streaming: false,
+        since_minor: 21,
+        description: "set log verbosity",
+    },
 ];
 
 /// Endpoints present by default on a kubelet of this version.
 pub fn endpoints_for(version: KubeletVersion) -> impl Iterator<Item = &'static Endpoint> {
-    ENDPOINTS.iter().filter(move |e| version.minor >= e.since_minor)
+    ENDPOINTS
+        .iter()
+        .filter(move |e| version.minor >= e.since_minor)
 }
