@@ -155,8 +155,8 @@ pub struct KubeletArgs {
     /// Kubelet feature gates, e.g. `KubeletFineGrainedAuthz=true` (only this gate matters)
     #[arg(long, value_name = "GATES")]
     pub feature_gates: Option<String>,
-    /// The filter's strictUpgradeVerb: an upgrade to exec/attach/run/portForward is checked with
-    /// verb create (false: kubelet-exact, WebSocket exec needs only get)
+    /// The filter's strictUpgradeVerb: a GET (WebSocket upgrade) to exec/attach/run/portForward is
+    /// checked with verb create (false: kubelet-exact, a WebSocket exec needs only get)
     #[arg(long, value_name = "BOOL", default_value = "true", action = clap::ArgAction::Set)]
     pub strict_upgrade: bool,
     /// Node name sent in the reviews (RBAC resourceNames match it); default `node`

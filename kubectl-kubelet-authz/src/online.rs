@@ -156,7 +156,13 @@ impl Online {
         let got = self
             .rt
             .block_on(api.get(node))
-            .map_err(|e| self.fail(&format!("reading node `{node}` failed"), &e))?;
+            .map_err(|e| {
+                cluster(anyhow!(
+                    "reading node `{node}` failed at {}: {}: pass `--kubelet-version` to model the kubelet without reading the Node",
+                    self.server,
+                    describe(&e)
+                ))
+            })?;
         let v = got
             .status
             .and_then(|s| s.node_info)

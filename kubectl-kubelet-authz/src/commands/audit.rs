@@ -1,5 +1,6 @@
 //! `audit`: every Role/ClusterRole rule that grants `nodes/proxy` (by name, `*/proxy` or `*`; any
-//! verb: on a kubelet `get` is as dangerous as `create`, since a WebSocket exec needs only `get`),
+//! verb a kubelet checks, `*` included: on a kubelet `get` is as dangerous as `create`, since a
+//! WebSocket exec needs only `get`),
 //! the bindings that reach subjects through it, a severity, the CIS item, and a fine-grained
 //! replacement. `nodes/*` is not a wildcard and grants nothing here. Matching is the RBAC
 //! evaluator's (`rbac::rule_grants`).
@@ -10,8 +11,8 @@
 //! - `medium`: bound only where it cannot apply to nodes (RoleBindings, which RBAC never consults
 //!   for cluster-scoped `nodes`; or subjects that match nobody): one edit away from critical;
 //! - `low`: not bound at all;
-//! - `info`: `system:kubelet-api-admin` bound only to the API server's own kubelet client, which
-//!   needs it for `kubectl exec`, `logs` and `port-forward`.
+//! - `info`: bound only to the API server's own kubelet client (`kube-apiserver-kubelet-client`),
+//!   which needs it for `kubectl exec`, `logs` and `port-forward`.
 
 use std::collections::BTreeSet;
 
@@ -156,6 +157,17 @@ fn matching_entry(rule: &PolicyRule, verb: &str, name: &str) -> Option<String> {
     })
 }
 
+/// The verbs a kubelet can send (`kubelet::verb_for_method` over every HTTP method: `get`,
+/// `create`, `update`, `patch`, `delete` and the empty verb).
+fn kubelet_verbs() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+        .iter()
+        .map(|m| kubelet::verb_for_method(m))
+        .collect();
+    v.dedup();
+    v
+}
+
 fn finding(store: &RbacStore, rr: &RoleRule<'_>) -> Option<Finding> {
     let rule = rr.rule;
     let name = rule
@@ -163,13 +175,19 @@ fn finding(store: &RbacStore, rr: &RoleRule<'_>) -> Option<Finding> {
         .first()
         .map(String::as_str)
         .unwrap_or("");
+    // The kubelet verbs the rule grants on nodes/proxy; `GET` (upper case), `list` or `watch`
+    // grant nothing on a kubelet.
+    let granted: Vec<&str> = kubelet_verbs()
+        .into_iter()
+        .filter(|v| rule_grants(rule, v, "", "nodes", "proxy", name))
+        .collect();
+    let first = granted.first()?;
     let verbs: Vec<String> = rule
         .verbs
         .iter()
-        .filter(|v| rule_grants(rule, v, "", "nodes", "proxy", name))
+        .filter(|v| v.as_str() == "*" || granted.contains(&v.as_str()))
         .cloned()
         .collect();
-    let first = verbs.first()?;
     let matched = matching_entry(rule, first, name)?;
     let key = rr.role_key();
     let bindings: Vec<BindingDoc> = store
@@ -197,7 +215,6 @@ fn finding(store: &RbacStore, rr: &RoleRule<'_>) -> Option<Finding> {
         .collect();
     let effective: Vec<&BindingDoc> = bindings.iter().filter(|b| b.applies_to_nodes).collect();
     let only_apiserver = !effective.is_empty()
-        && rr.role_name == "system:kubelet-api-admin"
         && effective.iter().all(|b| {
             b.subjects
                 .iter()

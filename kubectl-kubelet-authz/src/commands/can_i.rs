@@ -153,7 +153,7 @@ pub fn notes(model: KubeletModel, path: &str, outcome: &Outcome, verb: &Verb) ->
     let mut notes = Vec::new();
     if outcome.plan.strict_upgrade_applied {
         notes.push(format!(
-            "an upgrade to {path} is checked with verb create (the filter's strictUpgradeVerb); the kubelet itself would check `{}`",
+            "a GET to {path} is checked with verb create (the filter's strictUpgradeVerb: a WebSocket GET opens the same stream as a SPDY POST); the kubelet itself would check `{}`",
             verb.verb
         ));
     }

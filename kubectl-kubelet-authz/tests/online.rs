@@ -1,0 +1,265 @@
+//! Online mode against the stand-in API server (`kubelet-authz-apiserver`, harness crate): real
+//! TLS, tokens, SubjectAccessReview, SelfSubjectAccessReview, Node and RBAC reads, all decided by
+//! the RBAC evaluator over the shared fixtures.
+//!
+//! The server binary is found through `KUBELET_AUTHZ_APISERVER`, or next to this test's target
+//! directory (`cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` first). When it
+//! is not there the tests say so on stderr and pass without running (the plugin must not depend on
+//! the harness crate).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Proc, Stdio};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn server_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KUBELET_AUTHZ_APISERVER") {
+        return Some(PathBuf::from(p));
+    }
+    // target/<profile>/deps/online-xxxx -> target/<profile>/kubelet-authz-apiserver
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("kubelet-authz-apiserver");
+    candidate.is_file().then_some(candidate)
+}
+
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+    ca: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shared(name: &str) -> String {
+    format!(
+        "{}/../authz/tests/fixtures/rbac/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn start() -> Option<Server> {
+    let Some(bin) = server_binary() else {
+        eprintln!("skipped: kubelet-authz-apiserver not built (cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "admin-token,root,1,\"system:masters\"\nalice-token,alice,2,\"observability\"\n",
+    )
+    .unwrap();
+    let nodes = dir.path().join("nodes.yaml");
+    std::fs::write(
+        &nodes,
+        "apiVersion: v1\nkind: Node\nmetadata: {name: old-worker}\nstatus:\n  nodeInfo: {kubeletVersion: v1.31.4}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: new-worker}\nstatus:\n  nodeInfo: {kubeletVersion: v1.36.0}\n",
+    )
+    .unwrap();
+    let pki = dir.path().join("pki");
+    let mut child = Proc::new(bin)
+        .arg("--pki-dir")
+        .arg(&pki)
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--rbac")
+        .arg(shared("seed-roles.yaml"))
+        .arg(shared("tricky-roles.yaml"))
+        .arg("--nodes")
+        .arg(&nodes)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    let url = ready["url"].as_str().unwrap().to_string();
+    let ca = PathBuf::from(ready["ca"].as_str().unwrap());
+    let ca = if ca.is_absolute() {
+        ca
+    } else {
+        std::env::current_dir().unwrap().join(ca)
+    };
+    Some(Server {
+        child,
+        dir,
+        url,
+        ca,
+    })
+}
+
+impl Server {
+    fn kubeconfig(&self, token: &str) -> String {
+        let path = self.dir.path().join(format!("kubeconfig-{token}"));
+        write_kubeconfig(&path, &self.url, &self.ca, token);
+        path.to_str().unwrap().to_string()
+    }
+
+    fn cmd(&self, token: &str, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("kubectl-kubelet_authz").unwrap();
+        c.args(args).args(["--kubeconfig", &self.kubeconfig(token)]);
+        c
+    }
+}
+
+fn write_kubeconfig(path: &Path, url: &str, ca: &Path, token: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster: {{server: \"{url}\", certificate-authority: \"{}\"}}\nusers:\n- name: u\n  user: {{token: {token}}}\ncontexts:\n- name: c\n  context: {{cluster: s, user: u}}\ncurrent-context: c\n",
+        ca.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn online_commands() {
+    let Some(s) = start() else { return };
+
+    // SelfSubjectAccessReview as alice (group observability).
+    s.cmd("alice-token", &["can-i", "/pods", "-o", "json"])
+        .assert()
+        .code(0);
+    let out = s
+        .cmd("alice-token", &["can-i", "/pods", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "online");
+    assert_eq!(v["user"], Value::Null);
+    assert_eq!(v["subresource"], "pods");
+    s.cmd("alice-token", &["can-i", "/exec/a/b/c"])
+        .assert()
+        .code(1);
+
+    // SubjectAccessReview for --as.
+    s.cmd(
+        "admin-token",
+        &[
+            "can-i",
+            "/metrics",
+            "--as",
+            "system:serviceaccount:monitoring:prometheus",
+        ],
+    )
+    .assert()
+    .code(0)
+    .stdout("yes (get nodes/metrics)\n");
+    s.cmd(
+        "admin-token",
+        &[
+            "can-i",
+            "/exec/a/b/c",
+            "--as",
+            "debugger",
+            "--strict-upgrade",
+            "false",
+        ],
+    )
+    .assert()
+    .code(0);
+    s.cmd("admin-token", &["can-i", "/exec/a/b/c", "--as", "debugger"])
+        .assert()
+        .code(1);
+
+    // The kubelet version comes from the Node.
+    s.cmd(
+        "admin-token",
+        &[
+            "can-i",
+            "/pods",
+            "--as",
+            "a",
+            "--as-group",
+            "observability",
+            "--node",
+            "old-worker",
+        ],
+    )
+    .assert()
+    .code(1)
+    .stdout(predicate::str::contains("kubelet 1.31 predates"));
+    s.cmd(
+        "admin-token",
+        &[
+            "can-i",
+            "/pods",
+            "--as",
+            "a",
+            "--as-group",
+            "observability",
+            "--node",
+            "new-worker",
+        ],
+    )
+    .assert()
+    .code(0);
+    // ... unless given.
+    s.cmd(
+        "admin-token",
+        &[
+            "can-i",
+            "/pods",
+            "--as",
+            "a",
+            "--as-group",
+            "observability",
+            "--node",
+            "old-worker",
+            "--kubelet-version",
+            "1.36",
+        ],
+    )
+    .assert()
+    .code(0);
+    // A Node that does not exist, or may not be read: cluster error.
+    s.cmd("admin-token", &["can-i", "/pods", "--node", "missing"])
+        .assert()
+        .code(3);
+    s.cmd("alice-token", &["can-i", "/pods", "--node", "old-worker"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("--kubelet-version"));
+
+    // RBAC lists: allowed for system:masters, forbidden for alice.
+    s.cmd("admin-token", &["who-can", "/pods"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("observability"));
+    s.cmd("admin-token", &["audit", "--fail-on", "critical"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("kubelet-proxy-get"));
+    s.cmd(
+        "admin-token",
+        &["impact", "--from-version", "1.31", "--to-version", "1.36"],
+    )
+    .assert()
+    .code(1);
+    s.cmd("alice-token", &["audit"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "listing clusterroles is forbidden",
+        ))
+        .stderr(predicate::str::contains("--rbac-file"));
+
+    // An unknown token: the API server answers 401, a cluster error.
+    s.cmd("wrong-token", &["can-i", "/pods"]).assert().code(3);
+}
