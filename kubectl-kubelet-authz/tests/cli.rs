@@ -159,6 +159,11 @@ fn get_on_proxy_allows_websocket_exec_only_without_strict_upgrade() {
         .code(1)
         .stdout(predicate::str::contains("no (create nodes/proxy)"))
         .stdout(predicate::str::contains("strictUpgradeVerb"));
+    // as in the filter's engine, any GET there is checked as create, upgrade headers or not
+    can_i(&["GET", "/exec/ns/pod/ctr", "--as", "admin"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("no (create nodes/proxy)"));
     can_i(&["POST", "/exec/ns/pod/ctr", "--as", "admin"])
         .assert()
         .code(1);

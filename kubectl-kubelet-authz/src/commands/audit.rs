@@ -136,14 +136,22 @@ pub struct Finding {
     pub suggestion: String,
 }
 
-/// The fine-grained subresources a v1.36 kubelet checks for its endpoints (all but proxy).
-pub fn fine_grained_subresources() -> Vec<Subresource> {
+/// The fine-grained subresources a v1.36 kubelet checks for its endpoints (all but proxy), each
+/// with the verbs of the methods those endpoints serve.
+pub fn fine_grained_subresources() -> Vec<(Subresource, BTreeSet<&'static str>)> {
     let latest = KubeletModel::for_version(KubeletVersion::LATEST);
-    let set: BTreeSet<Subresource> = kubelet::endpoints_for(KubeletVersion::LATEST)
-        .flat_map(|e| latest.subresources(e.path).to_vec())
-        .filter(|s| *s != Subresource::Proxy)
-        .collect();
-    set.into_iter().collect()
+    let mut map: std::collections::BTreeMap<Subresource, BTreeSet<&'static str>> =
+        std::collections::BTreeMap::new();
+    for e in kubelet::endpoints_for(KubeletVersion::LATEST) {
+        for sub in latest.subresources(e.path).iter() {
+            if sub != Subresource::Proxy {
+                map.entry(sub)
+                    .or_default()
+                    .extend(e.methods.iter().map(|m| kubelet::verb_for_method(m)));
+            }
+        }
+    }
+    map.into_iter().collect()
 }
 
 /// The entry of `rule.resources` that grants `verb` on `nodes/proxy`, if any.
@@ -251,13 +259,16 @@ fn finding(store: &RbacStore, rr: &RoleRule<'_>) -> Option<Finding> {
     };
     let subs: Vec<String> = fine_grained_subresources()
         .iter()
-        .map(|s| format!("nodes/{s}"))
+        .map(|(s, verbs)| {
+            let v: Vec<&str> = verbs.iter().copied().collect();
+            format!("nodes/{s} ({})", v.join(", "))
+        })
         .collect();
     let suggestion = if severity == Severity::Info {
         String::new()
     } else {
         format!(
-            "grant {} (verb get) instead; keep nodes/proxy only for exec, attach, portForward, run, containerLogs and debug; `kubectl kubelet-authz suggest-role PATH...` writes the role",
+            "grant only what is needed of {} instead; keep nodes/proxy only for exec, attach, portForward, run, containerLogs and debug; `kubectl kubelet-authz suggest-role PATH...` writes the role",
             subs.join(", ")
         )
     };
