@@ -40,11 +40,30 @@ fn run(cli: Cli) -> CmdResult {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version print to stdout and succeed; usage errors exit 2.
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version print to stdout and succeed.
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(EXIT_OK);
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // No command at all: the help, on stderr, and a usage exit.
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            // A usage error: clap's first line, made one line, and where to look next.
+            let rendered = e.render().to_string();
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let text = paragraph.join(" ");
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            let text = text.trim_end_matches(':');
+            eprintln!("error: {text}: see `kubectl kubelet-authz --help`");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match run(cli) {
