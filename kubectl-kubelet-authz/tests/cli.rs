@@ -686,7 +686,12 @@ fn audit_finds_every_proxy_grant() {
         .find(|f| f["roleName"] == "star-proxy")
         .unwrap();
     assert_eq!(star["matchedResource"], "*/proxy");
-    assert_eq!(star["cis"], serde_json::json!(["5.1.10"]));
+    assert_eq!(star["cis"], serde_json::json!(["5.1.10", "5.1.3"]));
+    let named = findings
+        .iter()
+        .find(|f| f["roleName"] == "kubelet-api-access")
+        .unwrap();
+    assert_eq!(named["cis"], serde_json::json!(["5.1.10"]));
     assert_eq!(star["verbs"], serde_json::json!(["get"]));
     assert_eq!(star["bindings"][0]["appliesToNodes"], true);
     assert!(star["suggestion"].as_str().unwrap().contains("nodes/pods"));

@@ -29,8 +29,12 @@ use crate::online::Online;
 use crate::output::{document, emit, table, API_VERSION};
 use crate::source;
 
-/// The CIS Kubernetes Benchmark item about `nodes/proxy`.
+/// The CIS Kubernetes Benchmark item about `nodes/proxy` ("minimize access to the proxy
+/// sub-resource of nodes").
 pub const CIS_NODES_PROXY: &str = "5.1.10";
+/// The CIS Kubernetes Benchmark item about wildcards ("minimize wildcard use in Roles and
+/// ClusterRoles"), added when the grant comes through `*` in resources or verbs.
+pub const CIS_WILDCARDS: &str = "5.1.3";
 
 /// Finding severity, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -274,7 +278,11 @@ fn finding(store: &RbacStore, rr: &RoleRule<'_>) -> Option<Finding> {
     };
     Some(Finding {
         severity,
-        cis: vec![CIS_NODES_PROXY],
+        cis: if matched.contains('*') || verbs.iter().any(|v| v == "*") {
+            vec![CIS_NODES_PROXY, CIS_WILDCARDS]
+        } else {
+            vec![CIS_NODES_PROXY]
+        },
         role_kind: rr.role_kind.to_string(),
         role_name: rr.role_name.to_string(),
         role_namespace: rr.role_namespace.to_string(),
