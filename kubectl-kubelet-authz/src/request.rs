@@ -110,7 +110,10 @@ pub fn parse_path(raw: &str) -> Result<String, CliError> {
     let hint = roots
         .iter()
         .find(|r| r.eq_ignore_ascii_case(root))
-        .map(|r| format!(": paths are case-sensitive, did you mean `/{r}`?"))
+        .map(|r| {
+            let rest = path.get(1 + root.len()..).unwrap_or_default();
+            format!(": paths are case-sensitive, did you mean `/{r}{rest}`?")
+        })
         .unwrap_or_else(|| {
             ": see `kubectl kubelet-authz can-i --list` for the kubelet's endpoints".to_string()
         });
@@ -207,4 +210,87 @@ pub fn user_from_args(args: &UserArgs) -> Option<UserInfo> {
         extra: Default::default(),
     };
     Some(identity::add_authenticated_group(user))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    #[test]
+    fn verbs() {
+        let v = |w: &str| parse_verb(w).map(|v| (v.method, v.verb)).ok();
+        assert_eq!(v("GET"), Some((Some("GET".into()), "get".into())));
+        assert_eq!(v("HEAD"), Some((Some("HEAD".into()), String::new())));
+        assert_eq!(v("OPTIONS"), Some((Some("OPTIONS".into()), String::new())));
+        assert_eq!(v("POST"), Some((Some("POST".into()), "create".into())));
+        assert_eq!(v("get"), Some((None, "get".into())));
+        assert_eq!(v("delete"), Some((None, "delete".into())));
+        assert_eq!(v("Get"), None);
+        assert_eq!(v("list"), None);
+        assert_eq!(v("head"), None);
+    }
+
+    #[test]
+    fn api_verbs_map_back_to_methods() {
+        for (verb, method) in [
+            ("get", "GET"),
+            ("create", "POST"),
+            ("update", "PUT"),
+            ("patch", "PATCH"),
+            ("delete", "DELETE"),
+        ] {
+            assert_eq!(parse_verb(verb).unwrap().http_method(), method);
+        }
+        assert_eq!(parse_verb("HEAD").unwrap().http_method(), "HEAD");
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(parse_path("/pods?x=1").unwrap(), "/pods");
+        assert_eq!(
+            parse_path("/metrics/cadvisor").unwrap(),
+            "/metrics/cadvisor"
+        );
+        assert_eq!(parse_path("/runningpods/").unwrap(), "/runningpods/");
+        assert!(parse_path("/runningPods/").is_err());
+        assert!(parse_path("/").is_err());
+        assert!(parse_path("/podsfoo").is_err());
+        assert!(parse_path("//pods").is_err());
+        assert!(parse_path("/exec/../pods").is_err());
+    }
+
+    #[test]
+    fn users() {
+        let sa = user_from_args(&UserArgs {
+            as_user: Some("system:serviceaccount:ns1:sa".into()),
+            ..UserArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            sa.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:ns1",
+                "system:authenticated"
+            ]
+        );
+        let given = user_from_args(&UserArgs {
+            as_user: Some("system:serviceaccount:ns1:sa".into()),
+            as_groups: vec!["g".into()],
+            as_uid: Some("u1".into()),
+        })
+        .unwrap();
+        assert_eq!(given.groups, ["g", "system:authenticated"]);
+        assert_eq!(given.uid, "u1");
+        let unauth = user_from_args(&UserArgs {
+            as_user: Some("x".into()),
+            as_groups: vec!["system:unauthenticated".into()],
+            as_uid: None,
+        })
+        .unwrap();
+        assert_eq!(unauth.groups, ["system:unauthenticated"]);
+        assert!(user_from_args(&UserArgs::default()).is_none());
+    }
 }

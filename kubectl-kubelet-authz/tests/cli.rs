@@ -428,7 +428,7 @@ fn bad_input_is_exit_2() {
     );
     assert_usage_error(
         &mut can_i(&["/runningPods/", "--as", "a"]),
-        "did you mean `/runningpods`",
+        "did you mean `/runningpods/`",
     );
     assert_usage_error(
         &mut can_i(&["/nope", "--as", "a"]),

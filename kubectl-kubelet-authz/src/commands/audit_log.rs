@@ -229,3 +229,20 @@ pub fn run(args: &AuditLogArgs) -> CmdResult {
     }
     Ok(EXIT_OK)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::find_event;
+
+    #[test]
+    fn finds_the_event_after_a_prefix() {
+        let line = r#"[2026][info][wasm] {not json} log: {"kind":"Event","auditID":"a"} trailing"#;
+        assert_eq!(find_event(line).unwrap()["auditID"], "a");
+        assert!(find_event(r#"{"kind":"Other"}"#).is_none());
+        assert!(find_event("no braces").is_none());
+        assert!(find_event(r#"{"auditID": "truncated"#).is_none());
+        assert_eq!(find_event(r#"{"auditID":"b"}"#).unwrap()["auditID"], "b");
+    }
+}

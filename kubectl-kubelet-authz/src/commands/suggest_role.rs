@@ -194,3 +194,55 @@ pub fn run(args: &SuggestRoleArgs) -> CmdResult {
     emit(&yaml)?;
     Ok(EXIT_OK)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    #[test]
+    fn version_ranges() {
+        assert_eq!(
+            ranges(&[21, 22, 23, 25, 31, 32]),
+            "1.21-1.23, 1.25, 1.31-1.32"
+        );
+        assert_eq!(ranges(&[]), "");
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            endpoint_for("/debug/pprof/heap").unwrap().name,
+            "debug/pprof"
+        );
+        assert_eq!(
+            endpoint_for("/debug/flags/v").unwrap().name,
+            "debug/flags/v"
+        );
+        assert_eq!(
+            endpoint_for("/metrics/cadvisor").unwrap().name,
+            "metrics/cadvisor"
+        );
+        assert_eq!(
+            endpoint_for("/metrics/other")
+                .unwrap()
+                .name
+                .split('/')
+                .next(),
+            Some("metrics")
+        );
+        assert_eq!(endpoint_for("/exec/a/b/c").unwrap().name, "exec");
+    }
+
+    #[test]
+    fn gaps() {
+        assert_eq!(older_gap("/metrics", Subresource::Metrics), None);
+        assert!(older_gap("/pods", Subresource::Pods)
+            .unwrap()
+            .contains("1.21-1.32"));
+        assert!(older_gap("/flagz", Subresource::Configz)
+            .unwrap()
+            .contains("1.21-1.35"));
+    }
+}
