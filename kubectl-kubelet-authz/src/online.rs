@@ -133,7 +133,17 @@ impl Online {
             let got = self
                 .rt
                 .block_on(api.create(&PostParams::default(), &sar))
-                .map_err(|e| self.fail("SubjectAccessReview failed", &e))?;
+                .map_err(|e| {
+                    if is_forbidden(&e) {
+                        cluster(anyhow!(
+                            "creating a SubjectAccessReview is forbidden at {}: {}: `--as` needs `create` on subjectaccessreviews (authorization.k8s.io); drop `--as` to check yourself",
+                            self.server,
+                            describe(&e)
+                        ))
+                    } else {
+                        self.fail("SubjectAccessReview failed", &e)
+                    }
+                })?;
             got.status
         };
         let status = status.ok_or_else(|| {

@@ -393,6 +393,14 @@ fn list_on_old_kubelet_explains_proxy() {
 }
 
 #[test]
+fn stdin_only_once() {
+    assert_usage_error(
+        bin().args(["audit", "--rbac-file", "-", "--rbac-file", "-"]),
+        "only once",
+    );
+}
+
+#[test]
 fn rbac_from_stdin() {
     let text = std::fs::read_to_string(fixture("seed-roles.yaml")).unwrap();
     bin()
