@@ -24,10 +24,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Whether a user may send a request to a kubelet path, and through which nodes/<subresource>
-    #[command(after_help = CAN_I_EXAMPLES)]
+    #[command(
+        after_help = CAN_I_EXAMPLES,
+        override_usage = "kubectl kubelet-authz can-i [OPTIONS] [VERB] PATH\n       kubectl kubelet-authz can-i --list [OPTIONS]"
+    )]
     CanI(CanIArgs),
     /// Subjects whose RBAC bindings let them send a request to a kubelet path
-    #[command(after_help = WHO_CAN_EXAMPLES)]
+    #[command(
+        after_help = WHO_CAN_EXAMPLES,
+        override_usage = "kubectl kubelet-authz who-can [OPTIONS] [VERB] PATH"
+    )]
     WhoCan(WhoCanArgs),
     /// Roles and bindings that grant nodes/proxy (which means exec in every pod), with severity
     #[command(after_help = AUDIT_EXAMPLES)]
@@ -183,7 +189,7 @@ pub struct UserArgs {
 pub struct CanIArgs {
     /// [VERB] PATH: VERB is an API verb (get, create, update, patch, delete) or an HTTP method
     /// (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS); default get
-    #[arg(value_name = "VERB_AND_PATH", num_args = 0..=2)]
+    #[arg(value_names = ["VERB", "PATH"], num_args = 0..=2)]
     pub args: Vec<String>,
     /// Check every kubelet endpoint of the version instead of one path
     #[arg(long)]
@@ -211,7 +217,7 @@ pub struct CanIArgs {
 #[derive(Debug, Args)]
 pub struct WhoCanArgs {
     /// [VERB] PATH, as for can-i
-    #[arg(value_name = "VERB_AND_PATH", num_args = 1..=2, required = true)]
+    #[arg(value_names = ["VERB", "PATH"], num_args = 0..=2)]
     pub args: Vec<String>,
     /// The request asks for a connection upgrade (WebSocket GET or SPDY POST)
     #[arg(long)]
