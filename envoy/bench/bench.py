@@ -1,0 +1,956 @@
+#!/usr/bin/env python3
+"""Load benchmark of the kubelet-authz filter in Envoy, run by `envoy/bench/run.sh` (which builds
+the artefacts and passes their paths). One run on loopback: starts the stand-in API server and
+kubelet, an upstream Envoy that answers every request itself (`direct_response`, so the upstream
+is not what is measured), then one proxy Envoy per configuration in turn, and drives each with
+`wrk` (one thread):
+
+  a   the stand-in kubelet directly (HTTPS; the stand-in is measured, not comparable in absolute)
+  b   Envoy, no filter
+  c   Envoy with the native envoy.filters.http.rbac filter allowing the request by header
+  g   Envoy with the no-op wasm filter (the floor of any wasm filter)
+  d   Envoy with kubelet-authz, every decision cached (warmed up first), audit on
+  d0  as d with audit off (what the audit line costs)
+  e   kubelet-authz with every cache off, the N tokens cycling (each request: its own TokenReview
+      + SubjectAccessReview; with one token concurrent requests would share callouts)
+  e1  as e with one token for every request: concurrent identical requests wait for one callout
+      (not in the default set)
+  f   kubelet-authz, N distinct tokens cycling (caches sized above N): a cold pass that sees every
+      token once, then the same tokens cycling again; Envoy RSS before/after
+  fs  as f with the default cache sizes (4096 tokens, 8192 reviews), below N (not in the default
+      set: pass --configs)
+
+Each of a-e: a warm-up, a throughput phase (`--connections`, default 16) and a latency phase
+(one connection, closed loop: service time without queueing). Per configuration it records
+requests/s, p50/p99/p99.9, the proxy's CPU time per request (robust against a busy machine),
+the machine load, and for the filter the callouts per decision from Envoy's counters and the
+stand-in API server's request count. Everything it starts is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ALLOWED_TOKEN = "bench-allowed-token"
+PROXY_TOKEN = "bench-proxy-token"
+TOKEN_PREFIX = "bench-tok-"
+PATH = "/metrics/cadvisor"
+ALL_CONFIGS = ["a", "b", "c", "g", "d", "d0", "e", "e1", "f", "fs"]
+DEFAULT_CONFIGS = ["a", "b", "c", "g", "d", "d0", "e", "f"]
+STATIC = ["a", "b", "c", "g", "d", "d0"]
+MAX_LOAD_SECONDS = 60.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+DESCRIPTIONS = {
+    "a": "stand-in kubelet directly (HTTPS)",
+    "b": "Envoy, no filter",
+    "c": "Envoy + native RBAC filter",
+    "g": "Envoy + no-op wasm filter",
+    "d": "kubelet-authz, cached",
+    "d0": "kubelet-authz, cached, audit off",
+    "e": "kubelet-authz, caches off, distinct tokens",
+    "e1": "kubelet-authz, caches off, one token",
+    "f": "kubelet-authz, distinct tokens cycling",
+    "fs": "kubelet-authz, distinct tokens, default cache sizes",
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Procs:
+    """Every process this benchmark starts, stopped (by pid) in reverse order on exit."""
+
+    def __init__(self, prefix: list[str] | None = None) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.prefix = prefix or []
+
+    def start(self, name: str, argv: list[str], out: Path, env: dict | None = None) -> subprocess.Popen:
+        argv = self.prefix + argv
+        f = open(out, "wb")
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        f.close()
+        self.procs.append((name, p))
+        return p
+
+    def stop(self, p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        self.procs = [(n, q) for (n, q) in self.procs if q is not p]
+
+    def stop_all(self) -> None:
+        for _, p in reversed(list(self.procs)):
+            try:
+                self.stop(p)
+            except Exception as e:  # keep stopping the others
+                log(f"could not stop pid {p.pid}: {e}")
+
+
+def wait_json_line(path: Path, p: subprocess.Popen, what: str, timeout: float = 60) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise SystemExit(f"{what} exited ({p.returncode}):\n{path.read_text(errors='replace')}")
+        for line in path.read_text(errors="replace").splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    pass
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not report ready within {timeout}s:\n{path.read_text(errors='replace')}")
+
+
+def http_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
+        return r.read().decode("utf-8", "replace")
+
+
+def http_get_status(url: str, headers: dict, timeout: float = 10) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # after the command: state is field 3; utime, stime are fields 14, 15 (1-based)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_mem_kb(pid: int) -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0])
+    return out
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def busy_compilers() -> int:
+    n = 0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() in ("rustc", "cc1", "cc1plus", "ld", "rust-lld"):
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
+def machine() -> dict:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            mem_kb = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_mb": mem_kb // 1024,
+        "kernel": platform.release(),
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+# ---------------------------------------------------------------- Envoy configuration
+
+
+def sock(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def static_cluster(name: str, port: int, tls_ca: str | None = None) -> dict:
+    c = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sock(port)}}]}],
+        },
+    }
+    if tls_ca:
+        c["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": "localhost",
+                "common_tls_context": {"validation_context": {"trusted_ca": {"filename": tls_ca}}},
+            },
+        }
+    return c
+
+
+def hcm(routes: list, http_filters: list) -> dict:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "bench",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+            "http_filters": http_filters
+            + [
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }
+            ],
+        },
+    }
+
+
+def bootstrap(listener_filters: dict, clusters: list) -> dict:
+    return {
+        "admin": {"address": sock(0)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "main",
+                    "address": sock(0),
+                    "filter_chains": [{"filters": [listener_filters]}],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+UPSTREAM_BODY = json.dumps({"kind": "bench", "path": PATH, "note": "direct_response from the upstream Envoy"})
+
+
+def upstream_bootstrap() -> dict:
+    route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}}}
+    return bootstrap(hcm([route], []), [])
+
+
+def wasm_filter(name: str, wasm: str, configuration: str) -> dict:
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+                "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm}}},
+            },
+        },
+    }
+
+
+def rbac_filter() -> dict:
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {
+                "action": "ALLOW",
+                "policies": {
+                    "metrics-reader": {
+                        "permissions": [
+                            {
+                                "and_rules": {
+                                    "rules": [
+                                        {"header": {"name": ":method", "string_match": {"exact": "GET"}}},
+                                        {"url_path": {"path": {"prefix": "/metrics/"}}},
+                                    ]
+                                }
+                            }
+                        ],
+                        "principals": [
+                            {"header": {"name": "authorization", "string_match": {"exact": f"Bearer {ALLOWED_TOKEN}"}}}
+                        ],
+                    }
+                },
+            },
+        },
+    }
+
+
+def plugin_config(kind: str, ntokens: int) -> str:
+    c: dict = {
+        "nodeName": "bench-node",
+        "kubeletVersion": "1.36",
+        "apiServer": {"cluster": "kube-apiserver", "bearerToken": PROXY_TOKEN, "timeout": "5s"},
+        "enforcement": "Enforce",
+        "audit": {"enabled": kind != "d0"},
+    }
+    if kind in ("e", "e1"):
+        c["authentication"] = {"webhook": {"enabled": True, "cacheTTL": "0s"}}
+        c["authorization"] = {
+            "mode": "Webhook",
+            "webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"},
+        }
+    if kind == "f":
+        size = max(8192, 1 << (ntokens + ntokens // 4).bit_length())
+        c["limits"] = {"tokenCacheSize": size, "sarCacheSize": size}
+    return json.dumps(c)
+
+
+def proxy_bootstrap(kind: str, art: dict, upstream_port: int, api_port: int, ca: str, ntokens: int) -> dict:
+    filters: list = []
+    if kind == "c":
+        filters = [rbac_filter()]
+    elif kind == "g":
+        filters = [wasm_filter("noop", art["noop_wasm"], "")]
+    elif kind in ("d", "d0", "e", "e1", "f", "fs"):
+        filters = [wasm_filter("kubelet-authz", art["filter_wasm"], plugin_config(kind, ntokens))]
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "kubelet"}}
+    clusters = [static_cluster("kubelet", upstream_port), static_cluster("kube-apiserver", api_port, ca)]
+    return bootstrap(hcm([route], filters), clusters)
+
+
+class Envoy:
+    """One Envoy process (`--concurrency 1`, its own base id), with its admin and listener ports."""
+
+    def __init__(self, procs: Procs, envoy_bin: str, work: Path, name: str, cfg: dict, base_id: int) -> None:
+        self.procs = procs
+        self.name = name
+        cfg_path = work / f"envoy-{name}.json"
+        cfg_path.write_text(json.dumps(cfg, indent=1))
+        admin_path = work / f"envoy-{name}.admin"
+        self.log_path = work / f"envoy-{name}.log"
+        argv = [
+            envoy_bin, "-c", str(cfg_path), "--concurrency", "1", "--base-id", str(base_id),
+            "--admin-address-path", str(admin_path), "--log-level", "warn",
+            "--component-log-level", "wasm:info", "--log-path", str(self.log_path),
+            "--disable-hot-restart",
+        ]
+        self.p = procs.start(f"envoy-{name}", argv, work / f"envoy-{name}.out")
+        self.pid = self.p.pid
+        deadline = time.time() + 60
+        self.admin = ""
+        while time.time() < deadline:
+            if self.p.poll() is not None:
+                raise SystemExit(f"envoy {name} exited ({self.p.returncode}):\n"
+                                 + (work / f"envoy-{name}.out").read_text(errors="replace")
+                                 + (self.log_path.read_text(errors="replace") if self.log_path.exists() else ""))
+            if admin_path.exists() and admin_path.read_text().strip():
+                self.admin = "http://" + admin_path.read_text().strip()
+                try:
+                    if http_get(self.admin + "/ready").strip() == "LIVE":
+                        break
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        else:
+            raise SystemExit(f"envoy {name} not ready in 60s")
+        listeners = json.loads(http_get(self.admin + "/listeners?format=json"))
+        self.port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self, contains: str = "kubelet_authz") -> dict:
+        out = {}
+        for line in http_get(self.admin + f"/stats?filter={contains}").splitlines():
+            k, _, v = line.rpartition(": ")
+            if k and v.strip().isdigit():
+                out[k.strip()] = int(v)
+        return out
+
+    def stop(self) -> None:
+        self.procs.stop(self.p)
+
+
+# ---------------------------------------------------------------- load
+
+
+PRIORITY: list[str] = []
+
+
+def run_wrk(url: str, lua: str, conns: int, seconds: float, env_extra: dict, timeout_s: int = 2) -> dict:
+    env = dict(os.environ)
+    env.update({"BENCH_PATH": PATH, "BENCH_TOKEN_PREFIX": TOKEN_PREFIX})
+    env.update({k: str(v) for k, v in env_extra.items()})
+    secs = max(1, int(round(seconds)))
+    argv = PRIORITY + ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", f"--timeout={timeout_s}s", "-s", lua, url + PATH]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=secs + 30)
+    for line in r.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            res = json.loads(line[len("BENCH_RESULT "):])
+            res["connections"] = conns
+            return res
+    raise SystemExit(f"wrk gave no result (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+
+
+def median(xs: list):
+    v = sorted(x for x in xs if x is not None)
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def aggregate(slices: list[dict]) -> dict:
+    """1-second slices of one configuration: totals for counts and CPU, the median of the
+    slices for each percentile (wrk cannot merge histograms)."""
+    reqs = sum(r["requests"] for r in slices)
+    dur = sum(r["duration_s"] for r in slices)
+    cpu = sum(r["proxy_cpu_s"] for r in slices)
+    out = {
+        "requests": reqs,
+        "duration_s": round(dur, 3),
+        "rps": round(reqs / dur, 1) if dur else 0.0,
+        "slices": len(slices),
+        "slice_rps": [r["rps"] for r in slices],
+    }
+    for k in ("p50_us", "p90_us", "p99_us", "p999_us", "mean_us"):
+        out[k] = median([r[k] for r in slices])
+    out["max_us"] = max(r["max_us"] for r in slices)
+    out["errors"] = {k: sum(r["errors"][k] for r in slices) for k in slices[0]["errors"]}
+    out["connections"] = slices[0]["connections"]
+    out["proxy_cpu_s"] = round(cpu, 3)
+    out["proxy_cpu_us_per_req"] = round(cpu * 1e6 / reqs, 2) if reqs else None
+    out["proxy_cpu_util"] = round(cpu / dur, 3) if dur else None
+    out["loadavg"] = [min(r["loadavg"][0] for r in slices), max(r["loadavg"][1] for r in slices)]
+    out["compilers_running"] = max(r["compilers_running"] for r in slices)
+    return out
+
+
+def sum_prefix(stats: dict, prefix: str) -> int:
+    return sum(v for k, v in stats.items() if k.startswith(prefix))
+
+
+def callouts(before: dict, after: dict) -> dict:
+    def d(prefix: str) -> int:
+        return sum_prefix(after, prefix) - sum_prefix(before, prefix)
+
+    tr = d("wasmcustom.kubelet_authz.callouts.tokenreview")
+    sar = d("wasmcustom.kubelet_authz.callouts.subjectaccessreview")
+    decisions = d("wasmcustom.kubelet_authz.decisions.")
+    allowed = d("wasmcustom.kubelet_authz.decisions.allowed")
+    return {
+        "decisions": decisions,
+        "allowed": allowed,
+        "tokenreviews": tr,
+        "subjectaccessreviews": sar,
+        "callout_failures": d("wasmcustom.kubelet_authz.callout_failures"),
+        "cache_hits": d("wasmcustom.kubelet_authz.cache_hits"),
+        "cache_misses": d("wasmcustom.kubelet_authz.cache_misses"),
+        "callouts_per_request": round((tr + sar) / decisions, 4) if decisions else None,
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.procs = Procs(PRIORITY)
+        self.work = Path(tempfile.mkdtemp(prefix="kubelet-authz-bench-"))
+        self.lua = str(Path(__file__).with_name("wrk.lua"))
+        self.base_id = 40000 + (os.getpid() % 1000) * 16
+        self.results: dict = {}
+        self.load_seconds = 0.0
+
+    # ---- stand-ins
+    def start_standins(self) -> None:
+        art = self.args
+        pki = self.work / "pki"
+        tokens = self.work / "tokens.csv"
+        with open(tokens, "w") as f:
+            f.write(f'{ALLOWED_TOKEN},bench-user,uid-bench,"observability"\n')
+            f.write(f'{PROXY_TOKEN},kubelet-authz-proxy,uid-proxy,"system:kubelet-authz"\n')
+            for i in range(art.tokens):
+                f.write(f'{TOKEN_PREFIX}{i:05d},bench-user-{i:05d},uid-{i:05d},"observability"\n')
+        out = self.work / "apiserver.out"
+        p = self.procs.start(
+            "apiserver",
+            [art.apiserver_bin, "--pki-dir", str(pki), "--tokens", str(tokens), "--rbac", art.rbac],
+            out,
+        )
+        self.api = wait_json_line(out, p, "stand-in API server")
+        self.api_pid = p.pid
+        out = self.work / "kubelet.out"
+        p = self.procs.start("kubelet", [art.kubelet_bin, "--pki-dir", str(pki)], out)
+        self.kubelet = wait_json_line(out, p, "stand-in kubelet")
+        self.kubelet_pid = p.pid
+        self.api_ctx = ssl.create_default_context(cafile=self.api["ca"])
+        self.api_ctx.check_hostname = False
+        log(f"stand-in API server {self.api['url']}, stand-in kubelet {self.kubelet['url']}")
+
+    def api_requests(self) -> int:
+        s = json.loads(http_get(self.api["url"].rstrip("/") + "/_standin/stats", self.api_ctx))
+        return int(s.get("requests", 0))
+
+    def next_base_id(self) -> int:
+        self.base_id += 1
+        return self.base_id
+
+    # ---- one measurement
+    def phase(self, url: str, pid: int, conns: int, seconds: float, env: dict) -> dict:
+        l0, c0, t0 = loadavg(), proc_cpu_s(pid), time.time()
+        comp = busy_compilers()
+        r = run_wrk(url, self.lua, conns, seconds, env)
+        c1, l1 = proc_cpu_s(pid), loadavg()
+        self.load_seconds += max(1, round(seconds))
+        r["proxy_cpu_s"] = round(c1 - c0, 3)
+        r["proxy_cpu_us_per_req"] = round((c1 - c0) * 1e6 / r["requests"], 2) if r["requests"] else None
+        r["proxy_cpu_util"] = round((c1 - c0) / max(1e-9, time.time() - t0), 3)
+        r["loadavg"] = [l0, l1]
+        r["compilers_running"] = comp
+        return r
+
+    def measure(self, name: str, url: str, pid: int, env: dict) -> dict:
+        """Warm-up, throughput phase and latency phase of one configuration on its own."""
+        a = self.args
+        if a.warmup > 0:
+            run_wrk(url, self.lua, a.connections, a.warmup, env)
+            self.load_seconds += a.warmup
+        res = {"config": name, "description": DESCRIPTIONS[name]}
+        res["throughput"] = self.phase(url, pid, a.connections, a.duration, env)
+        if a.latency_duration > 0:
+            res["latency"] = self.phase(url, pid, 1, a.latency_duration, env)
+        self.report(name, res)
+        return res
+
+    def report(self, name: str, res: dict) -> None:
+        t = res["throughput"]
+        log(f"{name}: {t['rps']:.0f} req/s, p50 {t['p50_us']} us, p99 {t['p99_us']} us, "
+            f"proxy CPU {t['proxy_cpu_us_per_req']} us/req, load {t['loadavg']}")
+        errs = sum(t["errors"].values())
+        if errs:
+            log(f"{name}: WARNING {errs} errors {t['errors']}")
+
+    def start_proxy(self, name: str, upstream_port: int) -> Envoy:
+        a = self.args
+        cfg = proxy_bootstrap(name, vars(a), upstream_port, int(self.api["port"]), self.api["ca"], a.tokens)
+        envoy = Envoy(self.procs, a.envoy_bin, self.work, name, cfg, self.next_base_id())
+        # one request first: it must be allowed (200), else the comparison is meaningless
+        st, body = http_get_status(envoy.url + PATH, {"Authorization": f"Bearer {ALLOWED_TOKEN}"})
+        if st != 200:
+            raise SystemExit(f"{name}: probe answered {st}: {body[:300]}")
+        return envoy
+
+    def run_static(self, names: list[str], upstream_port: int) -> None:
+        """a, b, c, g, d, d0 side by side: every Envoy up at once (idle ones cost nothing), and the
+        load applied in 1-second slices, round-robin with a rotating order, so that a change in the
+        machine's load falls on every configuration alike."""
+        a = self.args
+        env = {"BENCH_TOKEN": ALLOWED_TOKEN}
+        envoys: dict[str, Envoy] = {}
+        targets: dict[str, tuple[str, int]] = {}
+        try:
+            for n in names:
+                if n == "a":
+                    targets[n] = (self.kubelet["url"].rstrip("/"), self.kubelet_pid)
+                else:
+                    envoys[n] = self.start_proxy(n, upstream_port)
+                    targets[n] = (envoys[n].url, envoys[n].pid)
+            for n in names:
+                if a.warmup > 0:
+                    run_wrk(targets[n][0], self.lua, a.connections, a.warmup, env)
+                    self.load_seconds += a.warmup
+            before = {n: e.stats() for n, e in envoys.items()}
+            api0 = self.api_requests()
+            perf = {n: self.start_perf(n, envoys[n].pid) for n in envoys if n in a.perf.split(",")}
+            phases = [("throughput", a.connections, int(round(a.duration))),
+                      ("latency", 1, int(round(a.latency_duration)))]
+            for phase, conns, rounds in phases:
+                slices: dict[str, list] = {n: [] for n in names}
+                for i in range(rounds):
+                    k = i % len(names)
+                    for n in names[k:] + names[:k]:
+                        if phase == "latency" and n == "d0":
+                            continue
+                        url, pid = targets[n]
+                        slices[n].append(self.phase(url, pid, conns, 1, env))
+                for n in names:
+                    if slices[n]:
+                        self.results.setdefault(n, {"config": n, "description": DESCRIPTIONS[n]})[phase] = \
+                            aggregate(slices[n])
+            for n, p in perf.items():
+                if p:
+                    self.results[n]["perf_report"] = self.finish_perf(n, p)
+            api1 = self.api_requests()
+            for n, e in envoys.items():
+                res = self.results[n]
+                res["envoy_mem_kb"] = proc_mem_kb(e.pid)
+                if n in ("d", "d0"):
+                    res["callouts"] = callouts(before[n], e.stats())
+            for n in names:
+                self.results[n]["apiserver_requests_during_static_group"] = api1 - api0
+                self.report(n, self.results[n])
+            if "a" in self.results:
+                self.results["a"]["note"] = ("HTTPS to the stand-in (Rust hyper + rustls): measures the stand-in, "
+                                             "not a proxy")
+        finally:
+            for e in envoys.values():
+                e.stop()
+
+    def run_config(self, name: str, upstream_port: int) -> None:
+        envoy = self.start_proxy(name, upstream_port)
+        try:
+            if name in ("f", "fs"):
+                self.results[name] = self.run_tokens(name, envoy)
+                return
+            s0, api0 = envoy.stats(), self.api_requests()
+            perf = self.start_perf(name, envoy.pid) if name in self.args.perf.split(",") else None
+            env = {"BENCH_TOKENS": self.args.tokens} if name == "e" else {"BENCH_TOKEN": ALLOWED_TOKEN}
+            res = self.measure(name, envoy.url, envoy.pid, env)
+            if perf:
+                res["perf_report"] = self.finish_perf(name, perf)
+            s1, api1 = envoy.stats(), self.api_requests()
+            res["callouts"] = callouts(s0, s1)
+            res["callouts"]["apiserver_requests"] = api1 - api0
+            c = res["callouts"]
+            log(f"{name}: {c['decisions']} decisions, {c['tokenreviews']} TokenReviews, "
+                f"{c['subjectaccessreviews']} SARs, {c['callouts_per_request']} callouts/request")
+            res["envoy_mem_kb"] = proc_mem_kb(envoy.pid)
+            self.results[name] = res
+        finally:
+            envoy.stop()
+
+    def run_tokens(self, name: str, envoy: Envoy) -> dict:
+        a = self.args
+        n = a.tokens
+        res: dict = {"config": name, "description": DESCRIPTIONS[name], "distinct_tokens": n,
+                     "plugin_configuration": json.loads(plugin_config(name, n))}
+        mem0 = proc_mem_kb(envoy.pid)
+        s0, api0 = envoy.stats(), self.api_requests()
+        # cold pass: every token once (bounded by --cold-max seconds)
+        cold = self.phase(envoy.url, envoy.pid, a.connections, a.cold_max,
+                          {"BENCH_TOKENS": n, "BENCH_STOP_AFTER": n})
+        s1, api1 = envoy.stats(), self.api_requests()
+        mem1 = proc_mem_kb(envoy.pid)
+        cold["callouts"] = callouts(s0, s1)
+        cold["callouts"]["apiserver_requests"] = api1 - api0
+        log(f"{name} cold: {cold['requests']} requests at {cold['rps']:.0f}/s, "
+            f"{cold['callouts']['tokenreviews']} TokenReviews, {cold['callouts']['subjectaccessreviews']} SARs")
+        # the same tokens cycling again (within every TTL)
+        warm = self.phase(envoy.url, envoy.pid, a.connections, a.duration, {"BENCH_TOKENS": n})
+        s2, api2 = envoy.stats(), self.api_requests()
+        mem2 = proc_mem_kb(envoy.pid)
+        warm["callouts"] = callouts(s1, s2)
+        warm["callouts"]["apiserver_requests"] = api2 - api1
+        total = callouts(s0, s2)
+        seen = min(n, cold["callouts"]["decisions"] + warm["callouts"]["decisions"])
+        total["distinct_tokens_seen"] = seen
+        total["tokenreviews_per_distinct_token"] = round(total["tokenreviews"] / seen, 4) if seen else None
+        total["sars_per_distinct_token"] = round(total["subjectaccessreviews"] / seen, 4) if seen else None
+        res.update({
+            "cold": cold,
+            "throughput": warm,
+            "callouts": total,
+            "envoy_mem_kb": {"before": mem0, "after_cold": mem1, "after": mem2},
+        })
+        log(f"{name} warm: {warm['rps']:.0f} req/s, {warm['callouts']['callouts_per_request']} callouts/request; "
+            f"RSS {mem0.get('VmRSS')} -> {mem1.get('VmRSS')} -> {mem2.get('VmRSS')} kB")
+        return res
+
+    # ---- perf (optional)
+    def start_perf(self, name: str, pid: int):
+        if not shutil.which("perf"):
+            log("perf not found; no profile")
+            return None
+        data = self.work / f"perf-{name}.data"
+        p = self.procs.start("perf", ["perf", "record", "-F", "499", "-g", "-p", str(pid), "-o", str(data)],
+                             self.work / f"perf-{name}.out")
+        time.sleep(0.3)
+        return (p, data)
+
+    def finish_perf(self, name: str, perf) -> str | None:
+        p, data = perf
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+        self.procs.procs = [(n, q) for (n, q) in self.procs.procs if q is not p]
+        text = ""
+        for sort, limit in (("dso", "0.5"), ("dso,symbol", "0.7")):
+            r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort,
+                                "--percent-limit", limit, "-g", "none"], capture_output=True, text=True, timeout=120)
+            text += "\n".join(line for line in r.stdout.splitlines() if line and not line.startswith("#")) + "\n\n"
+        out = Path(self.args.out).with_name(f"perf-{name}.txt")
+        out.write_text(text)
+        log(f"perf profile of {name}: {out}")
+        return str(out)
+
+    # ---- the run
+    def planned_seconds(self) -> float:
+        a = self.args
+        total = 0.0
+        for c in a.configs:
+            if c in ("f", "fs"):
+                total += a.cold_max + a.duration
+            elif c == "d0":
+                total += a.warmup + a.duration
+            else:
+                total += a.warmup + a.duration + a.latency_duration
+        return total
+
+    def run(self) -> dict:
+        a = self.args
+        plan = self.planned_seconds()
+        if plan > MAX_LOAD_SECONDS:
+            raise SystemExit(f"planned load {plan:.0f}s exceeds {MAX_LOAD_SECONDS:.0f}s: "
+                             "lower --duration/--latency-duration/--cold-max or pass fewer --configs")
+        started = time.time()
+        info = machine()
+        info["compilers_running_start"] = busy_compilers()
+        log(f"machine: {info['nproc']} x {info['cpu_model']}, load {info['loadavg_start']}, "
+            f"{info['compilers_running_start']} compiler processes running; planned load {plan:.0f}s")
+        self.start_standins()
+        up = Envoy(self.procs, a.envoy_bin, self.work, "upstream", upstream_bootstrap(), self.next_base_id())
+        try:
+            static = [c for c in a.configs if c in STATIC]
+            if static:
+                log(f"configurations {','.join(static)} interleaved in 1 s slices")
+                self.run_static(static, up.port)
+            for c in a.configs:
+                if c not in STATIC:
+                    log(f"configuration {c}: {DESCRIPTIONS[c]}")
+                    self.run_config(c, up.port)
+        finally:
+            up.stop()
+        info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        info["compilers_running_end"] = busy_compilers()
+        out = {
+            "schema": 1,
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_seconds": round(time.time() - started, 1),
+            "load_seconds": self.load_seconds,
+            "machine": info,
+            "settings": {
+                "path": PATH, "connections": a.connections, "duration_s": a.duration,
+                "latency_duration_s": a.latency_duration, "warmup_s": a.warmup, "cold_max_s": a.cold_max,
+                "distinct_tokens": a.tokens, "wrk_threads": 1, "envoy_concurrency": 1,
+                "envoy_version": a.envoy_version, "priority": " ".join(PRIORITY) or "normal",
+                "static_configs_interleaved": [c for c in a.configs if c in STATIC], "slice_s": 1,
+            },
+            "artefacts": {
+                "filter_wasm": a.filter_wasm, "filter_wasm_bytes": os.path.getsize(a.filter_wasm),
+                "noop_wasm": a.noop_wasm, "noop_wasm_bytes": os.path.getsize(a.noop_wasm),
+            },
+            "results": self.results,
+        }
+        out["summary"] = summarize(out)
+        return out
+
+    def cleanup(self) -> None:
+        self.procs.stop_all()
+        if self.args.keep:
+            log(f"kept {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- report
+
+
+def get(res: dict, cfg: str, phase: str, key: str):
+    return res.get(cfg, {}).get(phase, {}).get(key)
+
+
+def ratio(x, y):
+    return round(x / y, 4) if x is not None and y else None
+
+
+def summarize(out: dict) -> dict:
+    r = out["results"]
+    rps = lambda c: get(r, c, "throughput", "rps")  # noqa: E731
+    cpu = lambda c: get(r, c, "throughput", "proxy_cpu_us_per_req")  # noqa: E731
+    lat = lambda c, k: get(r, c, "latency", k)  # noqa: E731
+    s: dict = {
+        "d_over_g": ratio(rps("d"), rps("g")),
+        "d_over_b": ratio(rps("d"), rps("b")),
+        "d_over_c": ratio(rps("d"), rps("c")),
+        "g_over_b": ratio(rps("g"), rps("b")),
+        "c_over_b": ratio(rps("c"), rps("b")),
+        "d0_over_g": ratio(rps("d0"), rps("g")),
+    }
+    for k in ("p50_us", "p99_us", "p999_us"):
+        if lat("d", k) is not None and lat("g", k) is not None:
+            s[f"d_minus_g_{k}_1conn"] = lat("d", k) - lat("g", k)
+        td, tg = get(r, "d", "throughput", k), get(r, "g", "throughput", k)
+        if td is not None and tg is not None:
+            s[f"d_minus_g_{k}_loaded"] = td - tg
+    if cpu("d") is not None and cpu("g") is not None:
+        s["filter_cpu_us_per_req_over_g"] = round(cpu("d") - cpu("g"), 2)
+        s["cpu_g_over_d"] = ratio(cpu("g"), cpu("d"))
+    if cpu("d0") is not None and cpu("d") is not None:
+        s["audit_cpu_us_per_req"] = round(cpu("d") - cpu("d0"), 2)
+    if cpu("g") is not None and cpu("b") is not None:
+        s["wasm_floor_cpu_us_per_req"] = round(cpu("g") - cpu("b"), 2)
+    for e in ("e", "e1"):
+        if e in r:
+            s[f"{e}_callouts_per_request"] = r[e].get("callouts", {}).get("callouts_per_request")
+    for f in ("f", "fs"):
+        if f in r:
+            t = r[f]
+            s[f"{f}_callouts_per_request_warm"] = t["throughput"]["callouts"]["callouts_per_request"]
+            s[f"{f}_tokenreviews_per_distinct_token"] = t["callouts"]["tokenreviews_per_distinct_token"]
+            s[f"{f}_sars_per_distinct_token"] = t["callouts"]["sars_per_distinct_token"]
+            m = t["envoy_mem_kb"]
+            s[f"{f}_rss_kb"] = [m["before"].get("VmRSS"), m["after_cold"].get("VmRSS"), m["after"].get("VmRSS")]
+    wasm = out["artefacts"]["filter_wasm_bytes"]
+    targets = {}
+    if s["d_over_g"] is not None:
+        targets["d_throughput_ge_95pct_of_g"] = {"value": s["d_over_g"], "met": s["d_over_g"] >= 0.95}
+    if "d_minus_g_p99_us_1conn" in s:
+        targets["d_added_p99_le_50us_over_g"] = {"value_us": s["d_minus_g_p99_us_1conn"],
+                                                "loaded_value_us": s.get("d_minus_g_p99_us_loaded"),
+                                                "met": s["d_minus_g_p99_us_1conn"] <= 50}
+    if "f" in r:
+        c = r["f"]["callouts"]
+        ok = (c["tokenreviews_per_distinct_token"] or 0) <= 1.0 and (c["sars_per_distinct_token"] or 0) <= 1.0
+        targets["f_callouts_le_one_per_distinct_token_per_ttl"] = {
+            "tokenreviews_per_token": c["tokenreviews_per_distinct_token"],
+            "sars_per_token": c["sars_per_distinct_token"], "met": ok}
+        m = r["f"]["envoy_mem_kb"]
+        targets["f_memory_bounded"] = {
+            "rss_kb_before_cold_warm": s["f_rss_kb"],
+            "growth_kb": (m["after"].get("VmRSS", 0) - m["before"].get("VmRSS", 0)),
+            "note": "bounded by the cache limits; compare growth over cold (new tokens) and warm (none)"}
+    targets["wasm_le_1MiB"] = {"bytes": wasm, "met": wasm <= 1 << 20}
+    s["targets"] = targets
+    return s
+
+
+def fmt(v, w=9):
+    if v is None:
+        return "-".rjust(w)
+    if isinstance(v, float):
+        return f"{v:,.0f}".rjust(w) if abs(v) >= 100 else f"{v:.2f}".rjust(w)
+    return str(v).rjust(w)
+
+
+def table(out: dict) -> str:
+    r = out["results"]
+    lines = []
+    m = out["machine"]
+    lines.append(f"kubelet-authz load benchmark, {out['started_utc']}: {m['nproc']} x {m['cpu_model']}, "
+                 f"load {' '.join(m['loadavg_start'])} -> {' '.join(m['loadavg_end'])}, "
+                 f"compilers running {m['compilers_running_start']} -> {m['compilers_running_end']}")
+    st = out["settings"]
+    lines.append(f"GET {st['path']}, wrk 1 thread, {st['connections']} connections x {st['duration_s']}s "
+                 f"(latency: 1 connection x {st['latency_duration_s']}s), Envoy {st['envoy_version']} --concurrency 1")
+    hdr = (f"{'cfg':<4} {'description':<44} {'req/s':>9} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} "
+           f"{'cpu us/req':>10} | {'1c p50':>7} {'1c p99':>7} {'1c p99.9':>8} | {'callouts/req':>12}")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for c in ALL_CONFIGS:
+        if c not in r:
+            continue
+        rows = [(c, r[c]["description"], r[c]["throughput"], r[c].get("latency"), r[c].get("callouts"))]
+        if c in ("f", "fs"):
+            rows = [
+                (c + "/1", r[c]["description"] + " (cold pass)", r[c]["cold"], None, r[c]["cold"]["callouts"]),
+                (c + "/2", r[c]["description"] + " (again)", r[c]["throughput"], None, r[c]["throughput"]["callouts"]),
+            ]
+        for name, desc, t, l, co in rows:
+            l = l or {}
+            lines.append(
+                f"{name:<4} {desc[:44]:<44} {fmt(t['rps'])} {fmt(t['p50_us'])} {fmt(t['p99_us'])} {fmt(t['p999_us'])} "
+                f"{fmt(t['proxy_cpu_us_per_req'], 10)} | {fmt(l.get('p50_us'), 7)} {fmt(l.get('p99_us'), 7)} "
+                f"{fmt(l.get('p999_us'), 8)} | {fmt(co.get('callouts_per_request') if co else None, 12)}")
+    s = out["summary"]
+    lines.append("")
+    lines.append(f"ratios (throughput): d/g {s['d_over_g']}  d/b {s['d_over_b']}  d/c {s['d_over_c']}  "
+                 f"g/b {s['g_over_b']}  c/b {s['c_over_b']}  d0/g {s['d0_over_g']}")
+    lines.append(f"added latency d-g (1 connection): p50 {s.get('d_minus_g_p50_us_1conn')} us, "
+                 f"p99 {s.get('d_minus_g_p99_us_1conn')} us, p99.9 {s.get('d_minus_g_p999_us_1conn')} us; "
+                 f"loaded p99 {s.get('d_minus_g_p99_us_loaded')} us")
+    lines.append(f"proxy CPU per request: filter over no-op wasm {s.get('filter_cpu_us_per_req_over_g')} us, "
+                 f"audit line {s.get('audit_cpu_us_per_req')} us, wasm floor over no filter "
+                 f"{s.get('wasm_floor_cpu_us_per_req')} us")
+    for f in ("f", "fs"):
+        if f in r:
+            c = r[f]["callouts"]
+            lines.append(f"{f}: {c['distinct_tokens_seen']} distinct tokens: {c['tokenreviews']} TokenReviews, "
+                         f"{c['subjectaccessreviews']} SARs ({c['tokenreviews_per_distinct_token']} / "
+                         f"{c['sars_per_distinct_token']} per token), Envoy RSS kB before/after cold/after: "
+                         f"{s[f + '_rss_kb']}")
+    lines.append("targets:")
+    for k, v in s["targets"].items():
+        lines.append(f"  {k}: {'MET' if v.get('met') else ('NOT MET' if 'met' in v else 'see values')} {json.dumps(v)}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=3, help="throughput phase per configuration, seconds")
+    ap.add_argument("--latency-duration", type=float, default=2, help="1-connection latency phase, seconds (0: none)")
+    ap.add_argument("--warmup", type=float, default=1, help="warm-up per configuration, seconds")
+    ap.add_argument("--cold-max", type=float, default=10, help="bound of the cold pass of f, seconds")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=10000, help="distinct tokens for f")
+    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(ALL_CONFIGS)}")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    ap.add_argument("--perf", default="", help="configurations to profile with perf, e.g. d,g")
+    ap.add_argument("--sched", choices=["fifo", "nice", "normal"], default="fifo",
+                    help="priority of Envoy, wrk and the stand-ins: SCHED_FIFO 1 (default when root, via "
+                         "chrt: other work waits during the run, so a busy machine does not decide the "
+                         "numbers; else nice), nice -10, or unchanged")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    ap.add_argument("--envoy-bin", required=True)
+    ap.add_argument("--envoy-version", default="")
+    ap.add_argument("--filter-wasm", required=True)
+    ap.add_argument("--noop-wasm", required=True)
+    ap.add_argument("--apiserver-bin", required=True)
+    ap.add_argument("--kubelet-bin", required=True)
+    ap.add_argument("--rbac", required=True)
+    a = ap.parse_args()
+    a.configs = [c.strip() for c in a.configs.split(",") if c.strip()]
+    bad = [c for c in a.configs if c not in ALL_CONFIGS]
+    if bad:
+        ap.error(f"unknown configurations {bad}; known: {ALL_CONFIGS}")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian package wrk; scripts/setup.sh installs it)")
+    global PRIORITY
+    if a.sched == "nice" and os.geteuid() == 0:
+        PRIORITY = ["nice", "-n", "-10"]
+    elif a.sched == "fifo":
+        if os.geteuid() == 0 and shutil.which("chrt"):
+            PRIORITY = ["chrt", "-f", "1"]
+        else:
+            log("not root (or no chrt): running at normal priority")
+    b = Bench(a)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        out = b.run()
+    finally:
+        b.cleanup()
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(table(out))
+    print(f"\nJSON: {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
