@@ -43,10 +43,23 @@ pub fn event(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Value {
         Value::from(if allowed { "allow" } else { "forbid" }),
     );
     annotations.insert(ANNOTATION_REASON.into(), Value::from(reason(verdict)));
-    annotations.insert("kubelet-authz.io/outcome".into(), Value::from(verdict.outcome.as_str()));
-    annotations.insert("kubelet-authz.io/authn".into(), Value::from(verdict.authn.as_str()));
-    let tried: Vec<&str> = verdict.checks.iter().map(|c| c.subresource.as_str()).collect();
-    annotations.insert("kubelet-authz.io/subresources".into(), Value::from(tried.join(",")));
+    annotations.insert(
+        "kubelet-authz.io/outcome".into(),
+        Value::from(verdict.outcome.as_str()),
+    );
+    annotations.insert(
+        "kubelet-authz.io/authn".into(),
+        Value::from(verdict.authn.as_str()),
+    );
+    let tried: Vec<&str> = verdict
+        .checks
+        .iter()
+        .map(|c| c.subresource.as_str())
+        .collect();
+    annotations.insert(
+        "kubelet-authz.io/subresources".into(),
+        Value::from(tried.join(",")),
+    );
     if ctx.shadow {
         annotations.insert(ANNOTATION_ENFORCEMENT.into(), Value::from("shadow"));
     }
@@ -54,10 +67,16 @@ pub fn event(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Value {
         annotations.insert(ANNOTATION_STALE.into(), Value::from("true"));
     }
     if verdict.strict_upgrade_applied {
-        annotations.insert("kubelet-authz.io/strict-upgrade-verb".into(), Value::from("true"));
+        annotations.insert(
+            "kubelet-authz.io/strict-upgrade-verb".into(),
+            Value::from("true"),
+        );
     }
     if let Some(why) = &verdict.spoofed_xfcc {
-        annotations.insert("kubelet-authz.io/xfcc-ignored".into(), Value::from(why.as_str()));
+        annotations.insert(
+            "kubelet-authz.io/xfcc-ignored".into(),
+            Value::from(why.as_str()),
+        );
     }
     let user = match &verdict.user {
         Some(u) => {
@@ -113,7 +132,10 @@ pub fn event(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Value {
         "requestReceivedTimestamp".into(),
         Value::from(rfc3339_micros(ctx.received_ms)),
     );
-    ev.insert("stageTimestamp".into(), Value::from(rfc3339_micros(ctx.now_ms)));
+    ev.insert(
+        "stageTimestamp".into(),
+        Value::from(rfc3339_micros(ctx.now_ms)),
+    );
     ev.insert("annotations".into(), Value::Object(annotations));
     Value::Object(ev)
 }
@@ -142,7 +164,12 @@ pub fn reason(verdict: &Verdict) -> String {
                 .or(verdict.checks.last());
             match deciding {
                 Some(c) if !c.reason.is_empty() => c.reason.clone(),
-                Some(c) => format!("{} nodes/{}: {}", c.verb, c.subresource, c.decision.as_str()),
+                Some(c) => format!(
+                    "{} nodes/{}: {}",
+                    c.verb,
+                    c.subresource,
+                    c.decision.as_str()
+                ),
                 None => String::new(),
             }
         }
@@ -187,7 +214,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 #[cfg(test)]
@@ -197,8 +228,14 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339_micros(951_782_400_123), "2000-02-29T00:00:00.123000Z");
-        assert_eq!(rfc3339_micros(1_795_437_296_789), "2026-11-23T12:34:56.789000Z");
+        assert_eq!(
+            rfc3339_micros(951_782_400_123),
+            "2000-02-29T00:00:00.123000Z"
+        );
+        assert_eq!(
+            rfc3339_micros(1_795_437_296_789),
+            "2026-11-23T12:34:56.789000Z"
+        );
     }
 
     #[test]

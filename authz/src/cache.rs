@@ -5,29 +5,37 @@
 //! Entries also remember when they expired, so that an opt-in stale-if-error policy can use an
 //! answer that expired a short while ago when a callout fails.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 /// Milliseconds on the caller's clock.
 pub type Millis = u64;
 
+const NIL: usize = usize::MAX;
+
 #[derive(Debug, Clone)]
-struct Entry<V> {
+struct Node<K, V> {
+    key: K,
     value: V,
     expires_at: Millis,
-    tick: u64,
+    prev: usize,
+    next: usize,
 }
 
 /// A capacity-bounded LRU map whose entries expire at a time given on insert.
 ///
-/// Lookups and inserts are O(log n). Expired entries are not returned by [`TtlCache::get`] but stay
-/// (until evicted by capacity) so that [`TtlCache::get_stale`] can find them.
+/// A hash map from key to slot, and the slots in a vector linked most- to least-recently used:
+/// lookups, inserts and evictions are O(1), and a hit clones nothing but the value. Expired entries
+/// are not returned by [`TtlCache::get`] but stay (until evicted by capacity) so that
+/// [`TtlCache::get_stale`] can find them.
 #[derive(Debug, Clone)]
 pub struct TtlCache<K, V> {
     capacity: usize,
-    entries: HashMap<K, Entry<V>>,
-    order: BTreeMap<u64, K>,
-    next_tick: u64,
+    index: HashMap<K, usize>,
+    nodes: Vec<Node<K, V>>,
+    free: Vec<usize>,
+    head: usize,
+    tail: usize,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
@@ -35,20 +43,22 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(capacity: usize) -> Self {
         TtlCache {
             capacity: capacity.max(1),
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            next_tick: 0,
+            index: HashMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
         }
     }
 
     /// Number of entries held (fresh or expired).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
     }
 
     /// The capacity.
@@ -56,32 +66,55 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         self.capacity
     }
 
-    fn touch(&mut self, key: &K) {
-        let tick = self.next_tick;
-        if let Some(e) = self.entries.get_mut(key) {
-            self.order.remove(&e.tick);
-            e.tick = tick;
-            self.order.insert(tick, key.clone());
-            self.next_tick += 1;
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = match self.nodes.get(i) {
+            Some(n) => (n.prev, n.next),
+            None => return,
+        };
+        match self.nodes.get_mut(prev) {
+            Some(p) => p.next = next,
+            None => self.head = next,
         }
+        match self.nodes.get_mut(next) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: usize) {
+        let old_head = self.head;
+        if let Some(n) = self.nodes.get_mut(i) {
+            n.prev = NIL;
+            n.next = old_head;
+        }
+        match self.nodes.get_mut(old_head) {
+            Some(h) => h.prev = i,
+            None => self.tail = i,
+        }
+        self.head = i;
     }
 
     /// A fresh value (`now < expires_at`), marking it recently used.
     pub fn get(&mut self, key: &K, now: Millis) -> Option<V> {
-        let fresh = self.entries.get(key).is_some_and(|e| now < e.expires_at);
+        let i = *self.index.get(key)?;
+        let fresh = self.nodes.get(i).is_some_and(|n| now < n.expires_at);
         if !fresh {
             return None;
         }
-        self.touch(key);
-        self.entries.get(key).map(|e| e.value.clone())
+        if self.head != i {
+            self.unlink(i);
+            self.push_front(i);
+        }
+        self.nodes.get(i).map(|n| n.value.clone())
     }
 
     /// A value that expired no more than `window` ago (or is still fresh).
     pub fn get_stale(&self, key: &K, now: Millis, window: Millis) -> Option<V> {
-        self.entries
-            .get(key)
-            .filter(|e| now < e.expires_at.saturating_add(window))
-            .map(|e| e.value.clone())
+        let i = *self.index.get(key)?;
+        self.nodes
+            .get(i)
+            .filter(|n| now < n.expires_at.saturating_add(window))
+            .map(|n| n.value.clone())
     }
 
     /// Insert a value living `ttl` milliseconds. A TTL of 0 stores nothing (the kubelet's caches
@@ -91,35 +124,60 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             self.remove(&key);
             return;
         }
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
-            self.evict_one(now);
+        let expires_at = now.saturating_add(ttl);
+        if let Some(&i) = self.index.get(&key) {
+            if let Some(n) = self.nodes.get_mut(i) {
+                n.value = value;
+                n.expires_at = expires_at;
+            }
+            if self.head != i {
+                self.unlink(i);
+                self.push_front(i);
+            }
+            return;
         }
-        let tick = self.next_tick;
-        self.next_tick += 1;
-        if let Some(old) = self.entries.insert(
-            key.clone(),
-            Entry {
-                value,
-                expires_at: now.saturating_add(ttl),
-                tick,
-            },
-        ) {
-            self.order.remove(&old.tick);
+        if self.index.len() >= self.capacity {
+            self.evict_lru();
         }
-        self.order.insert(tick, key);
+        let node = Node {
+            key: key.clone(),
+            value,
+            expires_at,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(slot) = self.nodes.get_mut(i) {
+                    *slot = node;
+                }
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                self.nodes.len() - 1
+            }
+        };
+        self.index.insert(key, i);
+        self.push_front(i);
     }
 
     /// Remove an entry.
     pub fn remove(&mut self, key: &K) {
-        if let Some(e) = self.entries.remove(key) {
-            self.order.remove(&e.tick);
+        if let Some(i) = self.index.remove(key) {
+            self.unlink(i);
+            self.free.push(i);
         }
     }
 
-    fn evict_one(&mut self, _now: Millis) {
-        if let Some((_, key)) = self.order.pop_first() {
-            self.entries.remove(&key);
-        }
+    fn evict_lru(&mut self) {
+        let i = self.tail;
+        let Some(key) = self.nodes.get(i).map(|n| n.key.clone()) else {
+            return;
+        };
+        self.index.remove(&key);
+        self.unlink(i);
+        self.free.push(i);
     }
 }
 

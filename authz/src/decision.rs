@@ -19,6 +19,9 @@
 //! differences of DESIGN.md: canonical paths only, `strictUpgradeVerb`, XFCC only when it matches
 //! the verified peer certificate, shadow enforcement and stale-if-error.
 
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
 use crate::cache::{InFlight, Join, Millis, TtlCache};
 use crate::config::{AuthorizationMode, Config, Enforcement};
 use crate::identity::{self, xfcc, BearerHeader, UserInfo};
@@ -35,6 +38,59 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub const BASE_RETRY_DELAY_MS: u64 = 500;
 /// `shouldCache`: attributes whose lengths add up to this or more are not cached.
 pub const SAR_CACHE_KEY_LIMIT: usize = 10_000;
+
+/// An authenticated user shared between the caches and the requests that use it, with its hash
+/// computed once (the SubjectAccessReview cache is keyed by it on every request).
+#[derive(Debug, Clone)]
+pub struct SharedUser {
+    user: Arc<UserInfo>,
+    hash: u64,
+}
+
+impl SharedUser {
+    /// Share a user.
+    pub fn new(user: UserInfo) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        SharedUser {
+            user: Arc::new(user),
+            hash: h.finish(),
+        }
+    }
+
+    /// The user.
+    pub fn user(&self) -> &UserInfo {
+        &self.user
+    }
+
+    /// The shared pointer.
+    pub fn arc(&self) -> Arc<UserInfo> {
+        Arc::clone(&self.user)
+    }
+}
+
+impl PartialEq for SharedUser {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.user, &other.user) || (self.hash == other.hash && self.user == other.user)
+    }
+}
+
+impl Eq for SharedUser {}
+
+impl Hash for SharedUser {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The SubjectAccessReview cache key: the parts of the kubelet's key (the JSON of the whole spec)
+/// that vary within one engine. Namespace, group, version, resource and name are fixed per node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SarKey {
+    user: SharedUser,
+    verb: &'static str,
+    sub: Subresource,
+}
 
 /// The incoming request, as the driver read it once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +136,14 @@ impl Request {
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
             .collect()
+    }
+
+    /// The first value of a header.
+    pub fn first_header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the request asks for a connection upgrade (WebSocket `GET`, SPDY `POST`).
@@ -205,7 +269,7 @@ pub struct Verdict {
     /// Headers to set before forwarding (the WebSocket protocols without the token).
     pub set_headers: Vec<(String, String)>,
     /// The authenticated user.
-    pub user: Option<UserInfo>,
+    pub user: Option<Arc<UserInfo>>,
     /// How the user was identified.
     pub authn: AuthnMethod,
     /// The authenticator errors, for logs (never the token).
@@ -359,7 +423,7 @@ impl Progress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenOutcome {
     /// Authenticated as this user.
-    Authenticated(UserInfo),
+    Authenticated(SharedUser),
     /// Not authenticated, no error (`invalid bearer token`).
     Rejected,
     /// An error (the status error text, transport or decode failure).
@@ -369,7 +433,7 @@ pub enum TokenOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CalloutKey {
     Token([u8; 32]),
-    Sar(Box<SubjectAccessReviewSpec>),
+    Sar(SarKey),
 }
 
 /// Per-VM state shared by all requests: the configuration, caches and in-flight callouts.
@@ -378,7 +442,7 @@ pub struct Engine {
     config: Config,
     salt: [u8; 32],
     token_cache: TtlCache<[u8; 32], TokenOutcome>,
-    sar_cache: TtlCache<SubjectAccessReviewSpec, SubjectAccessReviewStatus>,
+    sar_cache: TtlCache<SarKey, SubjectAccessReviewStatus>,
     inflight: InFlight<CalloutKey>,
 }
 
@@ -452,12 +516,12 @@ pub struct Session {
     request: Request,
     phase: Phase,
     path: String,
-    verb: String,
+    verb: &'static str,
     strict_applied: bool,
     subs: Option<Subresources>,
     bearer: Option<String>,
     ws: Option<Result<identity::WebSocketToken, identity::WebSocketTokenError>>,
-    user: Option<UserInfo>,
+    user: Option<SharedUser>,
     authn: AuthnMethod,
     errors: Vec<String>,
     remove_headers: Vec<String>,
@@ -486,7 +550,7 @@ impl Session {
             request,
             phase: Phase::Start,
             path: String::new(),
-            verb: String::new(),
+            verb: "",
             strict_applied: false,
             subs: None,
             bearer: None,
@@ -511,7 +575,7 @@ impl Session {
     /// authorization part runs. The group adder is not applied: the user is taken as given.
     pub fn authenticated(id: u32, request: Request, user: UserInfo) -> Self {
         let mut s = Session::new(id, request);
-        s.user = Some(user);
+        s.user = Some(SharedUser::new(user));
         s.preset_user = true;
         s
     }
@@ -576,11 +640,11 @@ impl Session {
                 };
                 Shared::Token(stored.unwrap_or(outcome))
             }
-            CalloutKey::Sar(ref spec) => {
+            CalloutKey::Sar(ref key) => {
                 let status = sar_status(&response);
                 match status {
                     Ok(st) => {
-                        if should_cache(spec, &self.path) {
+                        if should_cache(key, &engine.config.node_name, &self.path) {
                             let ttl = if st.allowed {
                                 engine.config.authorized_ttl
                             } else {
@@ -588,11 +652,11 @@ impl Session {
                             };
                             engine
                                 .sar_cache
-                                .insert((**spec).clone(), st.clone(), now, ms(ttl));
+                                .insert(key.clone(), st.clone(), now, ms(ttl));
                         }
                         Shared::Sar(Ok(st), false)
                     }
-                    Err(e) => match self.stale_sar(engine, spec, now) {
+                    Err(e) => match self.stale_sar(engine, key, now) {
                         Some(st) => Shared::Sar(Ok(st), true),
                         None => Shared::Sar(Err(e), false),
                     },
@@ -666,14 +730,14 @@ impl Session {
     fn stale_sar(
         &self,
         engine: &Engine,
-        spec: &SubjectAccessReviewSpec,
+        key: &SarKey,
         now: Millis,
     ) -> Option<SubjectAccessReviewStatus> {
         let window = ms(engine.config.api_server.stale_if_error);
         if window == 0 {
             return None;
         }
-        engine.sar_cache.get_stale(spec, now, window)
+        engine.sar_cache.get_stale(key, now, window)
     }
 
     fn resume_with(&mut self, engine: &mut Engine, now: Millis, shared: Shared) -> Step {
@@ -704,7 +768,7 @@ impl Session {
             let sub = self.current_sub().unwrap_or(Subresource::Proxy);
             self.checks.push(Check {
                 subresource: sub,
-                verb: self.verb.clone(),
+                verb: self.verb.to_string(),
                 decision: Decision::Error,
                 reason: why.to_string(),
                 cached: false,
@@ -763,7 +827,7 @@ impl Session {
                     if engine.config.mode == AuthorizationMode::AlwaysAllow {
                         self.checks.push(Check {
                             subresource: sub,
-                            verb: self.verb.clone(),
+                            verb: self.verb.to_string(),
                             decision: Decision::Allow,
                             reason: "AlwaysAllow".into(),
                             cached: false,
@@ -771,8 +835,10 @@ impl Session {
                         });
                         return self.finish_allowed();
                     }
-                    let spec = self.sar_spec(engine, sub);
-                    match self.lookup_sar(engine, now, spec) {
+                    let Some(key) = self.sar_key(sub) else {
+                        return self.fail_internal("authorizing without a user");
+                    };
+                    match self.lookup_sar(engine, now, key) {
                         Lookup::Blocked(step) => return *step,
                         Lookup::Ready(status) => {
                             if let Some(step) = self.apply_sar(engine, Ok(status), true, false) {
@@ -794,15 +860,15 @@ impl Session {
             Ok(p) => p,
             Err(e) => {
                 self.path = self.request.target.clone();
-                self.verb = kubelet::verb_for_method(&self.request.method).to_string();
+                self.verb = kubelet::verb_for_method(&self.request.method);
                 return Some(self.finish(Outcome::BadRequest, 400, path::refusal_body(e)));
             }
         };
-        let mut verb = kubelet::verb_for_method(&self.request.method).to_string();
+        let mut verb = kubelet::verb_for_method(&self.request.method);
         if config.strict_upgrade_verb && kubelet::is_streaming_path(&path) && verb == "get" {
             // A WebSocket GET opens the same stream as a SPDY POST: authorize it as `create`.
             // A GET without upgrade headers to these paths does nothing else, so it gets the same.
-            verb = "create".to_string();
+            verb = "create";
             self.strict_applied = true;
         }
         self.subs = Some(config.model.subresources(&path));
@@ -832,7 +898,7 @@ impl Session {
             if let Some(der) = cert_der {
                 match identity::x509::user_from_der(&der, config.model.version()) {
                     Ok(Some(user)) => {
-                        self.user = Some(user);
+                        self.user = Some(SharedUser::new(identity::add_authenticated_group(user)));
                         self.authn = AuthnMethod::X509;
                         self.phase = Phase::AuthnDone;
                         return None;
@@ -843,8 +909,7 @@ impl Session {
             }
         }
         if config.webhook_authn_enabled {
-            let auth = self.request.header_values("authorization");
-            match identity::parse_bearer(auth.first().copied()) {
+            match identity::parse_bearer(self.request.first_header("authorization")) {
                 BearerHeader::Token(t) => self.bearer = Some(t.to_string()),
                 BearerHeader::NoOpinion | BearerHeader::EmptyTokenWarning => {}
             }
@@ -944,18 +1009,14 @@ impl Session {
     }
 
     fn finish_authn(&mut self, engine: &Engine) -> Option<Step> {
-        if let Some(user) = self.user.take() {
-            let user = if self.preset_user {
-                user
-            } else {
-                identity::add_authenticated_group(user)
-            };
-            self.user = Some(user);
+        // Users from certificates and tokens passed the group adder when they were made (a token's
+        // user is cached after it); a preset user is taken as given; anonymous never gets it.
+        if self.user.is_some() {
             self.phase = Phase::Authz(0);
             return None;
         }
         if self.errors.is_empty() && engine.config.anonymous_enabled {
-            self.user = Some(identity::anonymous());
+            self.user = Some(SharedUser::new(identity::anonymous()));
             self.authn = AuthnMethod::Anonymous;
             self.phase = Phase::Authz(0);
             return None;
@@ -963,43 +1024,35 @@ impl Session {
         Some(self.finish(Outcome::Unauthenticated, 401, "Unauthorized".into()))
     }
 
-    fn sar_spec(&self, engine: &Engine, sub: Subresource) -> SubjectAccessReviewSpec {
-        let user = self.user.clone().unwrap_or_default();
-        SubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes::kubelet(
-                &self.verb,
-                sub.as_str(),
-                &engine.config.node_name,
-            )),
-            non_resource_attributes: None,
-            user: user.name,
-            groups: user.groups,
-            extra: user.extra,
-            uid: user.uid,
-        }
+    fn sar_key(&self, sub: Subresource) -> Option<SarKey> {
+        self.user.as_ref().map(|u| SarKey {
+            user: u.clone(),
+            verb: self.verb,
+            sub,
+        })
     }
 
     fn lookup_sar(
         &mut self,
         engine: &mut Engine,
         now: Millis,
-        spec: SubjectAccessReviewSpec,
+        key: SarKey,
     ) -> Lookup<SubjectAccessReviewStatus> {
-        if let Some(st) = engine.sar_cache.get(&spec, now) {
+        if let Some(st) = engine.sar_cache.get(&key, now) {
             self.hits += 1;
             return Lookup::Ready(st);
         }
         self.misses += 1;
-        let body =
-            serde_json::to_string(&SubjectAccessReview::request(spec.clone())).unwrap_or_default();
-        let ckey = CalloutKey::Sar(Box::new(spec));
+        let spec = sar_spec(&key, &engine.config.node_name);
+        let body = serde_json::to_string(&SubjectAccessReview::request(spec)).unwrap_or_default();
+        let ckey = CalloutKey::Sar(key);
         match engine.inflight.join(&ckey, self.id) {
             Join::Full => {
                 // Fail closed as an authorizer error (500), never an allow.
                 let sub = self.current_sub().unwrap_or(Subresource::Proxy);
                 self.checks.push(Check {
                     subresource: sub,
-                    verb: self.verb.clone(),
+                    verb: self.verb.to_string(),
                     decision: Decision::Error,
                     reason: "too many subject access reviews in flight".into(),
                     cached: false,
@@ -1061,7 +1114,7 @@ impl Session {
         };
         self.checks.push(Check {
             subresource: sub,
-            verb: self.verb.clone(),
+            verb: self.verb.to_string(),
             decision,
             reason,
             cached,
@@ -1078,11 +1131,8 @@ impl Session {
         }
     }
 
-    fn user_name(&self) -> String {
-        self.user
-            .as_ref()
-            .map(|u| u.name.clone())
-            .unwrap_or_default()
+    fn user_name(&self) -> &str {
+        self.user.as_ref().map_or("", |u| u.user().name.as_str())
     }
 
     fn finish_allowed(&mut self) -> Step {
@@ -1148,10 +1198,10 @@ impl Session {
             } else {
                 Vec::new()
             },
-            user: self.user.clone(),
+            user: self.user.as_ref().map(SharedUser::arc),
             authn: self.authn,
             authn_errors: self.errors.clone(),
-            verb: self.verb.clone(),
+            verb: self.verb.to_string(),
             path: self.path.clone(),
             target: self.request.target.clone(),
             checks: self.checks.clone(),
@@ -1192,7 +1242,9 @@ fn token_outcome(response: &CalloutResponse) -> TokenOutcome {
                             .as_ref()
                             .map(UserInfo::from_review)
                             .unwrap_or_default();
-                        TokenOutcome::Authenticated(user)
+                        TokenOutcome::Authenticated(SharedUser::new(
+                            identity::add_authenticated_group(user),
+                        ))
                     } else if !st.error.is_empty() {
                         TokenOutcome::Error(st.error)
                     } else {
@@ -1218,17 +1270,32 @@ fn sar_status(response: &CalloutResponse) -> Result<SubjectAccessReviewStatus, S
     }
 }
 
-fn should_cache(spec: &SubjectAccessReviewSpec, path: &str) -> bool {
-    let a = spec.resource_attributes.clone().unwrap_or_default();
-    let total = a.namespace.len()
-        + a.verb.len()
-        + a.group.len()
-        + a.version.len()
-        + a.resource.len()
-        + a.subresource.len()
-        + a.name.len()
+fn should_cache(key: &SarKey, node_name: &str, path: &str) -> bool {
+    // `shouldCache`: namespace, verb, group, version, resource, subresource, name and path.
+    let total = key.verb.len()
+        + "v1".len()
+        + "nodes".len()
+        + key.sub.as_str().len()
+        + node_name.len()
         + path.len();
     total < SAR_CACHE_KEY_LIMIT
+}
+
+/// The SubjectAccessReview spec the kubelet sends for a key (reference 3.6).
+fn sar_spec(key: &SarKey, node_name: &str) -> SubjectAccessReviewSpec {
+    let user = key.user.user();
+    SubjectAccessReviewSpec {
+        resource_attributes: Some(ResourceAttributes::kubelet(
+            key.verb,
+            key.sub.as_str(),
+            node_name,
+        )),
+        non_resource_attributes: None,
+        user: user.name.clone(),
+        groups: user.groups.clone(),
+        extra: user.extra.clone(),
+        uid: user.uid.clone(),
+    }
 }
 
 /// Drive a session to its end synchronously, answering each callout with `answer` (for tests,
