@@ -1,2 +1,10 @@
-//! End-to-end test support: starting Envoy and the stand-ins, rendering configs.
+//! End-to-end test support, shared by the tests in `tests/tests/` and the demo binary:
+//! - [`render`]: the template step for `envoy/kubelet-front-proxy.yaml` (no hand-copied variants);
+//! - [`envoy`]: a real Envoy process per test (ready check, ports, captured log, audit lines,
+//!   Prometheus counters; killed on drop);
+//! - [`stack`]: the test PKI, the stand-in API server and kubelet, and Envoys in front of them.
 #![forbid(unsafe_code)]
+
+pub mod envoy;
+pub mod render;
+pub mod stack;

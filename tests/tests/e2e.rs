@@ -1,0 +1,833 @@
+//! End to end through a real Envoy 1.40 with the release filter, over TLS, in front of the
+//! stand-in kubelet, with the stand-in API server answering TokenReviews and SubjectAccessReviews
+//! from the seed RBAC roles. Each test starts its own stand-ins and Envoy(s) and stops them.
+//!
+//! Needs Envoy (`ENVOY_BIN`) and the release filter (`KUBELET_AUTHZ_FILTER_WASM`); fails without.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use kubelet_authz_e2e::envoy::{prometheus_value, Envoy};
+use kubelet_authz_e2e::stack::{
+    users, ProxyOptions, Standins, CERT_ADMIN, CERT_ALICE, DEBUGGER_TOKEN, NOBODY_TOKEN, NODE_NAME,
+    OPS_TOKEN, PODLISTER_TOKEN, PROMETHEUS_TOKEN, SCRAPER_TOKEN,
+};
+use kubelet_authz_harness::standins::apiserver::{Fault, FaultKind};
+use kubelet_authz_harness::standins::client::ClientResponse;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Who sends a request.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    Anonymous,
+    Token(&'static str),
+    Cert(&'static str),
+}
+
+impl Who {
+    fn user(self) -> &'static str {
+        match self {
+            Who::Anonymous => "system:anonymous",
+            Who::Token(PROMETHEUS_TOKEN) => users::PROMETHEUS,
+            Who::Token(SCRAPER_TOKEN) => users::SCRAPER,
+            Who::Token(PODLISTER_TOKEN) => users::PODLISTER,
+            Who::Token(DEBUGGER_TOKEN) => users::DEBUGGER,
+            Who::Token(NOBODY_TOKEN) => users::NOBODY,
+            Who::Token(OPS_TOKEN) => users::OPS,
+            Who::Cert(CERT_ADMIN) => users::ADMIN,
+            Who::Cert(CERT_ALICE) => users::ALICE,
+            other => panic!("no user for {other:?}"),
+        }
+    }
+
+    /// Subresources this identity may `get` under the seed roles.
+    fn grants(self) -> &'static [&'static str] {
+        match self {
+            Who::Token(PROMETHEUS_TOKEN) => &["metrics", "stats", "log", "pods"],
+            Who::Token(SCRAPER_TOKEN) => &["metrics", "stats", "log"],
+            Who::Token(PODLISTER_TOKEN) => &["pods"],
+            Who::Token(DEBUGGER_TOKEN) => &["proxy"],
+            Who::Cert(CERT_ALICE) => &["metrics", "stats", "log", "pods", "healthz", "configz"],
+            Who::Cert(CERT_ADMIN) => &[
+                "proxy",
+                "log",
+                "metrics",
+                "stats",
+                "configz",
+                "healthz",
+                "pods",
+                "spec",
+                "checkpoint",
+            ],
+            _ => &[],
+        }
+    }
+}
+
+async fn send(
+    s: &Standins,
+    envoy: &Envoy,
+    who: Who,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> ClientResponse {
+    let cert = match who {
+        Who::Cert(c) => Some(c),
+        _ => None,
+    };
+    let bearer;
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if let Who::Token(t) = who {
+        bearer = format!("Bearer {t}");
+        headers.push(("authorization", &bearer));
+    }
+    s.client(cert)
+        .unwrap()
+        .request(method, &format!("{}{path}", envoy.url()), &headers, "")
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} as {who:?}: {e}"))
+}
+
+async fn get(s: &Standins, envoy: &Envoy, who: Who, path: &str) -> ClientResponse {
+    send(s, envoy, who, "GET", path, &[]).await
+}
+
+fn body(r: &ClientResponse) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The SubjectAccessReviews recorded after `mark`: (subresource, verb, allowed, spec).
+fn sars_since(s: &Standins, mark: usize) -> Vec<(String, String, bool, Value)> {
+    s.apiserver.records()[mark..]
+        .iter()
+        .filter(|r| r.kind == "SubjectAccessReview")
+        .map(|r| {
+            let spec = r.request["spec"].clone();
+            let ra = &spec["resourceAttributes"];
+            (
+                ra["subresource"].as_str().unwrap_or("").to_string(),
+                ra["verb"].as_str().unwrap_or("").to_string(),
+                r.response
+                    .as_ref()
+                    .and_then(|v| v["status"]["allowed"].as_bool())
+                    == Some(true),
+                spec,
+            )
+        })
+        .collect()
+}
+
+fn token_reviews_since(s: &Standins, mark: usize) -> Vec<String> {
+    s.apiserver.records()[mark..]
+        .iter()
+        .filter(|r| r.kind == "TokenReview")
+        .map(|r| {
+            r.request["spec"]["token"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The kubelet's subresource checks for a decoded path (written out by hand from DESIGN.md's table,
+/// independently of the engine).
+fn checks(minor: u32, path: &str) -> Vec<&'static str> {
+    let fine = minor >= 33; // the gate is on by default from 1.33
+    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    if under("/metrics") {
+        vec!["metrics"]
+    } else if under("/stats") {
+        vec!["stats"]
+    } else if under("/logs") {
+        vec!["log"]
+    } else if fine && (under("/pods") || under("/runningpods")) {
+        vec!["pods", "proxy"]
+    } else if fine && under("/healthz") {
+        vec!["healthz", "proxy"]
+    } else if fine && under("/configz") {
+        vec!["configz", "proxy"]
+    } else if minor >= 36 && under("/statusz") {
+        vec!["statusz"]
+    } else if fine && under("/statusz") {
+        vec!["statusz", "proxy"]
+    } else {
+        vec!["proxy"]
+    }
+}
+
+fn forbidden(minor: u32, user: &str, verb: &str, tried: &[&str]) -> String {
+    if minor >= 32 {
+        format!(
+            "Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[{}])\n",
+            tried.join(" ")
+        )
+    } else {
+        format!(
+            "Forbidden (user={user}, verb={verb}, resource=nodes, subresource={})",
+            tried[0]
+        )
+    }
+}
+
+/// What the kubelet stand-in echoed for a forwarded request: the path, the proxy's certificate,
+/// no bearer token.
+fn assert_forwarded(r: &ClientResponse, path: &str) {
+    let echo = r.json();
+    assert_eq!(echo["path"], path, "forwarded path: {echo}");
+    assert_eq!(
+        echo["clientCert"]["commonName"],
+        users::PROXY,
+        "the kubelet must see the proxy's own client certificate: {echo}"
+    );
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "the bearer token reached the kubelet: {echo}"
+    );
+}
+
+const PATHS: &[&str] = &[
+    "/pods",
+    "/healthz",
+    "/configz",
+    "/metrics",
+    "/stats/summary",
+    "/logs/syslog",
+    "/statusz",
+    "/runningpods/",
+];
+
+/// Every seed role against every path for one kubelet version: status and exact body through
+/// Envoy, exactly the SubjectAccessReviews the kubelet would send (each once: the filter caches),
+/// one TokenReview per token, and what reached the kubelet.
+async fn seed_roles(version: &str) {
+    let minor: u32 = version.trim_start_matches("1.").parse().unwrap();
+    let s = Standins::start().await.unwrap();
+    let envoy = s
+        .front_proxy(&format!("seed-{minor}"), &ProxyOptions::version(version))
+        .await
+        .unwrap();
+    let identities = [
+        Who::Token(SCRAPER_TOKEN),
+        Who::Token(PODLISTER_TOKEN),
+        Who::Token(PROMETHEUS_TOKEN),
+        Who::Token(DEBUGGER_TOKEN),
+        Who::Cert(CERT_ALICE),
+        Who::Cert(CERT_ADMIN),
+    ];
+    let mut seen: BTreeSet<(String, &str)> = BTreeSet::new();
+    let mut allowed_count = 0;
+    for who in identities {
+        let user = who.user();
+        for path in PATHS {
+            let tried_all = checks(minor, path.trim_end_matches('/'));
+            let mark = s.apiserver.records().len();
+            let r = get(&s, &envoy, who, path).await;
+            // The first allowed subresource wins; Deny falls through.
+            let winner = tried_all.iter().position(|c| who.grants().contains(c));
+            let tried: Vec<&str> = match winner {
+                Some(i) => tried_all[..=i].to_vec(),
+                None => tried_all.clone(),
+            };
+            let ctx = format!("{version} {user} GET {path}");
+            match winner {
+                Some(_) => {
+                    assert_eq!(r.status, 200, "{ctx}: {}", body(&r));
+                    assert_forwarded(&r, path);
+                    allowed_count += 1;
+                }
+                None => {
+                    assert_eq!(r.status, 403, "{ctx}: {}", body(&r));
+                    assert_eq!(body(&r), forbidden(minor, user, "get", &tried), "{ctx}");
+                }
+            }
+            // Only the checks not answered from the filter's cache reach the API server.
+            let expected: Vec<(&str, bool)> = tried
+                .iter()
+                .filter(|c| !seen.contains(&(user.to_string(), **c)))
+                .map(|c| (*c, who.grants().contains(c)))
+                .collect();
+            let got = sars_since(&s, mark);
+            let got_short: Vec<(&str, bool)> = got
+                .iter()
+                .map(|(sub, _, a, _)| (sub.as_str(), *a))
+                .collect();
+            assert_eq!(got_short, expected, "{ctx}: SubjectAccessReviews");
+            for (_, verb, _, spec) in &got {
+                assert_eq!(verb, "get", "{ctx}");
+                assert_eq!(spec["user"], user, "{ctx}");
+                let ra = &spec["resourceAttributes"];
+                assert_eq!(ra["resource"], "nodes", "{ctx}");
+                assert_eq!(ra["name"], NODE_NAME, "{ctx}");
+                assert_eq!(ra["group"].as_str().unwrap_or(""), "", "{ctx}");
+                let groups: Vec<&str> = spec["groups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|g| g.as_str().unwrap())
+                    .collect();
+                assert!(
+                    groups.contains(&"system:authenticated"),
+                    "{ctx}: {groups:?}"
+                );
+                if let Who::Cert(CERT_ALICE) = who {
+                    assert!(groups.contains(&"observability") && groups.contains(&"dev"));
+                }
+                if let Who::Token(_) = who {
+                    assert!(groups.contains(&"system:serviceaccounts") || user == users::DEBUGGER);
+                    assert!(spec["uid"].as_str().unwrap().starts_with("uid-"), "{ctx}");
+                }
+            }
+            for c in &tried {
+                seen.insert((user.to_string(), c));
+            }
+        }
+    }
+    assert!(allowed_count > 0);
+    // One TokenReview per token (successes are cached), each with the token as sent.
+    let reviews = token_reviews_since(&s, 0);
+    let mut sorted = reviews.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            DEBUGGER_TOKEN,
+            PODLISTER_TOKEN,
+            PROMETHEUS_TOKEN,
+            SCRAPER_TOKEN
+        ],
+        "TokenReviews"
+    );
+    for rec in s.apiserver.records() {
+        assert_eq!(
+            rec.caller,
+            users::PROXY,
+            "reviews come from the proxy's certificate"
+        );
+    }
+    // Anonymous is off: 401 without any review.
+    let mark = s.apiserver.records().len();
+    let r = get(&s, &envoy, Who::Anonymous, "/healthz").await;
+    assert_eq!((r.status, body(&r).as_str()), (401, "Unauthorized"));
+    assert_eq!(s.apiserver.records().len(), mark);
+    envoy.stop().await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_roles_kubelet_1_31() {
+    seed_roles("1.31").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_roles_kubelet_1_33() {
+    seed_roles("1.33").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_roles_kubelet_1_36() {
+    seed_roles("1.36").await;
+}
+
+/// x509 (CN = user, every O = a group), bearer tokens (a bad one is 401 even with anonymous on),
+/// anonymous on and off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509_bearer_and_anonymous() {
+    let s = Standins::start().await.unwrap();
+    let off = s
+        .front_proxy("anon-off", &ProxyOptions::version("1.36"))
+        .await
+        .unwrap();
+    let on = s
+        .front_proxy("anon-on", &ProxyOptions::version("1.36").anonymous(true))
+        .await
+        .unwrap();
+
+    // x509: alice's groups come from her certificate's O values.
+    let mark = s.apiserver.records().len();
+    let r = get(&s, &off, Who::Cert(CERT_ALICE), "/pods").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_forwarded(&r, "/pods");
+    let sars = sars_since(&s, mark);
+    assert_eq!(sars.len(), 1);
+    let spec = &sars[0].3;
+    assert_eq!(spec["user"], "alice");
+    assert_eq!(
+        spec["groups"],
+        serde_json::json!(["observability", "dev", "system:authenticated"])
+    );
+    let cred = spec["extra"]["authentication.kubernetes.io/credential-id"][0]
+        .as_str()
+        .unwrap();
+    assert!(cred.starts_with("X509SHA256="), "{cred}");
+    assert!(
+        token_reviews_since(&s, mark).is_empty(),
+        "x509 needs no TokenReview"
+    );
+    // The kubelet sees the identity only through Envoy's own XFCC (set from the connection).
+    let xfcc = r.json()["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(xfcc.contains("CN=alice"), "{xfcc}");
+
+    // A client certificate beats a bearer token (the kubelet tries x509 first).
+    let mark = s.apiserver.records().len();
+    let r = send(
+        &s,
+        &off,
+        Who::Cert(CERT_ALICE),
+        "GET",
+        "/configz",
+        &[("authorization", "Bearer nobody-token")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert!(token_reviews_since(&s, mark).is_empty());
+
+    // ServiceAccount tokens: TokenReview, then SARs for the token's user; the token is stripped.
+    let mark = s.apiserver.records().len();
+    let r = get(&s, &off, Who::Token(PODLISTER_TOKEN), "/pods").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_forwarded(&r, "/pods");
+    assert_eq!(token_reviews_since(&s, mark), [PODLISTER_TOKEN]);
+    let tr = s.apiserver.records()[mark..]
+        .iter()
+        .find(|r| r.kind == "TokenReview")
+        .unwrap()
+        .clone();
+    assert_eq!(tr.request["apiVersion"], "authentication.k8s.io/v1");
+    assert_eq!(tr.response.unwrap()["status"]["authenticated"], true);
+    let r = get(&s, &off, Who::Token(NOBODY_TOKEN), "/pods").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        body(&r),
+        "Forbidden (user=system:serviceaccount:default:nobody, verb=get, resource=nodes, subresource(s)=[pods proxy])\n"
+    );
+
+    // Unknown token: 401 with anonymous off and on.
+    for envoy in [&off, &on] {
+        let r = get(&s, envoy, Who::Token("not-a-token"), "/healthz").await;
+        assert_eq!((r.status, body(&r).as_str()), (401, "Unauthorized"));
+    }
+    // A malformed Authorization header is not a credential: anonymous decides.
+    // No credentials: 401 when anonymous is off; system:anonymous is authorized when on.
+    let r = get(&s, &off, Who::Anonymous, "/healthz").await;
+    assert_eq!((r.status, body(&r).as_str()), (401, "Unauthorized"));
+    let mark = s.apiserver.records().len();
+    let r = get(&s, &on, Who::Anonymous, "/healthz").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        body(&r),
+        "Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource(s)=[healthz proxy])\n"
+    );
+    let sars = sars_since(&s, mark);
+    assert_eq!(sars.len(), 2);
+    assert_eq!(sars[0].3["user"], "system:anonymous");
+    assert_eq!(
+        sars[0].3["groups"],
+        serde_json::json!(["system:unauthenticated"])
+    );
+    // An anonymous request with a valid token is that token's user, not anonymous.
+    let r = get(&s, &on, Who::Token(SCRAPER_TOKEN), "/metrics").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    on.stop().await;
+    off.stop().await;
+    s.shutdown().await;
+}
+
+/// A client-sent `x-forwarded-client-cert` never makes anyone the admin: Envoy replaces it on a
+/// connection with a certificate and drops it on one without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_xfcc_is_ignored() {
+    let s = Standins::start().await.unwrap();
+    let envoy = s
+        .front_proxy("xfcc", &ProxyOptions::version("1.36").anonymous(true))
+        .await
+        .unwrap();
+    // A genuine XFCC element for the admin, as Envoy would write it (the certificate is public).
+    let admin_pem = std::fs::read_to_string(s.cert(CERT_ADMIN).cert).unwrap();
+    let encoded: String = admin_pem
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let spoof = format!("Hash=00;Cert=\"{encoded}\";Subject=\"CN=kube-apiserver-kubelet-client\"");
+    let headers = [("x-forwarded-client-cert", spoof.as_str())];
+
+    // No certificate (TLS without a client certificate): anonymous, not the admin.
+    let r = send(&s, &envoy, Who::Anonymous, "GET", "/pods", &headers).await;
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(body(&r).contains("user=system:anonymous"), "{}", body(&r));
+    // With a bearer token: the token's user.
+    let r = send(
+        &s,
+        &envoy,
+        Who::Token(NOBODY_TOKEN),
+        "GET",
+        "/pods",
+        &headers,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(body(&r).contains(&format!("user={}", users::NOBODY)));
+    // With alice's certificate: alice (Envoy's XFCC), and the kubelet gets only alice's element.
+    let r = send(&s, &envoy, Who::Cert(CERT_ALICE), "GET", "/pods", &headers).await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let forwarded = r.json()["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(forwarded.contains("CN=alice"), "{forwarded}");
+    assert!(
+        !forwarded.contains("kube-apiserver-kubelet-client"),
+        "{forwarded}"
+    );
+    let r = send(
+        &s,
+        &envoy,
+        Who::Cert(CERT_ALICE),
+        "GET",
+        "/exec/ns/pod/c",
+        &headers,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(body(&r).contains("user=alice"), "{}", body(&r));
+    // No SubjectAccessReview ever named the admin.
+    for rec in s.apiserver.records() {
+        assert_ne!(
+            rec.request["spec"]["user"],
+            users::ADMIN,
+            "{:?}",
+            rec.request
+        );
+    }
+    envoy.stop().await;
+    s.shutdown().await;
+}
+
+fn ws_protocol_token(token: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "{}{}",
+        kubelet_authz::identity::WEBSOCKET_TOKEN_PREFIX,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+    )
+}
+
+const EXEC: &str = "/exec/default/web-0/app?command=id&stdout=1";
+const WS_HEADERS: &[(&str, &str)] = &[
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("sec-websocket-protocol", "v5.channel.k8s.io"),
+];
+
+/// WebSocket exec through Envoy: allowed for `create nodes/proxy` (x509 and the WebSocket token
+/// subprotocol), refused for `get nodes/proxy` with the strict verb; with it off, kubelet-exact
+/// (the hole). SPDY exec (POST upgrade) for the admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_exec_needs_create_in_strict_mode() {
+    let s = Standins::start().await.unwrap();
+    let strict = s
+        .front_proxy("ws-strict", &ProxyOptions::version("1.33"))
+        .await
+        .unwrap();
+    let exact = s
+        .front_proxy("ws-exact", &ProxyOptions::version("1.33").strict(false))
+        .await
+        .unwrap();
+    let url = format!("{}{EXEC}", strict.url());
+
+    // The admin's certificate: the upgrade completes and the kubelet echoes through Envoy.
+    let mark = s.apiserver.records().len();
+    let client = s.client(Some(CERT_ADMIN)).unwrap();
+    let (mut ws, resp) = client
+        .websocket(&url, &[("sec-websocket-protocol", "v5.channel.k8s.io")])
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 101);
+    ws.send(Message::Text("hello from exec".into()))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::Text("hello from exec".into()));
+    let _ = ws.close(None).await;
+    let sars = sars_since(&s, mark);
+    assert_eq!(sars.len(), 1);
+    assert_eq!(
+        (sars[0].0.as_str(), sars[0].1.as_str(), sars[0].2),
+        ("proxy", "create", true)
+    );
+
+    // A token in the WebSocket subprotocol (as browsers send it) for a `create` holder.
+    let client = s.client(None).unwrap();
+    let proto = format!("{}, v5.channel.k8s.io", ws_protocol_token(OPS_TOKEN));
+    let (mut ws, resp) = client
+        .websocket(&url, &[("sec-websocket-protocol", proto.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 101);
+    assert_eq!(
+        resp.header("sec-websocket-protocol"),
+        Some("v5.channel.k8s.io")
+    );
+    ws.send(Message::Binary(vec![0u8, 1, 2].into()))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::Binary(vec![0u8, 1, 2].into()));
+    let _ = ws.close(None).await;
+
+    // `get nodes/proxy` (debugger): refused with verb create in strict mode, exact body.
+    let mark = s.apiserver.records().len();
+    let err = client
+        .websocket(&url, &[("authorization", "Bearer debugger-token")])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let r = send(
+        &s,
+        &strict,
+        Who::Token(DEBUGGER_TOKEN),
+        "GET",
+        EXEC,
+        WS_HEADERS,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        body(&r),
+        "Forbidden (user=debugger, verb=create, resource=nodes, subresource(s)=[proxy])\n"
+    );
+    let sars = sars_since(&s, mark);
+    assert_eq!(sars.len(), 1, "the second refusal comes from the cache");
+    assert_eq!((sars[0].1.as_str(), sars[0].2), ("create", false));
+    // The same debugger may still read through nodes/proxy with a plain GET.
+    let r = get(&s, &strict, Who::Token(DEBUGGER_TOKEN), "/pods").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+
+    // strictUpgradeVerb false: kubelet-exact, the WebSocket exec is a `get` and goes through.
+    let client = s.client(None).unwrap();
+    let (mut ws, resp) = client
+        .websocket(
+            &format!("{}{EXEC}", exact.url()),
+            &[("authorization", "Bearer debugger-token")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 101);
+    ws.send(Message::Text("id".into())).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .is_some());
+    let _ = ws.close(None).await;
+
+    // SPDY (POST + Upgrade) is `create` in both modes: the admin gets 101, the debugger 403.
+    let spdy = [
+        ("connection", "Upgrade"),
+        ("upgrade", "SPDY/3.1"),
+        ("x-stream-protocol-version", "v4.channel.k8s.io"),
+    ];
+    let r = send(&s, &strict, Who::Cert(CERT_ADMIN), "POST", EXEC, &spdy).await;
+    assert_eq!(r.status, 101, "{}", body(&r));
+    assert_eq!(
+        r.header("x-stream-protocol-version"),
+        Some("v4.channel.k8s.io")
+    );
+    let r = send(&s, &exact, Who::Token(DEBUGGER_TOKEN), "POST", EXEC, &spdy).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        body(&r),
+        "Forbidden (user=debugger, verb=create, resource=nodes, subresource(s)=[proxy])\n"
+    );
+    exact.stop().await;
+    strict.stop().await;
+    s.shutdown().await;
+}
+
+/// The API server fails (500 on every review): a new token is 401, a new authorization check is
+/// 500 with the kubelet's body, cached answers still serve; when it recovers, so do they.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_outage_and_recovery() {
+    let s = Standins::start().await.unwrap();
+    let envoy = s
+        .front_proxy("outage", &ProxyOptions::version("1.36"))
+        .await
+        .unwrap();
+    let r = get(&s, &envoy, Who::Token(SCRAPER_TOKEN), "/metrics").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+
+    s.apiserver.set_fault(Fault::always(FaultKind::Error500));
+    let mark = s.apiserver.records().len();
+    let r = get(&s, &envoy, Who::Token(PROMETHEUS_TOKEN), "/metrics").await;
+    assert_eq!((r.status, body(&r).as_str()), (401, "Unauthorized"));
+    let failed: Vec<_> = s.apiserver.records()[mark..]
+        .iter()
+        .filter(|r| r.kind == "TokenReview")
+        .map(|r| (r.status, r.fault.clone()))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        5,
+        "the TokenReview is tried 5 times: {failed:?}"
+    );
+    assert!(failed
+        .iter()
+        .all(|(st, f)| *st == 500 && f.as_deref() == Some("error500")));
+
+    let r = get(&s, &envoy, Who::Token(SCRAPER_TOKEN), "/stats/summary").await;
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        body(&r),
+        "Authorization error (user=system:serviceaccount:monitoring:metrics-scraper, verb=get, resource=nodes, subresource=stats)"
+    );
+    // Cached token and cached decision: served through the outage.
+    let r = get(&s, &envoy, Who::Token(SCRAPER_TOKEN), "/metrics").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    // Five attempts per callout (the kubelet's backoff), each failure counted.
+    assert_eq!(
+        envoy
+            .counter("kubelet_authz_callout_failures")
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        envoy
+            .counter("kubelet_authz_callout_retries")
+            .await
+            .unwrap(),
+        8
+    );
+    assert_eq!(
+        envoy
+            .counter("kubelet_authz_decisions_authorizer_error_stats")
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Recovery: errors were not cached.
+    s.apiserver.clear_fault();
+    let r = get(&s, &envoy, Who::Token(PROMETHEUS_TOKEN), "/metrics").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let r = get(&s, &envoy, Who::Token(SCRAPER_TOKEN), "/stats/summary").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_forwarded(&r, "/stats/summary");
+    envoy.stop().await;
+    s.shutdown().await;
+}
+
+/// The filter's counters in Envoy's Prometheus output, and one audit.k8s.io/v1 Event per decision
+/// in Envoy's log (never the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_counters_and_audit_events() {
+    let s = Standins::start().await.unwrap();
+    let envoy = s
+        .front_proxy("observe", &ProxyOptions::version("1.36"))
+        .await
+        .unwrap();
+    let mark = envoy.log_len();
+    let cases = [
+        (Who::Token(PODLISTER_TOKEN), "/pods", 200),
+        (Who::Token(PODLISTER_TOKEN), "/pods", 200),
+        (Who::Token(SCRAPER_TOKEN), "/configz", 403),
+        (Who::Cert(CERT_ALICE), "/healthz", 200),
+        (Who::Anonymous, "/metrics", 401),
+    ];
+    for (who, path, status) in cases {
+        let r = get(&s, &envoy, who, path).await;
+        assert_eq!(r.status, status, "{who:?} {path}: {}", body(&r));
+    }
+    let prom = envoy.prometheus().await.unwrap();
+    let value = |name: &str| {
+        prometheus_value(&prom, name).unwrap_or_else(|| panic!("{name} missing:\n{prom}"))
+    };
+    assert_eq!(value("kubelet_authz_decisions_allowed_pods"), 2);
+    assert_eq!(value("kubelet_authz_decisions_allowed_healthz"), 1);
+    assert_eq!(value("kubelet_authz_decisions_forbidden_proxy"), 1);
+    assert_eq!(value("kubelet_authz_decisions_unauthenticated_none"), 1);
+    assert_eq!(value("kubelet_authz_authn_bearer"), 3);
+    assert_eq!(value("kubelet_authz_authn_x509"), 1);
+    assert_eq!(value("kubelet_authz_callouts_tokenreview"), 2);
+    assert_eq!(value("kubelet_authz_callouts_subjectaccessreview"), 4);
+    assert!(value("kubelet_authz_cache_hits") >= 2);
+    assert!(value("kubelet_authz_cache_misses") >= 4);
+
+    let events = envoy
+        .wait_audit_since(mark, cases.len(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), cases.len(), "{events:#?}");
+    for line in envoy.log_lines() {
+        assert!(
+            !line.contains(PODLISTER_TOKEN) && !line.contains(SCRAPER_TOKEN),
+            "{line}"
+        );
+    }
+    for (ev, (who, path, status)) in events.iter().zip(cases) {
+        assert_eq!(ev["apiVersion"], "audit.k8s.io/v1");
+        assert_eq!(ev["kind"], "Event");
+        assert_eq!(ev["level"], "Metadata");
+        assert!(!ev["auditID"].as_str().unwrap().is_empty());
+        assert_eq!(ev["requestURI"], path);
+        assert_eq!(ev["verb"], "get");
+        assert_eq!(ev["sourceIPs"], serde_json::json!(["127.0.0.1"]));
+        assert_eq!(ev["objectRef"]["resource"], "nodes");
+        assert_eq!(ev["objectRef"]["name"], NODE_NAME);
+        assert!(ev["requestReceivedTimestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
+        let decision = &ev["annotations"]["authorization.k8s.io/decision"];
+        assert!(ev["annotations"]["authorization.k8s.io/reason"].is_string());
+        match status {
+            200 => {
+                assert_eq!(decision, "allow");
+                assert_eq!(ev["user"]["username"], who.user());
+            }
+            403 => {
+                assert_eq!(decision, "forbid");
+                assert_eq!(ev["responseStatus"]["code"], 403);
+                assert_eq!(ev["user"]["username"], who.user());
+                assert_eq!(ev["objectRef"]["subresource"], "proxy");
+            }
+            _ => {
+                assert_eq!(decision, "forbid");
+                assert_eq!(ev["responseStatus"]["code"], 401);
+            }
+        }
+    }
+    assert_eq!(events[0]["objectRef"]["subresource"], "pods");
+    assert_eq!(
+        events[3]["user"]["groups"],
+        serde_json::json!(["observability", "dev", "system:authenticated"])
+    );
+    envoy.stop().await;
+    s.shutdown().await;
+}
