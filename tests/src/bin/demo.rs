@@ -143,17 +143,15 @@ async fn one(
                     _ => (0, "no echo".to_string()),
                 }
             }
-            Err(_) => {
-                // The handshake was refused: ask again as a plain request to read the answer.
-                let mut h = headers.clone();
-                h.extend_from_slice(&[
-                    ("connection", "Upgrade"),
-                    ("upgrade", "websocket"),
-                    ("sec-websocket-version", "13"),
-                    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-                ]);
-                let r = client.request("GET", &url, &h, "").await?;
-                (r.status, String::from_utf8_lossy(&r.body).into_owned())
+            // The handshake was refused: the status is in the error, the rest in the audit line.
+            Err(e) => {
+                let text = e.to_string();
+                let status = text
+                    .split(|c: char| !c.is_ascii_digit())
+                    .find(|t| t.len() == 3)
+                    .and_then(|t| t.parse::<u16>().ok())
+                    .unwrap_or(0);
+                (status, String::new())
             }
         }
     } else {
@@ -190,22 +188,42 @@ async fn run() -> anyhow::Result<()> {
         envoy.admin()
     );
 
-    let width = 14;
-    let mut header = format!("{:<16}", "identity");
-    for e in ENDPOINTS {
-        header.push_str(&format!("{e:<width$}"));
-    }
-    println!("{header}");
-    println!("{}", "-".repeat(header.len()));
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for who in IDENTITIES {
-        let mut row = format!("{:<16}", who.label);
+        let mut row = vec![who.label.to_string()];
         for e in ENDPOINTS {
             let c = one(&s, &envoy, who, e)
                 .await
                 .with_context(|| format!("{} {e}", who.label))?;
-            row.push_str(&format!("{c:<width$}"));
+            row.push(c);
         }
-        println!("{row}");
+        rows.push(row);
+    }
+    let mut header = vec!["identity".to_string()];
+    header.extend(ENDPOINTS.iter().map(|e| e.to_string()));
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            std::iter::once(&header)
+                .chain(rows.iter())
+                .filter_map(|r| r.get(i))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+                + 2
+        })
+        .collect();
+    let line = |r: &[String]| {
+        r.iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<String>()
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(&header));
+    println!("{}", "-".repeat(widths.iter().sum::<usize>()));
+    for r in &rows {
+        println!("{}", line(r));
     }
     println!();
     for who in IDENTITIES {
