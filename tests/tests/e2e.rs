@@ -507,6 +507,11 @@ async fn spoofed_xfcc_is_ignored() {
     .await;
     assert_eq!(r.status, 403, "{}", body(&r));
     assert!(body(&r).contains("user=alice"), "{}", body(&r));
+    // Envoy removed every client-sent header before the filter ran: the filter never saw one.
+    assert_eq!(
+        envoy.counter("kubelet_authz_xfcc_spoofed").await.unwrap(),
+        0
+    );
     // No SubjectAccessReview ever named the admin.
     for rec in s.apiserver.records() {
         assert_ne!(
@@ -828,6 +833,62 @@ async fn prometheus_counters_and_audit_events() {
         events[3]["user"]["groups"],
         serde_json::json!(["observability", "dev", "system:authenticated"])
     );
+    envoy.stop().await;
+    s.shutdown().await;
+}
+
+/// Envoy normalizes the path before the filter sees it, so the path authorized is the path the
+/// kubelet receives: dot segments and double slashes are resolved first, an encoded slash is
+/// refused, and a plaintext connection never reaches the filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalized_before_authorization() {
+    let s = Standins::start().await.unwrap();
+    let envoy = s
+        .front_proxy("paths", &ProxyOptions::version("1.36"))
+        .await
+        .unwrap();
+    let scraper = Who::Token(SCRAPER_TOKEN);
+    // `stats` is allowed, `pods` is not: a dot segment cannot borrow the allowed prefix.
+    for path in ["/stats/../pods", "/stats/%2e%2e/pods", "/stats/./../pods"] {
+        let r = get(&s, &envoy, scraper, path).await;
+        assert_eq!(r.status, 403, "{path}: {}", body(&r));
+        assert_eq!(
+            body(&r),
+            forbidden(36, users::SCRAPER, "get", &["pods", "proxy"]),
+            "{path}"
+        );
+    }
+    // Merged slashes: authorized and forwarded as `/metrics`.
+    let r = get(&s, &envoy, scraper, "//metrics").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_forwarded(&r, "/metrics");
+    // An encoded slash is refused before anything is forwarded.
+    let before = s.kubelet.records().len();
+    for path in ["/stats%2Fsummary", "/metrics%2f..%2fpods"] {
+        let r = get(&s, &envoy, scraper, path).await;
+        assert_eq!(r.status, 400, "{path}: {}", body(&r));
+    }
+    assert_eq!(
+        s.kubelet.records().len(),
+        before,
+        "nothing reached the kubelet"
+    );
+
+    // Plaintext HTTP to the TLS listener: no HTTP answer at all.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(envoy.listener())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /pods HTTP/1.1\r\nHost: x\r\nx-forwarded-client-cert: Hash=00\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        "plaintext got an answer"
+    );
+    assert_eq!(s.kubelet.records().len(), before);
     envoy.stop().await;
     s.shutdown().await;
 }
