@@ -140,7 +140,7 @@ fn dechunk(mut body: &str) -> String {
 
 impl Envoy {
     /// Write `config_yaml` into `dir` as `NAME.yaml` and start Envoy on it; wait until it is ready
-    /// (at most 30 s) and read back the admin and first listener addresses.
+    /// (at most 60 s) and read back the admin and first listener addresses.
     pub async fn start(config_yaml: &str, dir: &Path, name: &str) -> anyhow::Result<Envoy> {
         let envoy = envoy_bin()?;
         let config = dir.join(format!("{name}.yaml"));
@@ -181,7 +181,7 @@ impl Envoy {
             let start = l.len().saturating_sub(30);
             l.get(start..).unwrap_or_default().join("\n")
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let admin = loop {
             if let Some(status) = child.try_wait()? {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -197,7 +197,7 @@ impl Envoy {
                 }
             }
             if Instant::now() > deadline {
-                bail!("envoy not ready after 30s:\n{}", tail(&log));
+                bail!("envoy not ready after 60s:\n{}", tail(&log));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
