@@ -165,6 +165,15 @@ def busy_compilers() -> int:
     return n
 
 
+def git_info() -> dict:
+    root = Path(__file__).resolve().parents[2]
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        return r.stdout.strip()
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "authz", "filter").splitlines()]
+    return {"head": git("rev-parse", "HEAD"), "uncommitted_in_authz_or_filter": dirty}
+
+
 def machine() -> dict:
     model = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -388,19 +397,54 @@ class Envoy:
 PRIORITY: list[str] = []
 
 
-def run_wrk(url: str, lua: str, conns: int, seconds: float, env_extra: dict, timeout_s: int = 2) -> dict:
+def wrk_argv(url: str, lua: str, conns: int, secs: int, timeout_s: int) -> list[str]:
+    return PRIORITY + ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", f"--timeout={timeout_s}s", "-s", lua, url + PATH]
+
+
+def wrk_env(env_extra: dict) -> dict:
     env = dict(os.environ)
     env.update({"BENCH_PATH": PATH, "BENCH_TOKEN_PREFIX": TOKEN_PREFIX})
     env.update({k: str(v) for k, v in env_extra.items()})
-    secs = max(1, int(round(seconds)))
-    argv = PRIORITY + ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", f"--timeout={timeout_s}s", "-s", lua, url + PATH]
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=secs + 30)
-    for line in r.stdout.splitlines():
+    return env
+
+
+def wrk_result(stdout: str, stderr: str, code) -> dict:
+    for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
-            res = json.loads(line[len("BENCH_RESULT "):])
-            res["connections"] = conns
-            return res
-    raise SystemExit(f"wrk gave no result (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+            return json.loads(line[len("BENCH_RESULT "):])
+    raise SystemExit(f"wrk gave no result (exit {code}):\n{stdout}\n{stderr}")
+
+
+def run_wrk(url: str, lua: str, conns: int, seconds: float, env_extra: dict, timeout_s: int = 2) -> dict:
+    secs = max(1, int(round(seconds)))
+    r = subprocess.run(wrk_argv(url, lua, conns, secs, timeout_s), env=wrk_env(env_extra),
+                       capture_output=True, text=True, timeout=secs + 30)
+    res = wrk_result(r.stdout, r.stderr, r.returncode)
+    res["connections"] = conns
+    return res
+
+
+def run_wrk_until(url: str, lua: str, conns: int, max_seconds: float, env_extra: dict, done) -> dict:
+    """wrk until `done()` (polled every 100 ms) or `max_seconds`; SIGINT makes wrk stop and report
+    (its main thread otherwise sleeps the whole -d even when the Lua script stopped its thread)."""
+    secs = max(1, int(round(max_seconds)))
+    p = subprocess.Popen(wrk_argv(url, lua, conns, secs, 2), env=wrk_env(env_extra),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + secs + 5
+        while p.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+            if done():
+                p.send_signal(signal.SIGINT)
+                break
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+    res = wrk_result(out, err, p.returncode)
+    res["connections"] = conns
+    return res
 
 
 def median(xs: list):
@@ -506,12 +550,15 @@ class Bench:
         return self.base_id
 
     # ---- one measurement
-    def phase(self, url: str, pid: int, conns: int, seconds: float, env: dict) -> dict:
+    def phase(self, url: str, pid: int, conns: int, seconds: float, env: dict, done=None) -> dict:
         l0, c0, t0 = loadavg(), proc_cpu_s(pid), time.time()
         comp = busy_compilers()
-        r = run_wrk(url, self.lua, conns, seconds, env)
+        if done is None:
+            r = run_wrk(url, self.lua, conns, seconds, env)
+        else:
+            r = run_wrk_until(url, self.lua, conns, seconds, env, done)
         c1, l1 = proc_cpu_s(pid), loadavg()
-        self.load_seconds += max(1, round(seconds))
+        self.load_seconds += round(r["duration_s"], 1)
         r["proxy_cpu_s"] = round(c1 - c0, 3)
         r["proxy_cpu_us_per_req"] = round((c1 - c0) * 1e6 / r["requests"], 2) if r["requests"] else None
         r["proxy_cpu_util"] = round((c1 - c0) / max(1e-9, time.time() - t0), 3)
@@ -637,8 +684,13 @@ class Bench:
         mem0 = proc_mem_kb(envoy.pid)
         s0, api0 = envoy.stats(), self.api_requests()
         # cold pass: every token once (bounded by --cold-max seconds)
+        d0 = sum_prefix(s0, "wasmcustom.kubelet_authz.decisions.")
+
+        def cold_done() -> bool:
+            return sum_prefix(envoy.stats(), "wasmcustom.kubelet_authz.decisions.") - d0 >= n
+
         cold = self.phase(envoy.url, envoy.pid, a.connections, a.cold_max,
-                          {"BENCH_TOKENS": n, "BENCH_STOP_AFTER": n})
+                          {"BENCH_TOKENS": n, "BENCH_STOP_AFTER": n}, done=cold_done)
         s1, api1 = envoy.stats(), self.api_requests()
         mem1 = proc_mem_kb(envoy.pid)
         cold["callouts"] = callouts(s0, s1)
@@ -741,6 +793,7 @@ class Bench:
             "wall_seconds": round(time.time() - started, 1),
             "load_seconds": self.load_seconds,
             "machine": info,
+            "git": git_info(),
             "settings": {
                 "path": PATH, "connections": a.connections, "duration_s": a.duration,
                 "latency_duration_s": a.latency_duration, "warmup_s": a.warmup, "cold_max_s": a.cold_max,
