@@ -21,10 +21,16 @@ cargo clippy -p kubelet-authz-filter --target wasm32-wasip1 --locked -- -D warni
 say "filter module (release, wasm32-wasip1)"
 cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked
 cargo build -p kubelet-authz --target wasm32-wasip1 --release --locked
-WASM="$PWD/target/wasm32-wasip1/release/kubelet_authz_filter.wasm"
+TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+WASM="$TARGET_DIR/wasm32-wasip1/release/kubelet_authz_filter.wasm"
 size=$(stat -c %s "$WASM")
 echo "kubelet_authz_filter.wasm: $size bytes (limit 1048576)"
 [ "$size" -le 1048576 ] || { echo "the filter module is larger than 1 MiB" >&2; exit 1; }
+
+say "stand-in binaries (used by the plugin's online tests, the e2e tests and the demo)"
+cargo build -p kubelet-authz-harness --bins --locked
+export KUBELET_AUTHZ_APISERVER="$TARGET_DIR/debug/kubelet-authz-apiserver"
+export KUBELET_AUTHZ_KUBELET="$TARGET_DIR/debug/kubelet-authz-kubelet"
 
 export KUBELET_AUTHZ_FILTER_WASM="$WASM"
 export ENVOY_BIN="$PWD/.venv/bin/envoy"

@@ -3,9 +3,9 @@
 //! the RBAC evaluator over the shared fixtures.
 //!
 //! The server binary is found through `KUBELET_AUTHZ_APISERVER`, or next to this test's target
-//! directory (`cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` first). When it
-//! is not there the tests say so on stderr and pass without running (the plugin must not depend on
-//! the harness crate).
+//! directory (`cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` first; the
+//! test command does). When it is not there the tests fail and say how to build it: a missing
+//! component is a failure, never a skip. (The plugin does not depend on the harness crate.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -52,10 +52,12 @@ fn shared(name: &str) -> String {
     )
 }
 
-fn start() -> Option<Server> {
+fn start() -> Server {
     let Some(bin) = server_binary() else {
-        eprintln!("skipped: kubelet-authz-apiserver not built (cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver)");
-        return None;
+        panic!(
+            "kubelet-authz-apiserver is not built: run `cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` \
+             or set KUBELET_AUTHZ_APISERVER (scripts/test-all.sh does this)"
+        );
     };
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");
@@ -98,12 +100,12 @@ fn start() -> Option<Server> {
     } else {
         std::env::current_dir().unwrap().join(ca)
     };
-    Some(Server {
+    Server {
         child,
         dir,
         url,
         ca,
-    })
+    }
 }
 
 impl Server {
@@ -130,7 +132,7 @@ fn write_kubeconfig(path: &Path, url: &str, ca: &Path, token: &str) {
 
 #[test]
 fn online_commands() {
-    let Some(s) = start() else { return };
+    let s = start();
 
     // SelfSubjectAccessReview as alice (group observability).
     s.cmd("alice-token", &["can-i", "/pods", "-o", "json"])
