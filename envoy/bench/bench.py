@@ -962,9 +962,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ap.add_argument("--perf", default="", help="configurations to profile with perf, e.g. d,g")
     ap.add_argument("--sched", choices=["fifo", "nice", "normal"], default="fifo",
-                    help="priority of Envoy, wrk and the stand-ins: SCHED_FIFO 1 (default when root, via "
-                         "chrt: other work waits during the run, so a busy machine does not decide the "
-                         "numbers; else nice), nice -10, or unchanged")
+                    help="priority of Envoy, wrk and the stand-ins: SCHED_FIFO 1 (default; via chrt, when "
+                         "root, else normal priority: other work waits during the run, so a busy machine "
+                         "does not decide the numbers), nice -10 (root), or unchanged")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     ap.add_argument("--envoy-bin", required=True)
     ap.add_argument("--envoy-version", default="")

@@ -3,7 +3,7 @@
 #
 #   bash envoy/bench/run.sh [--duration 3] [--latency-duration 2] [--connections 16]
 #                           [--configs a,b,c,g,d,d0,e,f] [--out envoy/bench/results.json]
-#                           [--perf d] [--keep] [--no-build]
+#                           [--perf d] [--sched fifo|nice|normal] [--keep] [--no-build]
 #
 # Builds what it needs (release filter .wasm, the no-op .wasm of envoy/bench/noop-filter, the
 # stand-in API server and kubelet), then envoy/bench/bench.py starts the stand-ins, an upstream
@@ -22,7 +22,7 @@ ARGS=()
 for a in "$@"; do
   case "$a" in
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,16p' "$0"; python3 envoy/bench/bench.py --help | sed -n '/^options:/,$p'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; python3 envoy/bench/bench.py --help | sed -n '/^options:/,$p'; exit 0 ;;
     *) ARGS+=("$a") ;;
   esac
 done
