@@ -307,3 +307,44 @@ fn audit_severities() {
         .unwrap();
     assert_eq!(rb["appliesToNodes"], false);
 }
+
+/// Issue 8's report for the seed roles: what an operator reads before upgrading 1.31 -> 1.36 and
+/// before turning on the filter's strict upgrade verb.
+#[test]
+fn impact_for_the_seed_roles() {
+    let run = |args: &[&str]| -> Value {
+        let mut c = Command::cargo_bin("kubectl-kubelet_authz").unwrap();
+        c.args(args)
+            .args(["--rbac-file", &shared("seed-roles.yaml"), "-o", "json"]);
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "changes exist: exit 1");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let has = |v: &Value, who: &str, endpoint: &str, change: &str| {
+        v["changes"].as_array().unwrap().iter().any(|c| {
+            c["subject"]["name"].as_str().unwrap_or("").contains(who)
+                && c["endpoint"] == endpoint
+                && c["change"] == change
+        })
+    };
+    let v = run(&["impact", "--from-version", "1.31", "--to-version", "1.36"]);
+    assert!(has(&v, "prometheus", "pods", "gains"), "{v}");
+    assert!(has(&v, "debugger", "statusz", "loses"), "{v}");
+    assert!(
+        !has(&v, "debugger", "pods", "loses"),
+        "proxy still covers /pods: {v}"
+    );
+    let v = run(&[
+        "impact",
+        "--from-version",
+        "1.36",
+        "--to-version",
+        "1.36",
+        "--strict-upgrade",
+    ]);
+    assert!(has(&v, "debugger", "exec", "loses"), "{v}");
+    assert!(
+        !has(&v, "kube-apiserver-kubelet-client", "exec", "loses"),
+        "create on proxy keeps exec: {v}"
+    );
+}

@@ -120,7 +120,9 @@ fn side(
     match outcome {
         Ok(o) => Side {
             served,
-            allowed: served && o.allowed,
+            // The authorization answer, whether or not the endpoint is served by default: a
+            // kubelet with the component gate on serves it, and authorizes it exactly so.
+            allowed: o.allowed,
             verb: o.plan.verb.clone(),
             subresource: o.decisive.map(|s| s.to_string()),
         },
@@ -227,7 +229,7 @@ pub fn run(args: &ImpactArgs) -> CmdResult {
                 ]];
                 let show = |s: &Side| {
                     if !s.served {
-                        "not served".to_string()
+                        format!("{} (not served by default)", yes_no(s.allowed))
                     } else {
                         match &s.subresource {
                             Some(sub) => format!("yes (nodes/{sub})"),
