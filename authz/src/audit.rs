@@ -2,7 +2,8 @@
 //! `Metadata`): who, what, from where, the decision and its reason. Never the token: only the
 //! verdict's user and checks go in.
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::decision::{Decision, Outcome, Request, Verdict};
 
@@ -34,115 +35,163 @@ pub struct Context<'a> {
     pub shadow: bool,
 }
 
-/// The audit event for a verdict, as a JSON value.
-pub fn event(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Value {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    level: &'static str,
+    #[serde(rename = "auditID")]
+    audit_id: &'a str,
+    stage: &'static str,
+    #[serde(rename = "requestURI")]
+    request_uri: &'a str,
+    verb: &'a str,
+    user: User<'a>,
+    #[serde(rename = "sourceIPs", skip_serializing_if = "Option::is_none")]
+    source_ips: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    object_ref: ObjectRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_status: Option<ResponseStatus>,
+    request_received_timestamp: String,
+    stage_timestamp: String,
+    annotations: Annotations<'a>,
+}
+
+#[derive(Serialize, Default)]
+struct User<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    uid: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    groups: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef<'a> {
+    resource: &'static str,
+    name: &'a str,
+    api_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subresource: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ResponseStatus {
+    code: u16,
+}
+
+#[derive(Serialize)]
+struct Annotations<'a> {
+    #[serde(rename = "authorization.k8s.io/decision")]
+    decision: &'static str,
+    #[serde(rename = "authorization.k8s.io/reason")]
+    reason: String,
+    #[serde(rename = "kubelet-authz.io/outcome")]
+    outcome: &'static str,
+    #[serde(rename = "kubelet-authz.io/authn")]
+    authn: &'static str,
+    #[serde(rename = "kubelet-authz.io/subresources")]
+    subresources: String,
+    #[serde(
+        rename = "kubelet-authz.io/enforcement",
+        skip_serializing_if = "Option::is_none"
+    )]
+    enforcement: Option<&'static str>,
+    #[serde(
+        rename = "kubelet-authz.io/stale",
+        skip_serializing_if = "Option::is_none"
+    )]
+    stale: Option<&'static str>,
+    #[serde(
+        rename = "kubelet-authz.io/strict-upgrade-verb",
+        skip_serializing_if = "Option::is_none"
+    )]
+    strict_upgrade_verb: Option<&'static str>,
+    #[serde(
+        rename = "kubelet-authz.io/xfcc-ignored",
+        skip_serializing_if = "Option::is_none"
+    )]
+    xfcc_ignored: Option<&'a str>,
+}
+
+fn build<'a>(verdict: &'a Verdict, request: &'a Request, ctx: &'a Context<'a>) -> Event<'a> {
     let allowed = verdict.outcome == Outcome::Allowed;
-    let mut annotations = Map::new();
-    annotations.insert(
-        ANNOTATION_DECISION.into(),
-        Value::from(if allowed { "allow" } else { "forbid" }),
-    );
-    annotations.insert(ANNOTATION_REASON.into(), Value::from(reason(verdict)));
-    annotations.insert(
-        "kubelet-authz.io/outcome".into(),
-        Value::from(verdict.outcome.as_str()),
-    );
-    annotations.insert(
-        "kubelet-authz.io/authn".into(),
-        Value::from(verdict.authn.as_str()),
-    );
-    let tried: Vec<&str> = verdict
-        .checks
-        .iter()
-        .map(|c| c.subresource.as_str())
-        .collect();
-    annotations.insert(
-        "kubelet-authz.io/subresources".into(),
-        Value::from(tried.join(",")),
-    );
-    if ctx.shadow {
-        annotations.insert(ANNOTATION_ENFORCEMENT.into(), Value::from("shadow"));
-    }
-    if verdict.stale {
-        annotations.insert(ANNOTATION_STALE.into(), Value::from("true"));
-    }
-    if verdict.strict_upgrade_applied {
-        annotations.insert(
-            "kubelet-authz.io/strict-upgrade-verb".into(),
-            Value::from("true"),
-        );
-    }
-    if let Some(why) = &verdict.spoofed_xfcc {
-        annotations.insert(
-            "kubelet-authz.io/xfcc-ignored".into(),
-            Value::from(why.as_str()),
-        );
+    let mut subresources = String::new();
+    for (i, c) in verdict.checks.iter().enumerate() {
+        if i > 0 {
+            subresources.push(',');
+        }
+        subresources.push_str(c.subresource.as_str());
     }
     let user = match &verdict.user {
-        Some(u) => {
-            let mut m = Map::new();
-            m.insert("username".into(), Value::from(u.name.as_str()));
-            if !u.uid.is_empty() {
-                m.insert("uid".into(), Value::from(u.uid.as_str()));
-            }
-            if !u.groups.is_empty() {
-                m.insert("groups".into(), json!(u.groups));
-            }
-            if !u.extra.is_empty() {
-                m.insert("extra".into(), json!(u.extra));
-            }
-            Value::Object(m)
-        }
-        None => json!({}),
+        Some(u) => User {
+            username: Some(u.name.as_str()),
+            uid: u.uid.as_str(),
+            groups: &u.groups,
+            extra: (!u.extra.is_empty()).then_some(&u.extra),
+        },
+        None => User::default(),
     };
-    let mut object_ref = Map::new();
-    object_ref.insert("resource".into(), Value::from("nodes"));
-    object_ref.insert("name".into(), Value::from(ctx.node_name));
-    object_ref.insert("apiVersion".into(), Value::from("v1"));
-    if let Some(s) = verdict.deciding_subresource() {
-        object_ref.insert("subresource".into(), Value::from(s.as_str()));
-    }
-    let mut ev = Map::new();
-    ev.insert("kind".into(), Value::from("Event"));
-    ev.insert("apiVersion".into(), Value::from("audit.k8s.io/v1"));
-    ev.insert("level".into(), Value::from("Metadata"));
-    ev.insert("auditID".into(), Value::from(ctx.audit_id));
-    ev.insert(
-        "stage".into(),
-        Value::from(if ctx.response_code.is_some() {
+    Event {
+        kind: "Event",
+        api_version: "audit.k8s.io/v1",
+        level: "Metadata",
+        audit_id: ctx.audit_id,
+        stage: if ctx.response_code.is_some() {
             "ResponseComplete"
         } else {
             "ResponseStarted"
-        }),
-    );
-    ev.insert("requestURI".into(), Value::from(request.target.as_str()));
-    ev.insert("verb".into(), Value::from(verdict.verb.as_str()));
-    ev.insert("user".into(), user);
-    if let Some(ip) = request.source_address.as_deref().map(source_ip) {
-        ev.insert("sourceIPs".into(), json!([ip]));
+        },
+        request_uri: request.target.as_str(),
+        verb: verdict.verb.as_str(),
+        user,
+        source_ips: request.source_address.as_deref().map(|a| [source_ip(a)]),
+        user_agent: request.first_header("user-agent"),
+        object_ref: ObjectRef {
+            resource: "nodes",
+            name: ctx.node_name,
+            api_version: "v1",
+            subresource: verdict.deciding_subresource().map(|s| s.as_str()),
+        },
+        response_status: ctx.response_code.map(|code| ResponseStatus { code }),
+        request_received_timestamp: rfc3339_micros(ctx.received_ms),
+        stage_timestamp: rfc3339_micros(ctx.now_ms),
+        annotations: Annotations {
+            decision: if allowed { "allow" } else { "forbid" },
+            reason: reason(verdict),
+            outcome: verdict.outcome.as_str(),
+            authn: verdict.authn.as_str(),
+            subresources,
+            enforcement: ctx.shadow.then_some("shadow"),
+            stale: verdict.stale.then_some("true"),
+            strict_upgrade_verb: verdict.strict_upgrade_applied.then_some("true"),
+            xfcc_ignored: verdict.spoofed_xfcc.as_deref(),
+        },
     }
-    if let Some(ua) = request.header_values("user-agent").first() {
-        ev.insert("userAgent".into(), Value::from(*ua));
-    }
-    ev.insert("objectRef".into(), Value::Object(object_ref));
-    if let Some(code) = ctx.response_code {
-        ev.insert("responseStatus".into(), json!({ "code": code }));
-    }
-    ev.insert(
-        "requestReceivedTimestamp".into(),
-        Value::from(rfc3339_micros(ctx.received_ms)),
-    );
-    ev.insert(
-        "stageTimestamp".into(),
-        Value::from(rfc3339_micros(ctx.now_ms)),
-    );
-    ev.insert("annotations".into(), Value::Object(annotations));
-    Value::Object(ev)
 }
 
-/// The audit event as one log line with [`AUDIT_LOG_PREFIX`].
+/// The audit event for a verdict, as a JSON value.
+pub fn event(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Value {
+    serde_json::to_value(build(verdict, request, ctx)).unwrap_or(Value::Null)
+}
+
+/// The audit event as one log line with [`AUDIT_LOG_PREFIX`]. Written straight from borrowed
+/// fields: this runs for every decision in the filter, so it builds no intermediate maps.
 pub fn log_line(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> String {
-    format!("{AUDIT_LOG_PREFIX}{}", event(verdict, request, ctx))
+    let mut out = Vec::with_capacity(768);
+    out.extend_from_slice(AUDIT_LOG_PREFIX.as_bytes());
+    if serde_json::to_writer(&mut out, &build(verdict, request, ctx)).is_err() {
+        return format!("{AUDIT_LOG_PREFIX}{{}}");
+    }
+    // serde_json writes valid UTF-8; fall back to a lossy copy rather than fail.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The reason annotation: the deciding check's reason, or why authentication failed.
@@ -236,6 +285,71 @@ mod tests {
             rfc3339_micros(1_795_437_296_789),
             "2026-11-23T12:34:56.789000Z"
         );
+    }
+
+    #[test]
+    fn event_shape() {
+        use crate::config::Config;
+        use crate::decision::{run_to_end, CalloutResponse, Engine, Session};
+        let cfg = Config::from_json(br#"{"nodeName":"n1","enforcement":"Shadow"}"#).unwrap();
+        let mut e = Engine::new(cfg, [0; 32]);
+        let req = Request {
+            source_address: Some("10.1.2.3:5555".into()),
+            ..Request::new("GET", "/pods?x=1")
+        }
+        .header("authorization", "Bearer secret-token")
+        .header("user-agent", "curl/8");
+        let mut s = Session::new(1, req.clone());
+        let v = run_to_end(&mut e, &mut s, 0, &mut |c| {
+            let body = if c.path.contains("tokenreviews") {
+                r#"{"status":{"authenticated":true,"user":{"username":"alice","uid":"u1","groups":["dev"]}}}"#
+            } else {
+                r#"{"status":{"allowed":false,"reason":"nope"}}"#
+            };
+            CalloutResponse::Http {
+                status: 201,
+                retry_after: false,
+                body: body.into(),
+            }
+        });
+        let ctx = Context {
+            audit_id: "id-1",
+            node_name: "n1",
+            received_ms: 0,
+            now_ms: 1,
+            response_code: None,
+            shadow: true,
+        };
+        let line = log_line(&v, &req, &ctx);
+        assert!(!line.contains("secret-token"));
+        let json: Value =
+            serde_json::from_str(line.strip_prefix(AUDIT_LOG_PREFIX).unwrap()).unwrap();
+        assert_eq!(json, event(&v, &req, &ctx));
+        assert_eq!(json["kind"], "Event");
+        assert_eq!(json["apiVersion"], "audit.k8s.io/v1");
+        assert_eq!(json["level"], "Metadata");
+        assert_eq!(json["auditID"], "id-1");
+        assert_eq!(json["requestURI"], "/pods?x=1");
+        assert_eq!(json["verb"], "get");
+        assert_eq!(json["user"]["username"], "alice");
+        assert_eq!(json["user"]["uid"], "u1");
+        assert_eq!(
+            json["user"]["groups"],
+            serde_json::json!(["dev", "system:authenticated"])
+        );
+        assert_eq!(json["sourceIPs"], serde_json::json!(["10.1.2.3"]));
+        assert_eq!(json["userAgent"], "curl/8");
+        assert_eq!(
+            json["objectRef"],
+            serde_json::json!({"resource":"nodes","name":"n1","apiVersion":"v1","subresource":"proxy"})
+        );
+        let a = &json["annotations"];
+        assert_eq!(a[ANNOTATION_DECISION], "forbid");
+        assert_eq!(a[ANNOTATION_REASON], "nope");
+        assert_eq!(a[ANNOTATION_ENFORCEMENT], "shadow");
+        assert_eq!(a["kubelet-authz.io/subresources"], "pods,proxy");
+        assert_eq!(a["kubelet-authz.io/authn"], "bearer");
+        assert!(json.get("responseStatus").is_none());
     }
 
     #[test]
