@@ -65,26 +65,31 @@ pub fn kind_label(kind: CalloutKind) -> &'static str {
 /// The counters of one VM.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    ids: HashMap<String, u32>,
+    /// Counter ids by their name parts (at most three; unused ones empty): no name is built on
+    /// the per-request path once a counter is defined.
+    ids: HashMap<[&'static str; 3], u32>,
     failed: bool,
 }
 
 impl Metrics {
     /// Add `by` to the counter `kubelet_authz.<parts...>`, defining it on first use.
-    pub fn add(&mut self, host: &mut dyn Host, parts: &[&str], by: u64) {
+    pub fn add(&mut self, host: &mut dyn Host, parts: &[&'static str], by: u64) {
         if by == 0 {
             return;
         }
-        let n = name(parts);
-        let id = match self.ids.get(&n) {
+        let mut key = [""; 3];
+        for (slot, p) in key.iter_mut().zip(parts) {
+            *slot = p;
+        }
+        let id = match self.ids.get(&key) {
             Some(id) => *id,
             None => {
-                if self.ids.len() >= MAX_COUNTERS {
+                if self.ids.len() >= MAX_COUNTERS || parts.len() > key.len() {
                     return;
                 }
-                match host.define_counter(&n) {
+                match host.define_counter(&name(parts)) {
                     Ok(id) => {
-                        self.ids.insert(n, id);
+                        self.ids.insert(key, id);
                         id
                     }
                     Err(e) => {
@@ -100,7 +105,7 @@ impl Metrics {
     }
 
     /// Add one.
-    pub fn inc(&mut self, host: &mut dyn Host, parts: &[&str]) {
+    pub fn inc(&mut self, host: &mut dyn Host, parts: &[&'static str]) {
         self.add(host, parts, 1);
     }
 
