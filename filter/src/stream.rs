@@ -51,7 +51,17 @@ impl HttpStream {
 /// Read the request of the effective context once: headers and connection properties.
 fn read_request(with_source: bool) -> Result<Request, HostError> {
     let headers = host::request_headers()?;
-    let mtls = host::property(&["connection", "mtls"])?;
+    // The engine uses the connection's certificate facts only together with an
+    // `x-forwarded-client-cert` header (its digest must match the peer certificate): without
+    // one, skip the two property lookups (they are among the dearer hostcalls).
+    let has_xfcc = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-client-cert"));
+    let mtls = if has_xfcc {
+        host::property(&["connection", "mtls"])?
+    } else {
+        None
+    };
     let is_mtls = mtls
         .as_deref()
         .and_then(<[u8]>::first)
