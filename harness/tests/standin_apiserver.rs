@@ -32,6 +32,11 @@ fn config(dir: &std::path::Path) -> ApiServerConfig {
         .unwrap()
         .rbac_file(&testdata("rbac.yaml"))
         .unwrap()
+        .rbac_file(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../authz/tests/fixtures/rbac/seed-roles.yaml"),
+        )
+        .unwrap()
         .nodes_file(&testdata("nodes.yaml"))
         .unwrap()
 }
@@ -176,6 +181,13 @@ async fn subject_access_review_from_rbac() {
         .unwrap();
     assert_eq!(masters.json()["status"]["allowed"], true);
 
+    // From the shared seed roles: debugger may get nodes/proxy, not create it.
+    let seed = client
+        .post_json(&url, &h, &sar("debugger", &[], "get", "proxy"))
+        .await
+        .unwrap();
+    assert_eq!(seed.json()["status"]["allowed"], true);
+
     // Neither user nor group: invalid.
     let invalid = client
         .post_json(&url, &h, &sar("", &[], "get", "proxy"))
@@ -184,7 +196,7 @@ async fn subject_access_review_from_rbac() {
     assert_eq!(invalid.status, 422);
 
     let records = server.records();
-    assert_eq!(records.len(), 5);
+    assert_eq!(records.len(), 6);
     assert_eq!(records[0].kind, "SubjectAccessReview");
     assert_eq!(
         records[0].request["spec"]["resourceAttributes"]["subresource"],

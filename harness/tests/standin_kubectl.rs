@@ -22,6 +22,11 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The shared seed roles (`debugger` may `get nodes/proxy`).
+fn seed_roles() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../authz/tests/fixtures/rbac/seed-roles.yaml")
+}
+
 async fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     assert!(
         Path::new(KUBECTL).exists(),
@@ -51,6 +56,8 @@ async fn real_kubectl_auth_can_i_and_get() {
             .tokens_file(&testdata("tokens.csv"))
             .unwrap()
             .rbac_file(&testdata("rbac.yaml"))
+            .unwrap()
+            .rbac_file(&seed_roles())
             .unwrap()
             .nodes_file(&testdata("nodes.yaml"))
             .unwrap(),
@@ -113,9 +120,25 @@ async fn real_kubectl_auth_can_i_and_get() {
         "metrics"
     );
 
+    let (code, out, err) = kubectl(
+        home,
+        &admin,
+        &[
+            "auth",
+            "can-i",
+            "get",
+            "nodes",
+            "--subresource=proxy",
+            "--as=debugger",
+        ],
+    )
+    .await;
+    assert_eq!((code, out.trim()), (0, "yes"), "{err}");
+
     let (code, out, err) = kubectl(home, &alice, &["get", "clusterroles"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("node-proxy"), "{out}");
+    assert!(out.contains("kubelet-api-admin"), "{out}");
     let (code, out, err) = kubectl(home, &alice, &["get", "nodes"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("worker-old"), "{out}");

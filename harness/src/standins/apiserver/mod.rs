@@ -550,7 +550,7 @@ impl State {
         &self,
         headers: &HeaderMap,
         requestor: UserInfo,
-    ) -> Result<UserInfo, Response<Body>> {
+    ) -> Result<UserInfo, Box<Response<Body>>> {
         let users = header_values(headers, "impersonate-user");
         let groups = header_values(headers, "impersonate-group");
         let uids = header_values(headers, "impersonate-uid");
@@ -569,12 +569,12 @@ impl State {
             return Ok(requestor);
         }
         let Some(username) = users.first().cloned() else {
-            return Err(status(
+            return Err(Box::new(status(
                 500,
                 "InternalError",
                 "Internal error occurred: requested impersonation of groups, uid or extra without impersonating a user",
                 Some(json!({"causes": [{"message": "requested impersonation without impersonating a user"}]})),
-            ));
+            )));
         };
         let mut checks = Vec::new();
         let sa = username
@@ -626,7 +626,7 @@ impl State {
         }
         for ra in &checks {
             if let Some(denied) = self.check(&requestor, ra) {
-                return Err(denied);
+                return Err(Box::new(denied));
             }
         }
         let mut new_groups = groups.clone();
@@ -679,7 +679,7 @@ impl State {
         };
         let user = match self.impersonate(&parts.headers, caller) {
             Ok(u) => u,
-            Err(resp) => return Ok(resp),
+            Err(resp) => return Ok(*resp),
         };
         if PUBLIC_PATHS.contains(&path.as_str()) {
             return Ok(self.public(&path));
