@@ -1,6 +1,6 @@
 //! A test PKI in a directory of PEM files: one CA, server certificates for loopback, and client
 //! certificates with a chosen subject (CN = user, every O = a group, optionally the UID attribute
-//! 0.9.2342.19200300.100.1.1), as Kubernetes reads them.
+//! 1.3.6.1.4.1.57683.2, `asn1util.X509UID()`), as Kubernetes reads them.
 //!
 //! Files (all PEM): `ca.crt`, `ca.key`, `server.crt`, `server.key` (SANs `127.0.0.1`, `::1`,
 //! `localhost` and the in-cluster API server names) and `<name>.crt`/`<name>.key` for each client
@@ -45,8 +45,8 @@ pub const SERVER_SANS: &[&str] = &[
 
 const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
-/// The LDAP `uid` attribute Kubernetes reads the user's UID from.
-pub const OID_UID: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.9.2342.19200300.100.1.1");
+/// Kubernetes' `asn1util.X509UID()`; the same constant the engine reads.
+pub const OID_UID: ObjectIdentifier = kubelet_authz::identity::x509::UID_OID;
 const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const OID_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
 const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
@@ -99,7 +99,7 @@ pub struct ClientSubject {
     pub common_name: String,
     /// Organizations (the groups), in order.
     pub organizations: Vec<String>,
-    /// The UID attribute (0.9.2342.19200300.100.1.1), when set.
+    /// The UID attribute (1.3.6.1.4.1.57683.2), when set.
     pub uid: Option<String>,
 }
 
