@@ -265,3 +265,73 @@ fn online_commands() {
     // An unknown token: the API server answers 401, a cluster error.
     s.cmd("wrong-token", &["can-i", "/pods"]).assert().code(3);
 }
+
+/// The real `kubectl auth can-i` (the binary on PATH) and `kubectl kubelet-authz can-i` agree on
+/// every subresource check, against the same API server.
+#[test]
+fn real_kubectl_agrees_with_can_i() {
+    let s = start();
+    let kubeconfig = s.kubeconfig("admin-token");
+    let users = [
+        "debugger",
+        "system:serviceaccount:monitoring:prometheus",
+        "kube-apiserver-kubelet-client",
+        "nobody",
+    ];
+    let paths = [
+        ("GET", "/pods"),
+        ("GET", "/metrics/cadvisor"),
+        ("GET", "/healthz"),
+        ("GET", "/statusz"),
+        ("GET", "/flagz"),
+        ("GET", "/configz"),
+        ("POST", "/exec/ns/pod/ctr"),
+        ("GET", "/exec/ns/pod/ctr"),
+        ("HEAD", "/healthz"),
+    ];
+    let mut compared = 0;
+    for user in users {
+        for (method, path) in paths {
+            let out = s
+                .cmd(
+                    "admin-token",
+                    &["can-i", method, path, "--as", user, "-o", "json"],
+                )
+                .output()
+                .unwrap();
+            let v: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{user} {method} {path}: {e}: {out:?}"));
+            for check in v["checks"].as_array().unwrap() {
+                let verb = check["verb"].as_str().unwrap();
+                let sub = check["subresource"].as_str().unwrap();
+                let ours = check["allowed"].as_bool().unwrap();
+                // kubectl cannot ask for the empty verb (HEAD): `*` is what RBAC matches it with.
+                let kubectl_verb = if verb.is_empty() { "*" } else { verb };
+                let k = Proc::new("kubectl")
+                    .args([
+                        "--kubeconfig",
+                        &kubeconfig,
+                        "auth",
+                        "can-i",
+                        kubectl_verb,
+                        "nodes",
+                    ])
+                    .arg(format!("--subresource={sub}"))
+                    .args(["--as", user])
+                    .output()
+                    .expect("kubectl must be on PATH");
+                let theirs = match k.status.code() {
+                    Some(0) => true,
+                    Some(1) => false,
+                    other => panic!("kubectl {other:?}: {}", String::from_utf8_lossy(&k.stderr)),
+                };
+                assert_eq!(
+                    ours, theirs,
+                    "{user} {method} {path}: {verb} nodes/{sub}: plugin {ours}, kubectl {theirs}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 40, "compared only {compared} checks");
+}
