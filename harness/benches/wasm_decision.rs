@@ -1,0 +1,180 @@
+//! One cached decision through the real filter `.wasm` in the harness host (wasmtime): the
+//! request headers callback (read headers and properties, authenticate from the token cache,
+//! authorize from the SubjectAccessReview cache, audit line, counters, continue) and the end of the
+//! stream. DESIGN.md target: <= 5 us per decision.
+//!
+//! Needs the release artefact (`cargo build -p kubelet-authz-filter --target wasm32-wasip1
+//! --release`, or `KUBELET_AUTHZ_FILTER_WASM`). Run: `cargo bench -p kubelet-authz-harness --bench
+//! wasm_decision`.
+//!
+//! `host_floor_noop_module` runs the same request through the no-op module of
+//! `envoy/bench/noop-filter` (`KUBELET_AUTHZ_NOOP_WASM`, else built by `envoy/bench/run.sh` under
+//! `<target>/bench-noop/`): what the harness host itself costs per request, to subtract.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use kubelet_authz_harness::host::{Host, HostOptions, LogLevel, Outcome};
+
+const TOKEN: &str = "bench-token";
+
+fn config(audit: bool) -> String {
+    format!(r#"{{"nodeName":"bench-node","kubeletVersion":"1.36","audit":{{"enabled":{audit}}}}}"#)
+}
+
+fn token_review_response() -> String {
+    r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","status":{"authenticated":true,
+"user":{"username":"bench-user","uid":"uid-bench","groups":["observability"]},"audiences":[]}}"#
+        .to_string()
+}
+
+fn sar_response() -> String {
+    r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","status":{"allowed":true,
+"reason":"bench"}}"#
+        .to_string()
+}
+
+/// Send one request; answers its outcome with the stream still open.
+fn send(vm: &Host) -> kubelet_authz_harness::host::Stream {
+    vm.request()
+        .method("GET")
+        .path("/metrics/cadvisor")
+        .authority("bench-node:10250")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .header("user-agent", "kubelet-authz-bench")
+        .header("x-request-id", "0d3c5f9e-7e1a-4a8e-9a51-2f7b2b1c9e00")
+        .property("connection.mtls", [0])
+        .property("source.address", "127.0.0.1:40000")
+        .send_headers(true)
+        .unwrap()
+}
+
+/// A VM whose caches hold the bench token and its SubjectAccessReview: the first request is
+/// answered through the callouts, and a second one must be forwarded with none.
+fn warm_vm(audit: bool) -> Host {
+    let options = HostOptions {
+        // Audit lines are formatted and handed to the host, which drops them (as Envoy does below
+        // its log level) instead of keeping millions of them.
+        log_level: LogLevel::Warn,
+        ..HostOptions::default()
+    };
+    let vm = Host::load_with(Host::default_module_path(), options).unwrap();
+    vm.configure(config(audit)).unwrap();
+    let first = send(&vm);
+    for _ in 0..4 {
+        let calls = vm.pending_calls();
+        let Some(call) = calls.first() else { break };
+        let body = if call.path().is_some_and(|p| p.contains("tokenreviews")) {
+            token_review_response()
+        } else {
+            sar_response()
+        };
+        vm.reply_call(
+            call.token,
+            201,
+            &[("content-type", "application/json")],
+            body,
+        )
+        .unwrap();
+    }
+    assert!(
+        matches!(first.outcome(), Outcome::Forwarded),
+        "warm-up request not forwarded: {:?}",
+        first.outcome()
+    );
+    first.finish().unwrap();
+    let again = send(&vm);
+    assert!(matches!(again.outcome(), Outcome::Forwarded));
+    again.finish().unwrap();
+    assert!(
+        vm.pending_calls().is_empty(),
+        "a cached request made a callout"
+    );
+    vm
+}
+
+/// Time `iters` cached decisions, on a fresh warm VM every `PER_VM` of them (the host keeps
+/// per-stream state, so one VM must not see millions of streams).
+fn cached_decisions(iters: u64, audit: bool) -> Duration {
+    const PER_VM: u64 = 20_000;
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(PER_VM);
+        let vm = warm_vm(audit);
+        let start = Instant::now();
+        for _ in 0..n {
+            let s = send(&vm);
+            black_box(s.outcome());
+            s.finish().unwrap();
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
+}
+
+/// The no-op module, when it has been built.
+fn noop_module() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KUBELET_AUTHZ_NOOP_WASM") {
+        return Some(PathBuf::from(p));
+    }
+    let release = Host::default_module_path();
+    // <target>/wasm32-wasip1/release/x.wasm -> <target>
+    let target = release.parent()?.parent()?.parent()?.to_path_buf();
+    let p = target
+        .join("bench-noop")
+        .join("wasm32-wasip1")
+        .join("release")
+        .join("kubelet_authz_bench_noop_filter.wasm");
+    p.exists().then_some(p)
+}
+
+fn noop_requests(path: &PathBuf, iters: u64) -> Duration {
+    const PER_VM: u64 = 20_000;
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(PER_VM);
+        let vm = Host::load(path).unwrap();
+        vm.configure("").unwrap();
+        let start = Instant::now();
+        for _ in 0..n {
+            let s = send(&vm);
+            black_box(s.outcome());
+            s.finish().unwrap();
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wasm_decision");
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("cached_allow_audit_on", |b| {
+        b.iter_custom(|iters| cached_decisions(iters, true));
+    });
+    g.bench_function("cached_allow_audit_off", |b| {
+        b.iter_custom(|iters| cached_decisions(iters, false));
+    });
+    match noop_module() {
+        Some(path) => {
+            g.bench_function("host_floor_noop_module", |b| {
+                b.iter_custom(|iters| noop_requests(&path, iters));
+            });
+        }
+        None => eprintln!(
+            "wasm_decision: no no-op module (run envoy/bench/run.sh or set KUBELET_AUTHZ_NOOP_WASM); \
+             host_floor_noop_module not measured"
+        ),
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
