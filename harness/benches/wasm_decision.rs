@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -133,7 +133,7 @@ fn noop_module() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn noop_requests(path: &PathBuf, iters: u64) -> Duration {
+fn noop_requests(path: &Path, iters: u64) -> Duration {
     const PER_VM: u64 = 20_000;
     let mut total = Duration::ZERO;
     let mut left = iters;
