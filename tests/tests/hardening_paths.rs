@@ -116,9 +116,10 @@ async fn raw(config: &Arc<rustls::ClientConfig>, envoy: &Envoy, head: &[u8]) -> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
     let body = &buf[split + 4..];
     let body = if chunked {
         dechunk(body)
@@ -517,8 +518,7 @@ async fn path_confusion_corpus_through_envoy_has_no_bypass() {
                     && events.len() == 1
                     && events[0]["requestURI"] == seen
                     && events[0]["verb"] == verb
-                    && events[0]["annotations"]["kubelet-authz.io/subresources"]
-                        == tried.join(",");
+                    && events[0]["annotations"]["kubelet-authz.io/subresources"] == tried.join(",");
                 // The checks are those of the path the filter saw (what Envoy would forward).
                 let ok = ok && checks_136(served_path(seen)) == tried;
                 if !ok {
@@ -564,7 +564,12 @@ async fn path_confusion_corpus_through_envoy_has_no_bypass() {
     ] {
         s.kubelet.clear_records();
         let mark = envoy.log_len();
-        let r = raw(&admin, &envoy, format!("GET {target} HTTP/1.1\r\nHost: worker-1").as_bytes()).await;
+        let r = raw(
+            &admin,
+            &envoy,
+            format!("GET {target} HTTP/1.1\r\nHost: worker-1").as_bytes(),
+        )
+        .await;
         let fwd = s.kubelet.records();
         let ev = envoy
             .wait_audit_since(mark, 1, Duration::from_secs(5))
@@ -600,5 +605,10 @@ async fn path_confusion_corpus_through_envoy_has_no_bypass() {
     envoy.stop().await;
     s.shutdown().await;
     assert!(bypasses.is_empty(), "BYPASSES:\n{}", bypasses.join("\n"));
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
