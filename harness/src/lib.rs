@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod host;
+pub mod scenario;
 pub mod standins;
