@@ -224,7 +224,7 @@ fn distinct_sars_in_flight_overflow_is_500() {
             bearer("GET", "/pods", &token),
         );
         let p = s.start(&mut e, 0);
-        let tr = call_of(&p).map(Clone::clone);
+        let tr = call_of(&p).cloned();
         let p = match tr {
             Some(tr) => s.on_callout(&mut e, 0, api(&tr), 0),
             None => p,

@@ -67,10 +67,7 @@ fn tls_config(s: &Standins, cert: Option<&str>) -> Arc<rustls::ClientConfig> {
 fn dechunk(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = body;
-    loop {
-        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&rest[..eol]).unwrap_or("0");
         let size = size.split(';').next().unwrap_or("0").trim();
         let Ok(n) = usize::from_str_radix(size, 16) else {
