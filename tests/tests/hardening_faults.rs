@@ -1,0 +1,96 @@
+//! API-server faults through a real Envoy (what `e2e.rs`'s outage test does not cover): a
+//! SubjectAccessReview answered `allowed` and `denied`, malformed JSON, 429 then recovery, and a
+//! huge body. Each: never an allow that the API server did not give, answers within bounded time,
+//! and service restored when the fault ends. One Envoy for the file; the caller is Alice's client
+//! certificate (no TokenReview), each fault on a path of its own so no cache hides it.
+//!
+//! Needs Envoy (`ENVOY_BIN`) and the release filter (`KUBELET_AUTHZ_FILTER_WASM`); fails without.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::{Duration, Instant};
+
+use kubelet_authz_e2e::envoy::Envoy;
+use kubelet_authz_e2e::stack::{users, ProxyOptions, Standins, CERT_ALICE};
+use kubelet_authz_harness::standins::apiserver::{Fault, FaultKind};
+use kubelet_authz_harness::standins::client::ClientResponse;
+
+async fn get(s: &Standins, envoy: &Envoy, path: &str) -> (ClientResponse, Duration) {
+    let t = Instant::now();
+    let r = s
+        .client(Some(CERT_ALICE))
+        .unwrap()
+        .request("GET", &format!("{}{path}", envoy.url()), &[], "")
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (r, t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_faults_never_allow_and_service_recovers() {
+    let s = Standins::start().await.unwrap();
+    let envoy = s
+        .front_proxy("hardening-faults", &ProxyOptions::version("1.36"))
+        .await
+        .unwrap();
+    let sar = ["SubjectAccessReview"];
+
+    // allowed && denied: an authorizer error, 500 at once (no fall-through to proxy).
+    s.apiserver
+        .set_fault(Fault::always(FaultKind::AllowedAndDenied).for_reviews(&sar));
+    let (r, took) = get(&s, &envoy, "/pods").await;
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        format!(
+            "Authorization error (user={}, verb=get, resource=nodes, subresource=pods)",
+            users::ALICE
+        )
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(s.kubelet.records().is_empty());
+    s.apiserver.clear_fault();
+    // As the kubelet's webhook authorizer, the answer is cached (allowed: 5m) and read back as an
+    // error until it expires; other checks are served.
+    assert_eq!(
+        get(&s, &envoy, "/pods").await.0.status,
+        500,
+        "cached as the kubelet does"
+    );
+    assert_eq!(get(&s, &envoy, "/metrics").await.0.status, 200, "restored");
+
+    // Malformed JSON on every attempt: never an allow, bounded time.
+    s.apiserver
+        .set_fault(Fault::always(FaultKind::MalformedJson).for_reviews(&sar));
+    let (r, took) = get(&s, &envoy, "/healthz").await;
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    s.apiserver.clear_fault();
+    assert_eq!(get(&s, &envoy, "/healthz").await.0.status, 200, "restored");
+
+    // 429 twice, then the answer: the retries (Retry-After) get it.
+    s.apiserver
+        .set_fault(Fault::times(FaultKind::TooManyRequests, 2).for_reviews(&sar));
+    let (r, took) = get(&s, &envoy, "/configz").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // A 16 MiB body: not a crash, not a wrong allow (the padded answer is the real one, an
+    // allow), and the VM keeps serving.
+    s.apiserver
+        .set_fault(Fault::times(FaultKind::HugeBody, 1).for_reviews(&sar));
+    let (r, took) = get(&s, &envoy, "/stats/summary").await;
+    // Today the filter reads the whole 16 MiB answer and honours the allow inside it (reported:
+    // a cap on callout response size, failing closed, would bound VM memory).
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    s.apiserver.clear_fault();
+    assert_eq!(get(&s, &envoy, "/logs/").await.0.status, 200, "restored");
+
+    envoy.stop().await;
+    s.shutdown().await;
+}
