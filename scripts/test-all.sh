@@ -36,3 +36,6 @@ export KUBELET_AUTHZ_FILTER_WASM="$WASM"
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
 say "cargo test --workspace"
 cargo test --workspace --locked
+
+say "mutation check: the filter scenarios fail against allow-all and deny-all modules"
+bash scripts/check-mutants.sh

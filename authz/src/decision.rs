@@ -388,7 +388,8 @@ pub enum CalloutResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shared {
     /// A token's outcome.
-    Token(TokenOutcome),
+    /// A token's outcome; `true` when an expired cache entry stood in for a failed review.
+    Token(TokenOutcome, bool),
     /// A SubjectAccessReview's outcome (the status, or an error).
     Sar(Result<SubjectAccessReviewStatus, String>, bool),
     /// The leader went away without an answer: look again.
@@ -638,7 +639,10 @@ impl Session {
                         None
                     }
                 };
-                Shared::Token(stored.unwrap_or(outcome))
+                match stored {
+                    Some(stale) => Shared::Token(stale, true),
+                    None => Shared::Token(outcome, false),
+                }
             }
             CalloutKey::Sar(ref key) => {
                 let status = sar_status(&response);
@@ -745,7 +749,8 @@ impl Session {
             return self.fail_internal("result with no callout pending");
         };
         match (pending.key, shared) {
-            (CalloutKey::Token(_), Shared::Token(outcome)) => {
+            (CalloutKey::Token(_), Shared::Token(outcome, stale)) => {
+                self.stale |= stale;
                 self.apply_token(outcome);
                 self.run(engine, now)
             }
@@ -1188,13 +1193,31 @@ impl Session {
             outcome,
             status,
             body,
-            remove_headers: if outcome == Outcome::Allowed || shadowed {
+            remove_headers: if outcome == Outcome::Allowed {
                 self.remove_headers.clone()
+            } else if shadowed {
+                // Shadow forwards what Enforce refuses: whether or not its credentials
+                // authenticated, they never reach the kubelet.
+                let mut h = self.remove_headers.clone();
+                if self.request.first_header("authorization").is_some()
+                    && !h.iter().any(|x| x == "authorization")
+                {
+                    h.push("authorization".into());
+                }
+                h
             } else {
                 Vec::new()
             },
-            set_headers: if outcome == Outcome::Allowed || shadowed {
+            set_headers: if outcome == Outcome::Allowed {
                 self.set_headers.clone()
+            } else if shadowed {
+                let mut h = self.set_headers.clone();
+                if let Some(Ok(t)) = &self.ws {
+                    if h.is_empty() {
+                        h.push(("sec-websocket-protocol".into(), t.remaining.clone()));
+                    }
+                }
+                h
             } else {
                 Vec::new()
             },

@@ -1112,6 +1112,7 @@ fn stale_if_error_serves_a_recently_expired_token() {
         let v = decide(&mut e, &mut w, bearer(get("/pods"), "tok-alice"), 150_000);
         if stale_ok {
             assert_eq!(v.outcome, Outcome::Allowed, "{v:?}");
+            assert!(v.stale, "a stale token answer is reported (audit, counter)");
         } else {
             assert_eq!(v.status, 401);
         }
@@ -1150,4 +1151,27 @@ fn verdict_reports_checks_and_deciding_subresource() {
     let d: Vec<Decision> = v.checks.iter().map(|c| c.decision).collect();
     assert_eq!(d, vec![Decision::NoOpinion, Decision::Allow]);
     assert_eq!(v.deciding_subresource().map(|s| s.as_str()), Some("proxy"));
+}
+
+#[test]
+fn shadow_never_forwards_credentials_that_failed() {
+    let mut e = engine(r#""enforcement":"Shadow""#);
+    let mut w = World::new();
+    let v = decide(&mut e, &mut w, bearer(get("/pods"), "nope"), 0);
+    assert_eq!(v.outcome, Outcome::Unauthenticated);
+    assert!(v.shadowed);
+    assert_eq!(v.remove_headers, vec!["authorization"]);
+    let req = ws(
+        get("/exec/ns/pod/ctr"),
+        &format!("v4.channel.k8s.io,{}", ws_token("nope")),
+    );
+    let v = decide(&mut e, &mut w, req, 0);
+    assert!(v.shadowed);
+    assert_eq!(
+        v.set_headers,
+        vec![(
+            "sec-websocket-protocol".to_string(),
+            "v4.channel.k8s.io".to_string()
+        )]
+    );
 }

@@ -120,7 +120,9 @@ impl Metrics {
             self.inc(host, &[XFCC_SPOOFED]);
         }
         if v.shadowed {
+            // The total, and per deciding subresource (`shadow_denials.<subresource>`).
             self.inc(host, &[SHADOW_DENIALS]);
+            self.inc(host, &[SHADOW_DENIALS, sub]);
         }
         if v.stale {
             self.inc(host, &[STALE_ANSWERS]);

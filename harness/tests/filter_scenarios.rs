@@ -1471,7 +1471,6 @@ fn stale_if_error(
 /// counted; the engine flags only SubjectAccessReviews (`Session::resume_with` sets `stale` for
 /// `Shared::Sar`, never for a stale `Shared::Token`).
 #[test]
-#[ignore = "engine bug: a stale TokenReview answer is neither audited as stale nor counted"]
 fn stale_token_answer_is_audited_and_counted() {
     let vm = vm(r#""kubeletVersion":"1.36","apiServer":{"staleIfError":"1m"}"#);
     let mut api = api();
