@@ -313,6 +313,18 @@ impl Subresources {
     }
 }
 
+/// The HTTP methods the kubelet maps to a verb (`GET`, `POST`, `PUT`, `PATCH`, `DELETE`); every
+/// other method gives the empty verb.
+pub const MAPPED_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Every verb a kubelet can send: the mapped methods' verbs, then the empty verb.
+pub fn verbs() -> impl Iterator<Item = &'static str> {
+    MAPPED_METHODS
+        .iter()
+        .map(|m| verb_for_method(m))
+        .chain(std::iter::once(""))
+}
+
 /// The kubelet's verb for an HTTP method: exact, case-sensitive. HEAD, OPTIONS and anything else
 /// give the empty verb, which RBAC matches only with `*` (section 3.2).
 pub fn verb_for_method(method: &str) -> &'static str {

@@ -19,8 +19,6 @@ use crate::error::{usage, CliError};
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
 ];
-/// API verbs the kubelet sends.
-const API_VERBS: &[&str] = &["get", "create", "update", "patch", "delete"];
 
 /// The node name used when `--node` is not given.
 pub const DEFAULT_NODE: &str = "node";
@@ -56,7 +54,7 @@ pub fn parse_verb(word: &str) -> Result<Verb, CliError> {
             verb: kubelet::verb_for_method(word).to_string(),
         });
     }
-    if API_VERBS.contains(&word) {
+    if !word.is_empty() && kubelet::verbs().any(|v| v == word) {
         return Ok(Verb {
             method: None,
             verb: word.to_string(),

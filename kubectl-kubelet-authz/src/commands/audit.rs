@@ -172,12 +172,7 @@ fn matching_entry(rule: &PolicyRule, verb: &str, name: &str) -> Option<String> {
 /// The verbs a kubelet can send (`kubelet::verb_for_method` over every HTTP method: `get`,
 /// `create`, `update`, `patch`, `delete` and the empty verb).
 fn kubelet_verbs() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
-        .iter()
-        .map(|m| kubelet::verb_for_method(m))
-        .collect();
-    v.dedup();
-    v
+    kubelet::verbs().collect()
 }
 
 fn finding(store: &RbacStore, rr: &RoleRule<'_>) -> Option<Finding> {
