@@ -35,7 +35,9 @@ export KUBELET_AUTHZ_KUBELET="$TARGET_DIR/debug/kubelet-authz-kubelet"
 export KUBELET_AUTHZ_FILTER_WASM="$WASM"
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
 say "cargo test --workspace"
+started=$SECONDS
 cargo test --workspace --locked
+echo "cargo test --workspace: $((SECONDS - started)) s (build and run)"
 
 say "mutation check: the filter scenarios fail against allow-all and deny-all modules"
 bash scripts/check-mutants.sh
