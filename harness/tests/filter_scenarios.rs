@@ -1383,6 +1383,8 @@ fn shadow_forwards_what_enforce_denies(#[case] mode: &str, #[case] token: &str) 
             json!("shadow")
         );
         assert_eq!(metric(&vm, "shadow_denials"), 1);
+        // Per deciding subresource too (issue 8): `none` for an authentication failure.
+        assert_eq!(metric(&vm, &format!("shadow_denials.{sub}")), 1);
     } else {
         let body = if token == "nope" {
             "Unauthorized"
@@ -1395,6 +1397,7 @@ fn shadow_forwards_what_enforce_denies(#[case] mode: &str, #[case] token: &str) 
             Value::Null
         );
         assert_eq!(metric(&vm, "shadow_denials"), 0);
+        assert_eq!(metric(&vm, &format!("shadow_denials.{sub}")), 0);
     }
 }
 
