@@ -117,6 +117,10 @@ pub struct FrontProxyParams {
     pub apiserver_name: String,
     /// `APISERVER_CA`.
     pub apiserver_ca: PathBuf,
+    /// `APISERVER_TIMEOUT` (a Go duration: `10s`).
+    pub apiserver_timeout: String,
+    /// `LIMITS` (a JSON object; `{}` for the defaults).
+    pub limits: String,
     /// `PROXY_CLIENT_CERT`.
     pub proxy_client_cert: PathBuf,
     /// `PROXY_CLIENT_KEY`.
@@ -155,6 +159,8 @@ impl FrontProxyParams {
             ("APISERVER_PORT", self.apiserver_port.to_string()),
             ("APISERVER_NAME", self.apiserver_name.clone()),
             ("APISERVER_CA", p(&self.apiserver_ca)),
+            ("APISERVER_TIMEOUT", self.apiserver_timeout.clone()),
+            ("LIMITS", self.limits.clone()),
             ("PROXY_CLIENT_CERT", p(&self.proxy_client_cert)),
             ("PROXY_CLIENT_KEY", p(&self.proxy_client_key)),
             ("KUBELET_ADDRESS", self.kubelet_address.clone()),

@@ -72,6 +72,12 @@ pub struct ProxyOptions {
     pub strict_upgrade_verb: bool,
     /// `Enforce` or `Shadow`.
     pub enforcement: String,
+    /// `apiServer.timeout` (a Go duration).
+    pub api_timeout: String,
+    /// `limits` (a JSON object).
+    pub limits: String,
+    /// The filter module, when not the release artefact ([`filter_wasm`]).
+    pub filter_wasm: Option<PathBuf>,
 }
 
 impl ProxyOptions {
@@ -82,7 +88,28 @@ impl ProxyOptions {
             anonymous: false,
             strict_upgrade_verb: true,
             enforcement: "Enforce".into(),
+            api_timeout: "10s".into(),
+            limits: "{}".into(),
+            filter_wasm: None,
         }
+    }
+
+    /// The same with `apiServer.timeout` set to `duration` (e.g. `500ms`).
+    pub fn api_timeout(mut self, duration: &str) -> Self {
+        self.api_timeout = duration.to_string();
+        self
+    }
+
+    /// The same with `limits` set to the JSON object `json`.
+    pub fn limits(mut self, json: &str) -> Self {
+        self.limits = json.to_string();
+        self
+    }
+
+    /// The same with another filter module (a test build of the filter).
+    pub fn filter_wasm(mut self, path: &Path) -> Self {
+        self.filter_wasm = Some(path.to_path_buf());
+        self
     }
 
     /// The same with anonymous authentication on or off.
@@ -178,7 +205,10 @@ impl Standins {
             server_cert: self.server.cert.clone(),
             server_key: self.server.key.clone(),
             client_ca: self.ca.clone(),
-            filter_wasm: filter_wasm()?,
+            filter_wasm: match &opts.filter_wasm {
+                Some(p) => p.clone(),
+                None => filter_wasm()?,
+            },
             node_name: NODE_NAME.into(),
             kubelet_version: opts.kubelet_version.clone(),
             anonymous_enabled: opts.anonymous,
@@ -188,6 +218,8 @@ impl Standins {
             apiserver_port: self.apiserver.addr().port(),
             apiserver_name: "kubernetes.default.svc".into(),
             apiserver_ca: self.ca.clone(),
+            apiserver_timeout: opts.api_timeout.clone(),
+            limits: opts.limits.clone(),
             proxy_client_cert: proxy.cert,
             proxy_client_key: proxy.key,
             kubelet_address: self.kubelet.addr().ip().to_string(),
