@@ -225,8 +225,23 @@ impl Filter {
             return;
         };
         let failed = match &response {
-            CalloutResponse::Failed(_) => true,
-            CalloutResponse::Http { status, .. } => !(200..300).contains(status),
+            CalloutResponse::Failed(why) => {
+                host.log(
+                    Level::Warn,
+                    &format!("kubelet-authz: callout {token} failed: {why}"),
+                );
+                true
+            }
+            CalloutResponse::Http { status, .. } => {
+                let failed = !(200..300).contains(status);
+                if failed {
+                    host.log(
+                        Level::Warn,
+                        &format!("kubelet-authz: callout {token} answered HTTP {status}"),
+                    );
+                }
+                failed
+            }
         };
         if failed {
             self.metrics.inc(host, &[metrics::CALLOUT_FAILURES]);

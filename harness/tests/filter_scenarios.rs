@@ -923,6 +923,89 @@ fn five_failures_exhaust_the_retries(#[case] in_authn: bool) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Callout response size cap: a review is a few KB; a body over 1 MiB is refused unread (a
+// failed attempt, retried like a broken connection), so an API server (or anything in its place)
+// cannot make the VM buffer an unbounded answer. Fails closed: 401 / 500 after five attempts.
+
+/// `r` with its JSON body padded by trailing spaces to `size` bytes (still valid JSON).
+fn padded(mut r: CallResponse, size: usize) -> CallResponse {
+    assert!(r.body.len() <= size);
+    r.body.resize(size, b' ');
+    r
+}
+
+#[rstest]
+#[case::token_review_of_1mib_is_read(true, 1 << 20)]
+#[case::token_review_over_1mib_is_refused(true, (1 << 20) + 1)]
+#[case::token_review_of_16mib_is_refused(true, 16 << 20)]
+#[case::sar_of_1mib_is_read(false, 1 << 20)]
+#[case::sar_over_1mib_is_refused(false, (1 << 20) + 1)]
+#[case::sar_of_16mib_is_refused(false, 16 << 20)]
+fn callout_bodies_over_1mib_fail_closed(#[case] in_authn: bool, #[case] size: usize) {
+    let vm = vm_136();
+    let api = api();
+    let s = bearer(req(&vm, "GET", "/pods"), "tok-prom")
+        .send_headers(true)
+        .unwrap();
+    if !in_authn {
+        api.answer_pending(&vm).unwrap();
+    }
+    let big = if in_authn {
+        padded(tr_ok(PROM, &["monitoring"]), size)
+    } else {
+        padded(sar(Sar::Allow), size)
+    };
+    let read = size <= 1 << 20;
+    for attempt in 1..=5 {
+        if vm.pending_calls().is_empty() {
+            // The retry timer (500ms x1.5^n, +20% jitter at most).
+            vm.advance_clock(Duration::from_secs(3)).unwrap();
+        }
+        answer(&vm, big.clone());
+        if read {
+            assert_eq!(attempt, 1);
+            break;
+        }
+    }
+    if in_authn && read {
+        // Authenticated from the padded answer: the SAR follows.
+        api.answer_pending(&vm).unwrap();
+    }
+    let sar_sent = usize::from(!in_authn);
+    match (read, in_authn) {
+        (true, _) => {
+            assert_forwarded(&s);
+            assert_eq!(metric(&vm, "callout_failures"), 0);
+        }
+        (false, true) => {
+            assert_reply(&s, 401, "Unauthorized");
+            assert_eq!(sent(&vm), vec!["TokenReview"; 5]);
+        }
+        (false, false) => {
+            assert_reply(
+                &s,
+                500,
+                &format!(
+                    "Authorization error (user={PROM}, verb=get, resource=nodes, subresource=pods)"
+                ),
+            );
+            let mut want = vec!["TokenReview"];
+            want.extend(["SAR get pods"; 5]);
+            assert_eq!(sent(&vm), want);
+        }
+    }
+    if !read {
+        assert_eq!(metric(&vm, "callout_failures"), 5);
+        assert_eq!(vm.calls().len(), 5 + sar_sent);
+        assert!(
+            vm.logs_contain(&format!("response body of {size} bytes is too large")),
+            "the refusal is logged: {:#?}",
+            vm.logs()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // API server down: 401 while authenticating, 500 while authorizing; recovery when it returns.
 
 #[test]

@@ -1,7 +1,8 @@
 //! API-server faults through a real Envoy (what `e2e.rs`'s outage test does not cover): a
 //! SubjectAccessReview answered `allowed` and `denied`, malformed JSON, 429 then recovery, and a
-//! huge body. Each: never an allow that the API server did not give, answers within bounded time,
-//! and service restored when the fault ends. One Envoy for the file; the caller is Alice's client
+//! 16 MiB body (over the 1 MiB cap: refused unread, retried, then 500). Each: never an allow that
+//! the API server did not give, answers within bounded time, and service restored when the fault
+//! ends. One Envoy for the file; the caller is Alice's client
 //! certificate (no TokenReview), each fault on a path of its own so no cache hides it.
 //!
 //! Needs Envoy (`ENVOY_BIN`) and the release filter (`KUBELET_AUTHZ_FILTER_WASM`); fails without.
@@ -79,17 +80,34 @@ async fn api_server_faults_never_allow_and_service_recovers() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(took < Duration::from_secs(15), "{took:?}");
 
-    // A 16 MiB body: not a crash, not a wrong allow (the padded answer is the real one, an
-    // allow), and the VM keeps serving.
+    // A 16 MiB body on every attempt: refused unread (the cap is 1 MiB; a review is a few KB),
+    // retried as a failed attempt, then the kubelet's answer to a failing authorizer. Never the
+    // allow padded inside it.
+    s.apiserver
+        .set_fault(Fault::always(FaultKind::HugeBody).for_reviews(&sar));
+    let mark = s.apiserver.records().len();
+    s.kubelet.clear_records();
+    let (r, took) = get(&s, &envoy, "/stats/summary").await;
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        format!(
+            "Authorization error (user={}, verb=get, resource=nodes, subresource=stats)",
+            users::ALICE
+        )
+    );
+    assert_eq!(s.apiserver.records().len() - mark, 5, "five attempts");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(s.kubelet.records().is_empty());
+    s.apiserver.clear_fault();
+    // One huge answer, then the real one: the retry gets it, and the VM keeps serving.
     s.apiserver
         .set_fault(Fault::times(FaultKind::HugeBody, 1).for_reviews(&sar));
-    let (r, took) = get(&s, &envoy, "/stats/summary").await;
-    // Today the filter reads the whole 16 MiB answer and honours the allow inside it (reported:
-    // a cap on callout response size, failing closed, would bound VM memory).
+    let (r, took) = get(&s, &envoy, "/logs/").await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
     s.apiserver.clear_fault();
-    assert_eq!(get(&s, &envoy, "/logs/").await.0.status, 200, "restored");
+    assert_eq!(get(&s, &envoy, "/metrics").await.0.status, 200, "restored");
 
     envoy.stop().await;
     s.shutdown().await;
