@@ -27,6 +27,11 @@ size=$(stat -c %s "$WASM")
 echo "kubelet_authz_filter.wasm: $size bytes (limit 1048576)"
 [ "$size" -le 1048576 ] || { echo "the filter module is larger than 1 MiB" >&2; exit 1; }
 
+say "filter module with the panic probe (test build for tests/tests/hardening_panic.rs)"
+cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked --features panic-probe \
+    --target-dir "$TARGET_DIR/panic-probe"
+export KUBELET_AUTHZ_PANIC_PROBE_WASM="$TARGET_DIR/panic-probe/wasm32-wasip1/release/kubelet_authz_filter.wasm"
+
 say "stand-in binaries (used by the plugin's online tests, the e2e tests and the demo)"
 cargo build -p kubelet-authz-harness --bins --locked
 export KUBELET_AUTHZ_APISERVER="$TARGET_DIR/debug/kubelet-authz-apiserver"

@@ -140,6 +140,8 @@ impl Context for HttpStream {
 
 impl HttpContext for HttpStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "panic-probe")]
+        panic_probe();
         let Ok(mut slot) = self.shared.try_borrow_mut() else {
             host::reply_internal_error("request while busy");
             return Action::Pause;
@@ -173,6 +175,21 @@ impl HttpContext for HttpStream {
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.hold()
+    }
+}
+
+/// Test builds only (cargo feature `panic-probe`, never in the release artefact): panic on a
+/// request carrying `x-kubelet-authz-panic-probe`, so that a test can prove Envoy's
+/// `failure_policy: FAIL_RELOAD` brings a crashed VM back, enforcing.
+#[cfg(feature = "panic-probe")]
+#[allow(clippy::panic)]
+fn panic_probe() {
+    let header = proxy_wasm::hostcalls::get_map_value(
+        proxy_wasm::types::MapType::HttpRequestHeaders,
+        "x-kubelet-authz-panic-probe",
+    );
+    if let Ok(Some(_)) = header {
+        panic!("kubelet-authz: panic probe");
     }
 }
 

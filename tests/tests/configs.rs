@@ -168,6 +168,7 @@ async fn front_proxy_variants_validate_and_keep_the_security_settings() {
         let cfg = &wasm["typed_config"]["config"];
         assert_eq!(cfg["fail_open"], false);
         assert_eq!(cfg["failure_policy"], "FAIL_RELOAD");
+        assert_eq!(cfg["reload_config"]["backoff"]["base_interval"], "1s");
         assert_eq!(cfg["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
         assert_eq!(h["http_filters"][1]["name"], "envoy.filters.http.router");
 
@@ -298,7 +299,7 @@ async fn istio_wasmplugin_is_a_valid_filter_configuration() {
     let wp = kind(&docs, "WasmPlugin");
     assert_eq!(wp["apiVersion"], "extensions.istio.io/v1alpha1");
     assert_eq!(wp["spec"]["phase"], "AUTHN");
-    assert_eq!(wp["spec"]["failStrategy"], "FAIL_CLOSE");
+    assert_eq!(wp["spec"]["failStrategy"], "FAIL_RELOAD");
     let cfg = Config::from_value(&wp["spec"]["pluginConfig"]).unwrap();
     assert_eq!(cfg.node_name, "worker-1");
     assert_eq!(
