@@ -239,6 +239,23 @@ impl Envoy {
         self.admin
     }
 
+    /// The Envoy process id (`None` once it has exited), e.g. to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Envoy's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`; Linux only).
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().context("envoy has exited")?;
+        let path = format!("/proc/{pid}/status");
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .with_context(|| format!("{path}: no VmRSS line"))
+    }
+
     /// `GET /stats/prometheus` from the admin.
     pub async fn prometheus(&self) -> anyhow::Result<String> {
         let (status, body) = admin_get(self.admin, "/stats/prometheus").await?;
