@@ -18,6 +18,9 @@ say "clippy (wasm32-wasip1: authz and the filter)"
 cargo clippy -p kubelet-authz --no-default-features --target wasm32-wasip1 --locked -- -D warnings
 cargo clippy -p kubelet-authz-filter --target wasm32-wasip1 --locked -- -D warnings
 
+say "fuzz targets compile (a stable check; running them needs nightly and cargo-fuzz: docs/SECURITY.md)"
+cargo check --manifest-path fuzz/Cargo.toml --locked --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
+
 say "filter module (release, wasm32-wasip1)"
 cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked
 cargo build -p kubelet-authz --target wasm32-wasip1 --release --locked
