@@ -264,9 +264,10 @@ pub struct Verdict {
     pub status: u16,
     /// Body the kubelet would answer (empty for allowed).
     pub body: String,
-    /// Headers to remove before forwarding (the bearer token, as the kubelet does).
+    /// Headers to remove before forwarding: the caller's `Authorization`, and
+    /// `Sec-WebSocket-Protocol` when it held only a token.
     pub remove_headers: Vec<String>,
-    /// Headers to set before forwarding (the WebSocket protocols without the token).
+    /// Headers to set before forwarding: `Sec-WebSocket-Protocol` without its token entries.
     pub set_headers: Vec<(String, String)>,
     /// The authenticated user.
     pub user: Option<Arc<UserInfo>>,
@@ -525,8 +526,6 @@ pub struct Session {
     user: Option<SharedUser>,
     authn: AuthnMethod,
     errors: Vec<String>,
-    remove_headers: Vec<String>,
-    set_headers: Vec<(String, String)>,
     checks: Vec<Check>,
     pending: Option<Pending>,
     spoofed: Option<String>,
@@ -559,8 +558,6 @@ impl Session {
             user: None,
             authn: AuthnMethod::None,
             errors: Vec::new(),
-            remove_headers: Vec::new(),
-            set_headers: Vec::new(),
             checks: Vec::new(),
             pending: None,
             spoofed: None,
@@ -982,16 +979,11 @@ impl Session {
         match outcome {
             TokenOutcome::Authenticated(user) => {
                 self.user = Some(user);
-                if via_ws {
-                    self.authn = AuthnMethod::WebSocket;
-                    if let Some(Ok(t)) = &self.ws {
-                        self.set_headers
-                            .push(("sec-websocket-protocol".into(), t.remaining.clone()));
-                    }
+                self.authn = if via_ws {
+                    AuthnMethod::WebSocket
                 } else {
-                    self.authn = AuthnMethod::Bearer;
-                    self.remove_headers.push("authorization".into());
-                }
+                    AuthnMethod::Bearer
+                };
                 self.phase = Phase::AuthnDone;
             }
             TokenOutcome::Rejected => {
@@ -1185,42 +1177,42 @@ impl Session {
         }
     }
 
+    /// The header changes that keep the caller's credentials from the kubelet on a forwarded
+    /// request. The kubelet behind the proxy trusts the proxy's own client certificate, so a
+    /// caller's credential there is never needed, only leaked: `Authorization` goes whether or not
+    /// it authenticated (the kubelet deletes it only when it did), and every bearer-token entry
+    /// leaves `Sec-WebSocket-Protocol` whichever credential authenticated (the kubelet strips it
+    /// only when it was the one).
+    fn credentials_removed(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let mut remove = Vec::new();
+        let mut set = Vec::new();
+        if self.request.first_header("authorization").is_some() {
+            remove.push("authorization".to_string());
+        }
+        let protocols = self.request.header_values("sec-websocket-protocol");
+        match identity::without_websocket_tokens(&protocols) {
+            Some(rest) if rest.is_empty() => remove.push("sec-websocket-protocol".to_string()),
+            Some(rest) => set.push(("sec-websocket-protocol".to_string(), rest)),
+            None => {}
+        }
+        (remove, set)
+    }
+
     fn verdict(&mut self, outcome: Outcome, status: u16, body: String) -> Verdict {
         self.phase = Phase::Finished;
         self.pending = None;
         let shadowed = self.shadow && outcome != Outcome::Allowed;
+        let (remove_headers, set_headers) = if outcome == Outcome::Allowed || shadowed {
+            self.credentials_removed()
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Verdict {
             outcome,
             status,
             body,
-            remove_headers: if outcome == Outcome::Allowed {
-                self.remove_headers.clone()
-            } else if shadowed {
-                // Shadow forwards what Enforce refuses: whether or not its credentials
-                // authenticated, they never reach the kubelet.
-                let mut h = self.remove_headers.clone();
-                if self.request.first_header("authorization").is_some()
-                    && !h.iter().any(|x| x == "authorization")
-                {
-                    h.push("authorization".into());
-                }
-                h
-            } else {
-                Vec::new()
-            },
-            set_headers: if outcome == Outcome::Allowed {
-                self.set_headers.clone()
-            } else if shadowed {
-                let mut h = self.set_headers.clone();
-                if let Some(Ok(t)) = &self.ws {
-                    if h.is_empty() {
-                        h.push(("sec-websocket-protocol".into(), t.remaining.clone()));
-                    }
-                }
-                h
-            } else {
-                Vec::new()
-            },
+            remove_headers,
+            set_headers,
             user: self.user.as_ref().map(SharedUser::arc),
             authn: self.authn,
             authn_errors: self.errors.clone(),

@@ -167,6 +167,26 @@ const GO_RAW_URL_ENCODING: base64::engine::GeneralPurpose = base64::engine::Gene
         .with_decode_allow_trailing_bits(true),
 );
 
+/// `Sec-WebSocket-Protocol` without its bearer-token entries, the others joined with `,` as
+/// the kubelet rewrites it: `None` when no entry carries a token (forward the header as it is),
+/// `Some("")` when nothing else is left (drop the header). Every token entry goes, even when
+/// there are several or they do not decode: what leaves the proxy never carries one.
+pub fn without_websocket_tokens(values: &[&str]) -> Option<String> {
+    let mut found = false;
+    let mut others = Vec::new();
+    for value in values {
+        for entry in value.split(',') {
+            let entry = entry.trim();
+            if entry.starts_with(WEBSOCKET_TOKEN_PREFIX) {
+                found = true;
+            } else {
+                others.push(entry);
+            }
+        }
+    }
+    found.then(|| others.join(","))
+}
+
 /// Whether the request is a WebSocket upgrade, exactly as `wsstream.IsWebSocketRequest`: only
 /// the first value of each header counts (`Header.Get`); `Upgrade` must equal `websocket` under
 /// Go's `strings.EqualFold` (so the Kelvin sign and the long s fold to `k` and `s`), and the

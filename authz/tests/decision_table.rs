@@ -605,6 +605,94 @@ fn invalid_bearer_then_valid_websocket_token_authenticates() {
     assert_eq!(v.user.unwrap().name, "alice");
 }
 
+/// How a request for the credential table is made.
+#[derive(Clone, Copy, Debug)]
+enum Creds {
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'static str),
+    /// Another `Authorization` scheme (no opinion).
+    Basic,
+    /// A verified client certificate (CN `carol`).
+    Cert,
+    /// A WebSocket upgrade with `v4.channel.k8s.io` and this token's entry.
+    WsToken(&'static str),
+    /// A WebSocket upgrade whose only subprotocol is this token's entry.
+    WsOnlyToken(&'static str),
+    /// The token entry without an upgrade (the kubelet does not read it).
+    ProtocolNoUpgrade(&'static str),
+}
+
+fn with_creds(mut req: Request, creds: &[Creds]) -> Request {
+    for c in creds {
+        req = match *c {
+            Creds::Bearer(t) => bearer(req, t),
+            Creds::Basic => req.header("authorization", "Basic eDp5"),
+            Creds::Cert => with_cert(req, &cert("carol", &["ops"], &[])),
+            Creds::WsToken(t) => ws(req, &format!("v4.channel.k8s.io, {}", ws_token(t))),
+            Creds::WsOnlyToken(t) => ws(req, &ws_token(t)),
+            Creds::ProtocolNoUpgrade(t) => req.header(
+                "sec-websocket-protocol",
+                &format!("v4.channel.k8s.io,{}", ws_token(t)),
+            ),
+        };
+    }
+    req
+}
+
+/// A forwarded request never carries the caller's credentials, whichever authenticator
+/// succeeded (a deliberate difference: the kubelet strips only the credential that
+/// authenticated, and the kubelet behind the proxy needs none). `(who, removed, protocols set)`.
+#[rstest]
+#[case::bearer(&[Creds::Bearer("tok-alice")], "alice", &["authorization"], None)]
+#[case::cert_ignores_the_bearer(&[Creds::Cert, Creds::Bearer("tok-alice")], "carol", &["authorization"], None)]
+#[case::cert_with_a_rejected_bearer(&[Creds::Cert, Creds::Bearer("nope")], "carol", &["authorization"], None)]
+#[case::anonymous_with_basic(&[Creds::Basic], "system:anonymous", &["authorization"], None)]
+#[case::websocket_token(&[Creds::WsToken("tok-alice")], "alice", &[], Some("v4.channel.k8s.io"))]
+#[case::bearer_wins_over_another_websocket_token(&[Creds::Bearer("tok-prom"), Creds::WsToken("tok-alice")], "system:serviceaccount:monitoring:prometheus", &["authorization"], Some("v4.channel.k8s.io"))]
+#[case::rejected_bearer_then_websocket_token(&[Creds::Bearer("nope"), Creds::WsToken("tok-alice")], "alice", &["authorization"], Some("v4.channel.k8s.io"))]
+#[case::cert_with_a_websocket_token(&[Creds::Cert, Creds::WsToken("tok-alice")], "carol", &[], Some("v4.channel.k8s.io"))]
+#[case::cert_with_only_a_token_protocol(&[Creds::Cert, Creds::WsOnlyToken("tok-alice")], "carol", &["sec-websocket-protocol"], None)]
+#[case::token_protocol_without_upgrade(&[Creds::ProtocolNoUpgrade("tok-alice")], "system:anonymous", &[], Some("v4.channel.k8s.io"))]
+#[case::nothing(&[], "system:anonymous", &[], None)]
+fn forwarded_requests_never_carry_caller_credentials(
+    #[case] creds: &[Creds],
+    #[case] user: &str,
+    #[case] removed: &[&str],
+    #[case] protocols: Option<&str>,
+) {
+    let mut e = engine(
+        r#""authentication":{"anonymous":{"enabled":true}},"authorization":{"mode":"AlwaysAllow"}"#,
+    );
+    let v = decide(
+        &mut e,
+        &mut World::new(),
+        with_creds(get("/exec/ns/pod/ctr"), creds),
+        0,
+    );
+    assert_eq!(v.outcome, Outcome::Allowed, "{v:?}");
+    assert_eq!(v.user.as_ref().map(|u| u.name.as_str()), Some(user));
+    assert_eq!(v.remove_headers, removed);
+    let set: Vec<(String, String)> = protocols
+        .map(|p| vec![("sec-websocket-protocol".to_string(), p.to_string())])
+        .unwrap_or_default();
+    assert_eq!(v.set_headers, set);
+}
+
+#[rstest]
+#[case::none(&[], None)]
+#[case::no_token(&["v4.channel.k8s.io, v5.channel.k8s.io"], None)]
+#[case::one(&["v4.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9r"], Some("v4.channel.k8s.io"))]
+#[case::only_the_token(&["base64url.bearer.authorization.k8s.io.dG9r"], Some(""))]
+#[case::two_tokens_in_two_values(&["base64url.bearer.authorization.k8s.io.YQ, x", "base64url.bearer.authorization.k8s.io.Yg"], Some("x"))]
+#[case::undecodable(&["v4.channel.k8s.io,base64url.bearer.authorization.k8s.io.!!!"], Some("v4.channel.k8s.io"))]
+#[case::other_case_is_not_a_token(&["Base64url.bearer.authorization.k8s.io.YQ"], None)]
+fn websocket_token_entries_are_all_removed(#[case] values: &[&str], #[case] want: Option<&str>) {
+    assert_eq!(
+        kubelet_authz::identity::without_websocket_tokens(values).as_deref(),
+        want
+    );
+}
+
 #[test]
 fn token_review_error_status_is_401() {
     let mut e = engine(
