@@ -315,6 +315,9 @@ const RAW_CORPUS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "", None),
     ("GET", "/pods/..;/exec", Some("/pods/..;/exec")),
     ("GET", "/pods?/../exec", Some("/pods")),
+    // An encoded `?` or `#` is part of the path (found by `cargo fuzz run path`).
+    ("GET", "/pods%3Fx", Some("/pods?x")),
+    ("GET", "/pods%23x", Some("/pods#x")),
     ("GET", "/pods?x=%2F..%2Fexec", Some("/pods")),
     ("GET", "/%70ods", Some("/pods")),
     ("GET", "/runningpods/", Some("/runningpods/")),

@@ -331,6 +331,10 @@ const E: &str = "/exec/default/web/app";
     "/exec/default/web/app?x=/../../pods",
     served(E, "create")
 )]
+// An encoded `?` or `#` is path, not query or fragment (found by `cargo fuzz run path`): the
+// kubelet serves `/pods?x` (not `/pods`), which needs `proxy`.
+#[case::encoded_question_mark("GET", "/pods%3Fx", served("/pods?x", "get"))]
+#[case::encoded_hash("GET", "/pods%23x", served("/pods#x", "get"))]
 #[case::fragment_dotdot_exec("GET", "/pods#/../exec", refused(FRAGMENT))]
 #[case::query_then_fragment("GET", "/pods?x#/../exec", refused(FRAGMENT))]
 // Targets that are not origin-form.
