@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Mutation check for the filter scenario tests (harness/tests/filter_scenarios.rs): they must pass
-# against the real filter module and FAIL against two tiny mutants that accept any configuration
-# and then allow every request (harness/testdata/mutants/allow-all) or answer 403 to every request
-# (harness/testdata/mutants/deny-all). Honours CARGO_TARGET_DIR. Exit 0 when all three hold.
+# Mutation check for the filter's tests through the real .wasm in the harness:
+# - the scenario tests (harness/tests/filter_scenarios.rs) must pass against the real filter module
+#   and FAIL against two tiny mutants that accept any configuration and then allow every request
+#   (harness/testdata/mutants/allow-all) or answer 403 to every request (.../deny-all);
+# - the filter rebuilt from a copy of the source with a security check removed
+#   (scripts/mutants/apply.py: the canonical-path refusal, the XFCC digest check) must make the
+#   corpus or scenario tests fail (issue 7).
+# Honours CARGO_TARGET_DIR. Exit 0 when all of it holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -17,12 +21,13 @@ for m in allow-all deny-all; do
         --manifest-path "harness/testdata/mutants/$m/Cargo.toml" \
         --target-dir "$CARGO_TARGET_DIR/mutants"
 done
-cargo test -p kubelet-authz-harness --test filter_scenarios --no-run --quiet
+cargo test -p kubelet-authz-harness --test filter_scenarios --test corpus --no-run --quiet
 
-# Runs the scenario tests against module $1; prints "passed failed" from the test summary.
+# Runs the tests ($2, default filter_scenarios) against module $1; prints "passed failed" from
+# the test summary.
 run_tests() {
     local out
-    out=$(KUBELET_AUTHZ_FILTER_WASM="$1" cargo test -p kubelet-authz-harness --test filter_scenarios --quiet 2>&1 || true)
+    out=$(KUBELET_AUTHZ_FILTER_WASM="$1" cargo test -p kubelet-authz-harness --test "${2:-filter_scenarios}" --quiet 2>&1 || true)
     local summary
     summary=$(grep -E '^test result:' <<<"$out" | tail -n 1)
     if [[ -z "$summary" ]]; then
@@ -53,5 +58,30 @@ for m in allow-all deny-all; do
         status=1
     fi
 done
+
+# Source mutations: each removes one security check; the filter is rebuilt from a copy.
+copy=$(mktemp -d)
+trap 'rm -rf "$copy"' EXIT
+for m in no-canonical-path:corpus trust-xfcc:filter_scenarios; do
+    name=${m%%:*}
+    suite=${m#*:}
+    rm -rf "$copy/src"
+    mkdir -p "$copy/src"
+    git ls-files -z | xargs -0 cp --parents -t "$copy/src"
+    if ! python3 scripts/mutants/apply.py "$name" "$copy/src"; then
+        status=1
+        continue
+    fi
+    (cd "$copy/src" && cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --quiet \
+        --target-dir "$CARGO_TARGET_DIR/source-mutants")
+    module="$CARGO_TARGET_DIR/source-mutants/wasm32-wasip1/release/kubelet_authz_filter.wasm"
+    read -r mpassed mfailed < <(run_tests "$module" "$suite")
+    echo "== source mutant $name: $mfailed of $((mpassed + mfailed)) $suite tests failed"
+    if [[ "$mfailed" -le 0 ]]; then
+        echo "FAIL: the $suite tests did not catch the $name mutant" >&2
+        status=1
+    fi
+done
+
 echo "== check-mutants: $(( $(date +%s) - started ))s, $([[ $status == 0 ]] && echo OK || echo FAILED)"
 exit $status
