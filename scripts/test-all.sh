@@ -47,5 +47,5 @@ started=$SECONDS
 cargo test --workspace --locked
 echo "cargo test --workspace: $((SECONDS - started)) s (build and run)"
 
-say "mutation check: the filter scenarios fail against allow-all and deny-all modules"
+say "mutation check: the harness tests fail against allow-all, deny-all and filters without a security check"
 bash scripts/check-mutants.sh
