@@ -1,9 +1,9 @@
 //! API-server faults through a real Envoy (what `e2e.rs`'s outage test does not cover): a
-//! SubjectAccessReview answered `allowed` and `denied`, malformed JSON, 429 then recovery, and a
-//! 16 MiB body (over the 1 MiB cap: refused unread, retried, then 500). Each: never an allow that
-//! the API server did not give, answers within bounded time, and service restored when the fault
-//! ends. One Envoy for the file; the caller is Alice's client
-//! certificate (no TokenReview), each fault on a path of its own so no cache hides it.
+//! SubjectAccessReview answered `allowed` and `denied`, malformed JSON, 429, 500 or a closed
+//! connection then recovery, and a 16 MiB body (over the 1 MiB cap: refused unread, retried, then
+//! 500). Each: never an allow that the API server did not give, answers within bounded time, and
+//! service restored when the fault ends. One Envoy for the file; the caller is Alice's client
+//! certificate (no TokenReview), each fault on a subresource of its own so no cache hides it.
 //!
 //! Needs Envoy (`ENVOY_BIN`) and the release filter (`KUBELET_AUTHZ_FILTER_WASM`); fails without.
 #![allow(
@@ -79,6 +79,26 @@ async fn api_server_faults_never_allow_and_service_recovers() {
     let (r, took) = get(&s, &envoy, "/configz").await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // 500 twice, then the answer; a closed connection twice, then the answer (both denials, on
+    // subresources of their own): both retried (reference 2.10), the answer is the API server's.
+    for (kind, path, status) in [
+        (FaultKind::Error500, "/spec/", 403),
+        (FaultKind::Close, "/checkpoint/default/web/app", 403),
+    ] {
+        s.apiserver
+            .set_fault(Fault::times(kind, 2).for_reviews(&sar));
+        let mark = s.apiserver.records().len();
+        let (r, took) = get(&s, &envoy, path).await;
+        assert_eq!(r.status, status, "{kind:?}: {r:?}");
+        assert_eq!(
+            s.apiserver.records().len() - mark,
+            3,
+            "{kind:?}: three attempts"
+        );
+        assert!(took < Duration::from_secs(15), "{kind:?}: {took:?}");
+    }
+    s.apiserver.clear_fault();
 
     // A 16 MiB body on every attempt: refused unread (the cap is 1 MiB; a review is a few KB),
     // retried as a failed attempt, then the kubelet's answer to a failing authorizer. Never the
