@@ -315,6 +315,26 @@ fn corpus() -> Vec<Case> {
             &get("/pods%252F..%252Fexec/default/web/app"),
             Filter400,
         ),
+        // An encoded `?` or `#` is path, not query or fragment (found by `cargo fuzz run path`):
+        // the kubelet would serve `/pods?x`, which needs `proxy`.
+        case(
+            "/pods%3Fx",
+            &get("/pods%3Fx"),
+            Denied {
+                seen: "/pods%3Fx",
+                verb: "get",
+                tried: &["proxy"],
+            },
+        ),
+        case(
+            "/pods%23x",
+            &get("/pods%23x"),
+            Denied {
+                seen: "/pods%23x",
+                verb: "get",
+                tried: &["proxy"],
+            },
+        ),
         case("/pods%00", &get("/pods%00"), Envoy(400)),
         case("/pods%0a", &get("/pods%0a"), Filter400),
         // NUL, control and non-ASCII bytes on the wire: Envoy's codec refuses them.
