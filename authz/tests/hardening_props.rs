@@ -18,6 +18,10 @@ use kubelet_authz::decision::{
 use kubelet_authz::review::{SubjectAccessReview, TokenReview};
 use proptest::prelude::*;
 
+#[path = "support/oracle.rs"]
+mod oracle;
+use oracle::{checks, checks_136, resolved};
+
 fn engine(extra: &str) -> Engine {
     let sep = if extra.is_empty() { "" } else { "," };
     let cfg =
@@ -246,46 +250,6 @@ fn distinct_sars_in_flight_overflow_is_500() {
     assert_eq!(errors, 56);
 }
 
-/// The kubelet's checks for a decoded path on a 1.36 kubelet (from DESIGN.md's table).
-fn checks_136(path: &str) -> Vec<&'static str> {
-    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
-    if under("/metrics") {
-        vec!["metrics"]
-    } else if under("/stats") {
-        vec!["stats"]
-    } else if under("/logs") {
-        vec!["log"]
-    } else if under("/pods") || under("/runningpods") {
-        vec!["pods", "proxy"]
-    } else if under("/healthz") {
-        vec!["healthz", "proxy"]
-    } else if under("/configz") {
-        vec!["configz", "proxy"]
-    } else if under("/statusz") {
-        vec!["statusz"]
-    } else if under("/flagz") {
-        vec!["configz"]
-    } else {
-        vec!["proxy"]
-    }
-}
-
-/// Go's path resolution as the kubelet's mux applies it (before it redirects): what a
-/// non-canonical target would really reach.
-fn resolved(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for seg in path.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    format!("/{}", out.join("/"))
-}
-
 /// Targets no normaliser touched: the engine alone must refuse or authorize them correctly.
 const RAW_CORPUS: &[(&str, &str, Option<&str>)] = &[
     // (method, target, Some(decoded path forwarded) | None = 400)
@@ -409,6 +373,38 @@ proptest! {
         if v.outcome == Outcome::Allowed {
             prop_assert_eq!(checks_136(&resolved(&v.path))[0], "pods", "{:?} -> {:?}", target, v.path);
             prop_assert!(!v.path.contains("//") && !v.path.contains('\\'));
+        }
+    }
+}
+
+/// The hand-written oracle (authz/tests/support/oracle.rs, shared by the corpus tests) agrees
+/// with the engine on every endpoint, for every version with default gates: a wrong oracle would
+/// make the corpus tests assert the wrong thing.
+#[test]
+fn the_test_oracle_agrees_with_the_engine() {
+    let mut paths: Vec<String> = kubelet_authz::kubelet::ENDPOINTS
+        .iter()
+        .map(|e| e.path.to_string())
+        .collect();
+    paths.extend(
+        [
+            "/",
+            "/pods?x",
+            "/runningPods/",
+            "/checkpoint",
+            "/flagz/x",
+            "/statusz",
+            "/logsx",
+        ]
+        .map(String::from),
+    );
+    for minor in 21..=36 {
+        let model = kubelet_authz::kubelet::KubeletModel::for_version(
+            kubelet_authz::KubeletVersion::new(minor).unwrap(),
+        );
+        for p in &paths {
+            let engine: Vec<&str> = model.subresources(p).iter().map(|s| s.as_str()).collect();
+            assert_eq!(checks(minor, p), engine, "1.{minor} {p}");
         }
     }
 }

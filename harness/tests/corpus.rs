@@ -36,6 +36,10 @@ use kubelet_authz_harness::host::{CallResponse, Host, HttpCall, Outcome, Stream}
 use rstest::rstest;
 use serde_json::json;
 
+#[path = "../../authz/tests/support/oracle.rs"]
+mod oracle;
+use oracle::{checks_136, resolved};
+
 const NODE: &str = "worker-1";
 const TOKEN: &str = "tok-podlister";
 const PODLISTER: &str = "podlister";
@@ -157,45 +161,6 @@ fn drive(vm: &Host, s: &Stream) {
 
 // ---------------------------------------------------------------------------------------------
 // The kubelet, written out independently of the engine.
-
-/// The kubelet's checks for a decoded path on a 1.36 kubelet (from DESIGN.md's table).
-fn checks_136(path: &str) -> Vec<&'static str> {
-    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
-    if under("/metrics") {
-        vec!["metrics"]
-    } else if under("/stats") {
-        vec!["stats"]
-    } else if under("/logs") {
-        vec!["log"]
-    } else if under("/pods") || under("/runningpods") {
-        vec!["pods", "proxy"]
-    } else if under("/healthz") {
-        vec!["healthz", "proxy"]
-    } else if under("/configz") {
-        vec!["configz", "proxy"]
-    } else if under("/statusz") {
-        vec!["statusz"]
-    } else if under("/flagz") {
-        vec!["configz"]
-    } else {
-        vec!["proxy"]
-    }
-}
-
-/// Go's path resolution as the kubelet's mux applies it: what a target would really reach.
-fn resolved(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for seg in path.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    format!("/{}", out.join("/"))
-}
 
 /// The path Go's `URL.Path` gives for a request target: the path of an absolute-form target, no
 /// query or fragment, valid percent-escapes decoded (lossy for non-UTF-8 results).

@@ -24,6 +24,10 @@ use kubelet_authz_harness::standins::client::ClientResponse;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "../../authz/tests/support/oracle.rs"]
+mod oracle;
+use oracle::checks;
+
 /// Who sends a request.
 #[derive(Debug, Clone, Copy)]
 enum Who {
@@ -137,32 +141,6 @@ fn token_reviews_since(s: &Standins, mark: usize) -> Vec<String> {
                 .to_string()
         })
         .collect()
-}
-
-/// The kubelet's subresource checks for a decoded path (written out by hand from DESIGN.md's table,
-/// independently of the engine).
-fn checks(minor: u32, path: &str) -> Vec<&'static str> {
-    let fine = minor >= 33; // the gate is on by default from 1.33
-    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
-    if under("/metrics") {
-        vec!["metrics"]
-    } else if under("/stats") {
-        vec!["stats"]
-    } else if under("/logs") {
-        vec!["log"]
-    } else if fine && (under("/pods") || under("/runningpods")) {
-        vec!["pods", "proxy"]
-    } else if fine && under("/healthz") {
-        vec!["healthz", "proxy"]
-    } else if fine && under("/configz") {
-        vec!["configz", "proxy"]
-    } else if minor >= 36 && under("/statusz") {
-        vec!["statusz"]
-    } else if fine && under("/statusz") {
-        vec!["statusz", "proxy"]
-    } else {
-        vec!["proxy"]
-    }
 }
 
 fn forbidden(minor: u32, user: &str, verb: &str, tried: &[&str]) -> String {

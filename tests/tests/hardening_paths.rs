@@ -27,6 +27,10 @@ use kubelet_authz_e2e::stack::{
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+#[path = "../../authz/tests/support/oracle.rs"]
+mod oracle;
+use oracle::checks_136;
+
 /// A raw response: status, lower-case headers, body.
 #[derive(Debug)]
 struct Raw {
@@ -126,31 +130,6 @@ async fn raw(config: &Arc<rustls::ClientConfig>, envoy: &Envoy, head: &[u8]) -> 
     Raw {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-/// The kubelet's checks for a decoded path on a 1.36 kubelet (written out from DESIGN.md's
-/// table, independently of the engine).
-fn checks_136(path: &str) -> Vec<&'static str> {
-    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
-    if under("/metrics") {
-        vec!["metrics"]
-    } else if under("/stats") {
-        vec!["stats"]
-    } else if under("/logs") {
-        vec!["log"]
-    } else if under("/pods") || under("/runningpods") {
-        vec!["pods", "proxy"]
-    } else if under("/healthz") {
-        vec!["healthz", "proxy"]
-    } else if under("/configz") {
-        vec!["configz", "proxy"]
-    } else if under("/statusz") {
-        vec!["statusz"]
-    } else if under("/flagz") {
-        vec!["configz"]
-    } else {
-        vec!["proxy"]
     }
 }
 
