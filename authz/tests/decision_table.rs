@@ -180,76 +180,9 @@ fn bearer(req: Request, token: &str) -> Request {
 // ---------------------------------------------------------------------------------------------
 // Client certificates through XFCC, as Envoy sets them.
 
-struct Cert {
-    der: Vec<u8>,
-    pem: String,
-}
-
-/// A self-signed certificate made with the `openssl` command (UID = OID 1.3.6.1.4.1.57683.2,
-/// `asn1util.X509UID()`, not the LDAP uid the reference names) (rcgen keeps one value per
-/// attribute type; the kubelet reads every O and refuses several UIDs, so tests need repeats).
-fn cert(cn: &str, orgs: &[&str], uids: &[&str]) -> Cert {
-    let dir = std::env::temp_dir().join(format!(
-        "kubelet-authz-cert-{}-{}",
-        std::process::id(),
-        CERT_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut subj = String::new();
-    for o in orgs {
-        subj.push_str(&format!("/O={o}"));
-    }
-    for u in uids {
-        subj.push_str(&format!("/k8sUID={u}"));
-    }
-    if !cn.is_empty() {
-        subj.push_str(&format!("/CN={cn}"));
-    }
-    if subj.is_empty() {
-        subj.push_str("/L=nowhere");
-    }
-    let pem_path = dir.join("c.pem");
-    let cnf = dir.join("openssl.cnf");
-    std::fs::write(
-        &cnf,
-        "oid_section = oids\n[oids]\nk8sUID = 1.3.6.1.4.1.57683.2\n[req]\ndistinguished_name = dn\n[dn]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new("openssl")
-        .arg("req")
-        .arg("-config")
-        .arg(&cnf)
-        .args([
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-multivalue-rdn",
-        ])
-        .arg("-subj")
-        .arg(&subj)
-        .arg("-keyout")
-        .arg(dir.join("k.pem"))
-        .arg("-out")
-        .arg(&pem_path)
-        .output()
-        .expect("openssl must be installed (the test command installs it)");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = std::fs::read_to_string(&pem_path).unwrap();
-    let der = kubelet_authz::identity::x509::pem_to_der(&pem).unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    Cert { der, pem }
-}
-
-static CERT_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+#[path = "support/openssl_cert.rs"]
+mod openssl_cert;
+use openssl_cert::{cert, Cert};
 
 fn url_encode(s: &str) -> String {
     let mut out = String::new();

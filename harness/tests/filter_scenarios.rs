@@ -246,72 +246,9 @@ fn websocket(b: RequestBuilder, protocols: &str) -> RequestBuilder {
 // ---------------------------------------------------------------------------------------------
 // Client certificates (openssl), presented as Envoy does: XFCC + the verified peer digest.
 
-struct Cert {
-    pem: String,
-    hash: String,
-}
-
-static CERT_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// A self-signed certificate; UIDs use OID 1.3.6.1.4.1.57683.2 (several are allowed, so that
-/// the x509 authenticator can fail on them).
-fn cert(cn: &str, orgs: &[&str], uids: &[&str]) -> Cert {
-    let dir = std::env::temp_dir().join(format!(
-        "kubelet-authz-scen-cert-{}-{}",
-        std::process::id(),
-        CERT_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut subj: String = orgs.iter().map(|o| format!("/O={o}")).collect();
-    subj.extend(uids.iter().map(|u| format!("/k8sUID={u}")));
-    if !cn.is_empty() {
-        subj.push_str(&format!("/CN={cn}"));
-    }
-    if subj.is_empty() {
-        subj.push_str("/L=nowhere");
-    }
-    let cnf = dir.join("openssl.cnf");
-    std::fs::write(
-        &cnf,
-        "oid_section = oids\n[oids]\nk8sUID = 1.3.6.1.4.1.57683.2\n[req]\ndistinguished_name = dn\n[dn]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new("openssl")
-        .arg("req")
-        .arg("-config")
-        .arg(&cnf)
-        .args([
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args([
-            "-nodes",
-            "-days",
-            "1",
-            "-multivalue-rdn",
-            "-subj",
-            subj.as_str(),
-        ])
-        .arg("-keyout")
-        .arg(dir.join("k.pem"))
-        .arg("-out")
-        .arg(dir.join("c.pem"))
-        .output()
-        .expect("openssl must be installed (the test command installs it)");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = std::fs::read_to_string(dir.join("c.pem")).unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    let der = kubelet_authz::identity::x509::pem_to_der(&pem).unwrap();
-    let hash = kubelet_authz::identity::x509::sha256_hex(&der);
-    Cert { pem, hash }
-}
+#[path = "../../authz/tests/support/openssl_cert.rs"]
+mod openssl_cert;
+use openssl_cert::{cert, Cert};
 
 /// The request as Envoy passes it on an mTLS connection with `c` verified.
 fn with_cert(b: RequestBuilder, c: &Cert) -> RequestBuilder {
