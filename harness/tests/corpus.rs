@@ -40,6 +40,8 @@ use serde_json::json;
 mod oracle;
 use oracle::{checks_136, resolved};
 
+mod host_support;
+
 const NODE: &str = "worker-1";
 const TOKEN: &str = "tok-podlister";
 const PODLISTER: &str = "podlister";
@@ -80,16 +82,8 @@ fn served(path: &'static str, verb: &'static str) -> Want {
 // ---------------------------------------------------------------------------------------------
 // Setup.
 
-/// The filter module; a missing one fails the test with how to build it.
 fn wasm() -> PathBuf {
-    let path = Host::default_module_path();
-    assert!(
-        path.exists(),
-        "filter module {} is missing: run `cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release` \
-         (with the same CARGO_TARGET_DIR) or set KUBELET_AUTHZ_FILTER_WASM",
-        path.display()
-    );
-    path
+    host_support::filter_module()
 }
 
 /// A fresh VM for a 1.36 kubelet, everything else default.

@@ -33,16 +33,8 @@ const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 // ---------------------------------------------------------------------------------------------
 // Setup.
 
-/// The filter module; a missing one fails the test with how to build it.
 fn wasm() -> PathBuf {
-    let path = Host::default_module_path();
-    assert!(
-        path.exists(),
-        "filter module {} is missing: run `cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release` \
-         (with the same CARGO_TARGET_DIR) or set KUBELET_AUTHZ_FILTER_WASM",
-        path.display()
-    );
-    path
+    host_support::filter_module()
 }
 
 fn config_json(extra: &str) -> String {
@@ -249,6 +241,8 @@ fn websocket(b: RequestBuilder, protocols: &str) -> RequestBuilder {
 #[path = "../../authz/tests/support/openssl_cert.rs"]
 mod openssl_cert;
 use openssl_cert::{cert, Cert};
+
+mod host_support;
 
 /// The request as Envoy passes it on an mTLS connection with `c` verified.
 fn with_cert(b: RequestBuilder, c: &Cert) -> RequestBuilder {

@@ -1,5 +1,5 @@
 //! Shared setup for the host tests: builds the probe module (`harness/testdata/probe-filter`)
-//! for `wasm32-wasip1` once per test process and loads it.
+//! for `wasm32-wasip1` once per test process and loads it, and finds the real filter module.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,19 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use kubelet_authz_harness::host::{find_header, Headers, Host, HostOptions, Stream};
+
+/// The real filter module (`Host::default_module_path`: `$KUBELET_AUTHZ_FILTER_WASM` or the
+/// release artefact); a missing one fails the test with how to build it, never skips it.
+pub fn filter_module() -> PathBuf {
+    let path = Host::default_module_path();
+    assert!(
+        path.exists(),
+        "filter module {} is missing: run `cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release` \
+         (with the same CARGO_TARGET_DIR) or set KUBELET_AUTHZ_FILTER_WASM",
+        path.display()
+    );
+    path
+}
 
 /// Path of the probe module, building it on first use.
 pub fn probe_path() -> PathBuf {
