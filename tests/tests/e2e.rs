@@ -130,19 +130,6 @@ fn sars_since(s: &Standins, mark: usize) -> Vec<(String, String, bool, Value)> {
         .collect()
 }
 
-fn token_reviews_since(s: &Standins, mark: usize) -> Vec<String> {
-    s.apiserver.records()[mark..]
-        .iter()
-        .filter(|r| r.kind == "TokenReview")
-        .map(|r| {
-            r.request["spec"]["token"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect()
-}
-
 fn forbidden(minor: u32, user: &str, verb: &str, tried: &[&str]) -> String {
     if minor >= 32 {
         format!(
@@ -272,7 +259,7 @@ async fn seed_roles(version: &str) {
     }
     assert!(allowed_count > 0);
     // One TokenReview per token (successes are cached), each with the token as sent.
-    let reviews = token_reviews_since(&s, 0);
+    let reviews = s.apiserver.token_reviews_since(0);
     let mut sorted = reviews.clone();
     sorted.sort();
     assert_eq!(
@@ -348,7 +335,7 @@ async fn x509_bearer_and_anonymous() {
         .unwrap();
     assert!(cred.starts_with("X509SHA256="), "{cred}");
     assert!(
-        token_reviews_since(&s, mark).is_empty(),
+        s.apiserver.token_reviews_since(mark).is_empty(),
         "x509 needs no TokenReview"
     );
     // The kubelet sees the identity only through Envoy's own XFCC (set from the connection).
@@ -370,14 +357,14 @@ async fn x509_bearer_and_anonymous() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", body(&r));
-    assert!(token_reviews_since(&s, mark).is_empty());
+    assert!(s.apiserver.token_reviews_since(mark).is_empty());
 
     // ServiceAccount tokens: TokenReview, then SARs for the token's user; the token is stripped.
     let mark = s.apiserver.records().len();
     let r = get(&s, &off, Who::Token(PODLISTER_TOKEN), "/pods").await;
     assert_eq!(r.status, 200, "{}", body(&r));
     assert_forwarded(&r, "/pods");
-    assert_eq!(token_reviews_since(&s, mark), [PODLISTER_TOKEN]);
+    assert_eq!(s.apiserver.token_reviews_since(mark), [PODLISTER_TOKEN]);
     let tr = s.apiserver.records()[mark..]
         .iter()
         .find(|r| r.kind == "TokenReview")

@@ -108,20 +108,6 @@ async fn flood(
     counts
 }
 
-/// The tokens of the TokenReviews recorded after `mark`, in order.
-fn reviewed_tokens(s: &Standins, mark: usize) -> Vec<String> {
-    s.apiserver.records()[mark..]
-        .iter()
-        .filter(|r| r.kind == "TokenReview")
-        .map(|r| {
-            r.request["spec"]["token"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_stay_bounded_and_deduplicated() {
     let started = Instant::now();
@@ -145,7 +131,7 @@ async fn floods_stay_bounded_and_deduplicated() {
     let t = Instant::now();
     assert_eq!(flood(&client, &envoy, "/pods", &wave1).await, unauthorized);
     let wave1_time = t.elapsed();
-    let reviewed = reviewed_tokens(&s, mark);
+    let reviewed = s.apiserver.token_reviews_since(mark);
     assert_eq!(reviewed.len(), wave, "one TokenReview per token");
     assert_eq!(
         reviewed.iter().cloned().collect::<BTreeSet<_>>(),
@@ -165,7 +151,7 @@ async fn floods_stay_bounded_and_deduplicated() {
     let t = Instant::now();
     assert_eq!(flood(&client, &envoy, "/pods", &wave2).await, unauthorized);
     let wave2_time = t.elapsed();
-    let reviewed = reviewed_tokens(&s, mark);
+    let reviewed = s.apiserver.token_reviews_since(mark);
     assert_eq!(reviewed.len(), wave, "one TokenReview per token");
     assert_eq!(
         reviewed.iter().cloned().collect::<BTreeSet<_>>(),
@@ -201,7 +187,7 @@ async fn floods_stay_bounded_and_deduplicated() {
             (401, "Unauthorized")
         );
         assert_eq!(
-            reviewed_tokens(&s, mark),
+            s.apiserver.token_reviews_since(mark),
             vec![token.clone(); reviews],
             "{token}"
         );

@@ -215,6 +215,23 @@ impl ApiServer {
         lock(&self.state.records).clone()
     }
 
+    /// The tokens of the TokenReviews recorded from index `mark` on, oldest first (faulted
+    /// attempts included).
+    pub fn token_reviews_since(&self, mark: usize) -> Vec<String> {
+        lock(&self.state.records)
+            .iter()
+            .skip(mark)
+            .filter(|r| r.kind == "TokenReview")
+            .map(|r| {
+                r.request
+                    .pointer("/spec/token")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// Forget the records.
     pub fn clear_records(&self) {
         lock(&self.state.records).clear();
