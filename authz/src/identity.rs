@@ -148,13 +148,12 @@ pub enum WebSocketTokenError {
     MissingSubprotocol,
 }
 
-/// A token found in `Sec-WebSocket-Protocol`, with the header value to forward without it.
+/// A token found in `Sec-WebSocket-Protocol` (the header to forward without it is
+/// [`without_websocket_tokens`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSocketToken {
     /// The decoded bearer token.
     pub token: String,
-    /// The remaining subprotocols, joined with `,` as the kubelet rewrites the header.
-    pub remaining: String,
 }
 
 /// Go's `base64.RawURLEncoding`: no padding, and (unlike Rust's default) tolerant of non-zero
@@ -268,9 +267,6 @@ pub fn websocket_token(values: &[&str]) -> Result<Option<WebSocketToken>, WebSoc
     match token.filter(|t| !t.is_empty()) {
         None => Ok(None),
         Some(_) if others.is_empty() => Err(WebSocketTokenError::MissingSubprotocol),
-        Some(token) => Ok(Some(WebSocketToken {
-            token,
-            remaining: others.join(","),
-        })),
+        Some(token) => Ok(Some(WebSocketToken { token })),
     }
 }

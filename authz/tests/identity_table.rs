@@ -14,8 +14,9 @@ use kubelet_authz::identity::x509::{self, X509Error};
 use kubelet_authz::identity::xfcc::{self, ClientCert, XfccElement};
 use kubelet_authz::identity::{
     add_authenticated_group, anonymous, is_websocket_request, parse_bearer, websocket_token,
-    BearerHeader, UserInfo, WebSocketToken, WebSocketTokenError, ANONYMOUS_USER,
-    AUTHENTICATED_GROUP, CREDENTIAL_ID_EXTRA, UNAUTHENTICATED_GROUP, WEBSOCKET_TOKEN_PREFIX,
+    without_websocket_tokens, BearerHeader, UserInfo, WebSocketToken, WebSocketTokenError,
+    ANONYMOUS_USER, AUTHENTICATED_GROUP, CREDENTIAL_ID_EXTRA, UNAUTHENTICATED_GROUP,
+    WEBSOCKET_TOKEN_PREFIX,
 };
 use kubelet_authz::review::ReviewUser;
 use kubelet_authz::KubeletVersion;
@@ -76,11 +77,16 @@ fn enc(token: &[u8]) -> String {
     )
 }
 
-fn ok(token: &str, remaining: &str) -> Result<Option<WebSocketToken>, WebSocketTokenError> {
-    Ok(Some(WebSocketToken {
-        token: token.to_string(),
-        remaining: remaining.to_string(),
-    }))
+/// The token found, and the header value forwarded without it.
+type WsWant = Result<Option<(WebSocketToken, String)>, WebSocketTokenError>;
+
+fn ok(token: &str, remaining: &str) -> WsWant {
+    Ok(Some((
+        WebSocketToken {
+            token: token.to_string(),
+        },
+        remaining.to_string(),
+    )))
 }
 
 #[rstest]
@@ -109,12 +115,18 @@ fn ok(token: &str, remaining: &str) -> Result<Option<WebSocketToken>, WebSocketT
 #[case::other_prefix(vec!["base64.bearer.authorization.k8s.io.dG9rZW4,chat".into()], Ok(None))]
 #[case::bad_base64_beats_missing(vec![format!("{WEBSOCKET_TOKEN_PREFIX}%%")], Err(WebSocketTokenError::Encoding))]
 #[case::multiple_beats_missing(vec![format!("{},{}", enc(b"a"), enc(b"b"))], Err(WebSocketTokenError::Multiple))]
-fn websocket_protocol(
-    #[case] values: Vec<String>,
-    #[case] want: Result<Option<WebSocketToken>, WebSocketTokenError>,
-) {
+fn websocket_protocol(#[case] values: Vec<String>, #[case] want: WsWant) {
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let (want, remaining) = match want {
+        Ok(Some((t, r))) => (Ok(Some(t)), Some(r)),
+        Ok(None) => (Ok(None), None),
+        Err(e) => (Err(e), None),
+    };
     assert_eq!(websocket_token(&refs), want);
+    if let Some(r) = remaining {
+        // What the kubelet forwards once the token authenticated.
+        assert_eq!(without_websocket_tokens(&refs), Some(r));
+    }
 }
 
 #[rstest]
@@ -143,9 +155,10 @@ fn websocket_token_entry_is_removed() {
     let header = format!("v4.channel.k8s.io, {}, v5.channel.k8s.io", enc(b"secret"));
     let got = websocket_token(&[&header]).unwrap().unwrap();
     assert_eq!(got.token, "secret");
-    assert!(!got.remaining.contains(WEBSOCKET_TOKEN_PREFIX));
-    assert!(!got.remaining.contains("secret"));
-    assert_eq!(got.remaining, "v4.channel.k8s.io,v5.channel.k8s.io");
+    let forwarded = without_websocket_tokens(&[&header]).unwrap();
+    assert!(!forwarded.contains(WEBSOCKET_TOKEN_PREFIX));
+    assert!(!forwarded.contains(&enc(b"secret")));
+    assert_eq!(forwarded, "v4.channel.k8s.io,v5.channel.k8s.io");
 }
 
 #[rstest]
