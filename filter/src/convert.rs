@@ -6,42 +6,77 @@ use kubelet_authz::decision::{CalloutResponse, Request};
 /// The largest callout response body the filter reads (a review is a few KB).
 pub const MAX_CALLOUT_BODY: usize = 1 << 20;
 
-/// Build the engine's request from the request headers and the connection properties
-/// (`connection.mtls`, `connection.sha256_peer_certificate_digest`, `source.address`, raw).
+/// Header names and values as the proxy holds them: bytes, in order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+    let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(raw)).ok()
+}
+
+/// Parses the ABI's serialized header map (a `u32` count, a `u32` name size and value size per
+/// pair, then each name and value followed by a NUL; little-endian) into byte pairs. `None` when
+/// malformed; empty input is an empty map. Never panics, whatever the bytes.
+pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let count = read_u32(bytes, 0)?;
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    if at > bytes.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for index in 0..count {
+        let entry = index.checked_mul(8)?.checked_add(4)?;
+        let mut take = |len: usize| -> Option<Vec<u8>> {
+            let end = at.checked_add(len)?;
+            let data = bytes.get(at..end)?.to_vec();
+            at = end.checked_add(1)?;
+            Some(data)
+        };
+        let name = take(read_u32(bytes, entry)?)?;
+        let value = take(read_u32(bytes, entry.checked_add(4)?)?)?;
+        pairs.push((name, value));
+    }
+    Some(pairs)
+}
+
+/// Serializes pairs in the ABI's header map format (see [`parse_pairs`]).
+pub fn serialize_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = Vec::new();
+    out.extend_from_slice(&size(pairs.len()));
+    for (name, value) in pairs {
+        out.extend_from_slice(&size(name.len()));
+        out.extend_from_slice(&size(value.len()));
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name);
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+    out
+}
+
+/// Build the engine's request from the request headers as bytes and the connection properties
+/// (`connection.mtls`, `connection.sha256_peer_certificate_digest`, `source.address`, raw). Which
+/// headers the engine reads, and how it reads bytes that are not UTF-8, is the engine's rule
+/// ([`Request::from_header_bytes`]).
 pub fn build_request(
-    headers: Vec<(String, String)>,
+    headers: &Pairs,
     mtls: Option<&[u8]>,
     peer_digest: Option<&[u8]>,
     source_address: Option<&[u8]>,
 ) -> Request {
-    let mut method = String::new();
-    let mut target = String::new();
-    let mut request_id = None;
-    let mut out = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            name.to_ascii_lowercase()
-        } else {
-            name
-        };
-        match name.as_str() {
-            ":method" if method.is_empty() => method.clone_from(&value),
-            ":path" if target.is_empty() => target.clone_from(&value),
-            "x-request-id" if request_id.is_none() => request_id = Some(value.clone()),
-            _ => {}
-        }
-        out.push((name, value));
-    }
+    let mut request =
+        Request::from_header_bytes(headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
     let mtls = mtls.and_then(|b| b.first()).is_some_and(|b| *b != 0);
-    Request {
-        method,
-        target,
-        headers: out,
-        mtls,
-        peer_cert_sha256: if mtls { text(peer_digest) } else { None },
-        source_address: text(source_address),
-        request_id,
-    }
+    request.mtls = mtls;
+    request.peer_cert_sha256 = if mtls { text(peer_digest) } else { None };
+    request.source_address = text(source_address);
+    request
 }
 
 fn text(bytes: Option<&[u8]>) -> Option<String> {
@@ -51,21 +86,22 @@ fn text(bytes: Option<&[u8]>) -> Option<String> {
 
 /// The response to a callout. No headers at all means the proxy got no response (timeout,
 /// reset, connection failure).
-pub fn callout_response(headers: &[(String, String)], body: Vec<u8>) -> CalloutResponse {
+pub fn callout_response(headers: &[(Vec<u8>, Vec<u8>)], body: Vec<u8>) -> CalloutResponse {
     if headers.is_empty() {
         return no_response();
     }
     let status = headers
         .iter()
-        .find(|(k, _)| k == ":status")
-        .and_then(|(_, v)| v.trim().parse::<u16>().ok());
+        .find(|(k, _)| k == b":status")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u16>().ok());
     match status {
         None => CalloutResponse::Failed("response without a valid :status".into()),
         Some(status) => CalloutResponse::Http {
             status,
             retry_after: headers
                 .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("retry-after")),
+                .any(|(k, _)| k.eq_ignore_ascii_case(b"retry-after")),
             body,
         },
     }
@@ -97,7 +133,14 @@ pub fn audit_copy(r: &Request) -> Request {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn h(pairs: &[(&str, &str)]) -> Pairs {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn strings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
@@ -107,7 +150,7 @@ mod tests {
     #[test]
     fn request_from_headers_and_properties() {
         let r = build_request(
-            h(&[
+            &h(&[
                 (":method", "GET"),
                 (":path", "/pods"),
                 ("Authorization", "Bearer x"),
@@ -132,10 +175,10 @@ mod tests {
 
     #[test]
     fn digest_only_with_mtls() {
-        let r = build_request(h(&[(":path", "/")]), Some(&[0]), Some(b"ab12"), None);
+        let r = build_request(&h(&[(":path", "/")]), Some(&[0]), Some(b"ab12"), None);
         assert!(!r.mtls);
         assert_eq!(r.peer_cert_sha256, None);
-        let r = build_request(h(&[(":path", "/")]), None, Some(b"ab12"), Some(b""));
+        let r = build_request(&h(&[(":path", "/")]), None, Some(b"ab12"), Some(b""));
         assert!(!r.mtls);
         assert_eq!(r.source_address, None);
     }
@@ -161,9 +204,74 @@ mod tests {
     }
 
     #[test]
+    fn pairs_round_trip_with_any_bytes() {
+        let pairs: Pairs = vec![
+            (b":path".to_vec(), b"/pods".to_vec()),
+            (b"user-agent".to_vec(), vec![0xff, 0x00, 0x80]),
+            (vec![0xc3, 0x28], Vec::new()),
+        ];
+        let refs: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        assert_eq!(parse_pairs(&serialize_pairs(&refs)), Some(pairs));
+        assert_eq!(parse_pairs(&[]), Some(Vec::new()));
+        assert_eq!(parse_pairs(&[0, 0, 0, 0]), Some(Vec::new()));
+    }
+
+    #[test]
+    fn malformed_maps_are_refused_not_panicked_on() {
+        // A count larger than the table, a size past the end, a truncated count.
+        assert_eq!(parse_pairs(&[9, 0, 0, 0]), None);
+        assert_eq!(
+            parse_pairs(&[1, 0, 0, 0, 200, 0, 0, 0, 1, 0, 0, 0, b'a', 0]),
+            None
+        );
+        assert_eq!(parse_pairs(&[1, 0]), None);
+        assert_eq!(parse_pairs(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_pairs_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = parse_pairs(&bytes);
+        }
+
+        #[test]
+        fn non_utf8_header_bytes_never_fail_the_request(
+            name in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            value in proptest::collection::vec(proptest::num::u8::ANY, 0..24),
+        ) {
+            let headers: Pairs = vec![
+                (b":method".to_vec(), b"GET".to_vec()),
+                (b":path".to_vec(), b"/pods".to_vec()),
+                (name, value),
+            ];
+            let r = build_request(&headers, None, None, None);
+            proptest::prop_assert_eq!(r.target, "/pods");
+        }
+    }
+
+    #[test]
+    fn non_utf8_values_are_read_as_replacement_characters() {
+        let headers: Pairs = vec![
+            (b":method".to_vec(), b"GET".to_vec()),
+            (b":path".to_vec(), b"/pods\xff".to_vec()),
+            (b"Authorization".to_vec(), b"Bearer \xffabc".to_vec()),
+            (b"user-agent".to_vec(), b"caf\xe9".to_vec()),
+        ];
+        let r = build_request(&headers, None, None, None);
+        assert_eq!(r.target, "/pods\u{fffd}");
+        assert_eq!(r.header_values("authorization"), vec!["Bearer \u{fffd}abc"]);
+        assert_eq!(r.header_values("user-agent"), vec!["caf\u{fffd}"]);
+        let status = callout_response(&[(b":status".to_vec(), vec![b'2', 0xff])], Vec::new());
+        assert!(matches!(status, CalloutResponse::Failed(_)));
+    }
+
+    #[test]
     fn audit_copy_keeps_only_what_audit_reads() {
         let r = build_request(
-            h(&[
+            &h(&[
                 (":path", "/pods"),
                 ("authorization", "Bearer secret"),
                 ("user-agent", "curl"),
@@ -173,7 +281,7 @@ mod tests {
             None,
         );
         let a = audit_copy(&r);
-        assert_eq!(a.headers, h(&[("user-agent", "curl")]));
+        assert_eq!(a.headers, strings(&[("user-agent", "curl")]));
         assert_eq!(a.target, "/pods");
     }
 }

@@ -1,35 +1,41 @@
-//! The one module that talks to the proxy: every `proxy_wasm::hostcalls` call of the filter is
-//! here, wrapped so that a host status becomes a typed [`HostError`] instead of a panic.
+//! The one module that talks to the proxy: every hostcall of the filter goes through here (through
+//! the checked bindings of [`crate::abi`], and the SDK's `dispatch_http_call`), so that a host
+//! status becomes a typed [`HostError`] instead of a panic.
 //!
 //! Outputs (dispatch, resume, reply, header edits, metrics, timers, logs) go through the [`Host`]
 //! trait so that the driver can be tested natively with a fake; inputs (request headers,
 //! properties, callout responses, plugin configuration) are plain functions returning data.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use crate::abi;
+use crate::convert::{self, Pairs};
 
-/// A hostcall that did not succeed: which call, and the host's status.
+/// A hostcall that did not succeed: which call, and the host's status (or why its answer could
+/// not be read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostError {
     /// The hostcall.
     pub call: &'static str,
-    /// The host's status code.
+    /// The host's status code; [`MALFORMED`] when the host's answer could not be parsed.
     pub status: u32,
 }
 
+/// [`HostError::status`] of a host answer that could not be parsed (a malformed header map).
+pub const MALFORMED: u32 = u32::MAX;
+
 impl std::fmt::Display for HostError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} failed with status {}", self.call, self.status)
+        if self.status == MALFORMED {
+            write!(f, "{} answered a malformed value", self.call)
+        } else {
+            write!(f, "{} failed with status {}", self.call, self.status)
+        }
     }
 }
 
-fn wrap<T>(call: &'static str, r: Result<T, Status>) -> Result<T, HostError> {
-    r.map_err(|s| HostError {
-        call,
-        status: s as u32,
-    })
+fn wrap<T>(call: &'static str, r: Result<T, u32>) -> Result<T, HostError> {
+    r.map_err(|status| HostError { call, status })
 }
 
 /// Log severity (the subset the filter uses).
@@ -88,7 +94,7 @@ impl Host for Proxy {
     fn set_effective_context(&mut self, context_id: u32) -> Result<(), HostError> {
         wrap(
             "set_effective_context",
-            hostcalls::set_effective_context(context_id),
+            abi::set_effective_context(context_id),
         )
     }
 
@@ -105,117 +111,123 @@ impl Host for Proxy {
             .collect();
         wrap(
             "dispatch_http_call",
-            hostcalls::dispatch_http_call(cluster, headers, Some(body), Vec::new(), timeout),
+            proxy_wasm::hostcalls::dispatch_http_call(
+                cluster,
+                headers,
+                Some(body),
+                Vec::new(),
+                timeout,
+            )
+            .map_err(|s| s as u32),
         )
     }
 
     fn resume_request(&mut self) -> Result<(), HostError> {
-        wrap("resume_http_request", hostcalls::resume_http_request())
+        wrap("continue_stream", abi::continue_request())
     }
 
     fn send_response(&mut self, status: u16, body: &[u8]) -> Result<(), HostError> {
+        let headers = convert::serialize_pairs(&[(
+            b"content-type".as_slice(),
+            b"text/plain; charset=utf-8".as_slice(),
+        )]);
         wrap(
-            "send_http_response",
-            hostcalls::send_http_response(
-                u32::from(status),
-                vec![("content-type", "text/plain; charset=utf-8")],
-                Some(body),
-            ),
+            "send_local_response",
+            abi::send_local_response(u32::from(status), &headers, body),
         )
     }
 
     fn remove_request_header(&mut self, name: &str) -> Result<(), HostError> {
         wrap(
             "remove_header_map_value",
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None),
+            abi::remove_header(abi::MAP_REQUEST_HEADERS, name.as_bytes()),
         )
     }
 
     fn set_request_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         wrap(
             "replace_header_map_value",
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)),
+            abi::replace_header(abi::MAP_REQUEST_HEADERS, name.as_bytes(), value.as_bytes()),
         )
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
         wrap(
             "define_metric",
-            hostcalls::define_metric(MetricType::Counter, name),
+            abi::define_metric(abi::METRIC_COUNTER, name),
         )
     }
 
     fn increment(&mut self, id: u32, by: u64) -> Result<(), HostError> {
         let by = i64::try_from(by).unwrap_or(i64::MAX);
-        wrap("increment_metric", hostcalls::increment_metric(id, by))
+        wrap("increment_metric", abi::increment_metric(id, by))
     }
 
     fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError> {
-        wrap(
-            "set_tick_period",
-            hostcalls::set_tick_period(Duration::from_millis(ms)),
-        )
+        let ms = u32::try_from(ms).unwrap_or(u32::MAX);
+        wrap("set_tick_period", abi::set_tick_period_ms(ms))
     }
 }
 
 /// Write a log line through the proxy (errors are ignored: there is nowhere else to report them).
 pub fn log(level: Level, message: &str) {
     let level = match level {
-        Level::Debug => LogLevel::Debug,
-        Level::Info => LogLevel::Info,
-        Level::Warn => LogLevel::Warn,
-        Level::Error => LogLevel::Error,
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Error => 4,
     };
-    let _ = hostcalls::log(level, message);
+    let _ = abi::log(level, message);
 }
 
 /// Log at critical level (the panic hook).
 pub fn log_critical(message: &str) {
-    let _ = hostcalls::log(LogLevel::Critical, message);
+    let _ = abi::log(5, message);
 }
 
 /// Milliseconds since the Unix epoch, by the proxy's clock.
 pub fn now_ms() -> Result<u64, HostError> {
-    let t = wrap("get_current_time", hostcalls::get_current_time())?;
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    let ns = wrap("get_current_time", abi::current_time_ns())?;
+    Ok(ns / 1_000_000)
 }
 
 /// The plugin configuration bytes (empty when there are none).
 pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, HostError> {
     let b = wrap(
         "get_buffer_bytes",
-        hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size),
+        abi::buffer(abi::BUFFER_PLUGIN_CONFIGURATION, 0, size),
     )?;
     Ok(b.unwrap_or_default())
 }
 
-/// Every request header of the effective context, in order.
-pub fn request_headers() -> Result<Vec<(String, String)>, HostError> {
-    wrap(
-        "get_header_map_pairs",
-        hostcalls::get_map(MapType::HttpRequestHeaders),
-    )
+/// Every request header of the effective context, in order, as the bytes the proxy holds.
+pub fn request_headers() -> Result<Pairs, HostError> {
+    header_map("get_header_map_pairs", abi::MAP_REQUEST_HEADERS)
+}
+
+fn header_map(call: &'static str, map: u32) -> Result<Pairs, HostError> {
+    let raw = wrap(call, abi::header_map_pairs(map))?;
+    convert::parse_pairs(&raw).ok_or(HostError {
+        call,
+        status: MALFORMED,
+    })
 }
 
 /// A property's raw value (`None` when the proxy does not have it).
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-    wrap("get_property", hostcalls::get_property(path.to_vec()))
+    wrap("get_property", abi::property(path))
 }
 
-/// The headers of the callout response being delivered.
-pub fn call_response_headers() -> Result<Vec<(String, String)>, HostError> {
-    wrap(
-        "get_header_map_pairs",
-        hostcalls::get_map(MapType::HttpCallResponseHeaders),
-    )
+/// The headers of the callout response being delivered, as bytes.
+pub fn call_response_headers() -> Result<Pairs, HostError> {
+    header_map("get_header_map_pairs", abi::MAP_CALL_RESPONSE_HEADERS)
 }
 
 /// The body of the callout response being delivered (empty when there is none).
 pub fn call_response_body(size: usize) -> Result<Vec<u8>, HostError> {
     let b = wrap(
         "get_buffer_bytes",
-        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size),
+        abi::buffer(abi::BUFFER_CALL_RESPONSE_BODY, 0, size),
     )?;
     Ok(b.unwrap_or_default())
 }

@@ -6,11 +6,13 @@
 //! - [`root`]: the root context (configuration, shared state, retry timer).
 //! - [`stream`]: the HTTP context of each request (reads it once, passes events on).
 //! - [`driver`]: the per-VM state and the loop that turns engine steps into proxy actions.
-//! - [`host`]: the only module that calls `proxy_wasm::hostcalls`.
+//! - [`host`]: the only module that calls the proxy (through [`abi`], and the SDK's dispatch).
+//! - [`abi`]: checked bindings of the hostcalls, which never panic on what the proxy hands over.
 //! - [`metrics`]: counters, defined lazily from finite names.
 //! - [`convert`]: pure conversions of requests and callout responses.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod abi;
 pub mod convert;
 pub mod driver;
 pub mod host;

@@ -56,7 +56,7 @@ fn read_request(with_source: bool) -> Result<Request, HostError> {
     // one, skip the two property lookups (they are among the dearer hostcalls).
     let has_xfcc = headers
         .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-client-cert"));
+        .any(|(k, _)| k.eq_ignore_ascii_case(b"x-forwarded-client-cert"));
     let mtls = if has_xfcc {
         host::property(&["connection", "mtls"])?
     } else {
@@ -77,7 +77,7 @@ fn read_request(with_source: bool) -> Result<Request, HostError> {
         None
     };
     Ok(convert::build_request(
-        headers,
+        &headers,
         mtls.as_deref(),
         digest.as_deref(),
         source.as_deref(),
@@ -184,11 +184,11 @@ impl HttpContext for HttpStream {
 #[cfg(feature = "panic-probe")]
 #[allow(clippy::panic)]
 fn panic_probe() {
-    let header = proxy_wasm::hostcalls::get_map_value(
-        proxy_wasm::types::MapType::HttpRequestHeaders,
-        "x-kubelet-authz-panic-probe",
-    );
-    if let Ok(Some(_)) = header {
+    let headers = host::request_headers().unwrap_or_default();
+    if headers
+        .iter()
+        .any(|(k, _)| k.as_slice() == b"x-kubelet-authz-panic-probe")
+    {
         panic!("kubelet-authz: panic probe");
     }
 }

@@ -445,8 +445,10 @@ impl Vm {
             .ok_or(HostError::UnknownCall(token))?;
         let (headers, body, trailers) = match response {
             Some(r) => {
+                let mut headers = headers_to_pairs(&r.headers);
+                headers.extend(r.raw_headers);
                 let state = CallResponseState {
-                    headers: headers_to_pairs(&r.headers),
+                    headers,
                     body: r.body,
                     trailers: headers_to_pairs(&r.trailers),
                 };
@@ -521,6 +523,14 @@ impl RequestBuilder {
             name.to_ascii_lowercase().into_bytes(),
             value.as_bytes().to_vec(),
         ));
+        self
+    }
+
+    /// Adds a request header as raw bytes: any byte in the name or the value, as Envoy's codecs
+    /// pass obs-text on (ASCII letters of the name lower-cased, as Envoy does).
+    pub fn header_bytes(mut self, name: &[u8], value: &[u8]) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_vec()));
         self
     }
 
@@ -662,6 +672,11 @@ impl Stream {
     pub fn forwarded_headers(&self) -> Headers {
         self.read(|s| pairs_to_headers(&s.request_headers))
             .unwrap_or_default()
+    }
+
+    /// The request headers as the filter left them, as raw bytes.
+    pub fn forwarded_pairs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.read(|s| s.request_headers.clone()).unwrap_or_default()
     }
 
     /// One request header as the filter left it.

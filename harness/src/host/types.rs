@@ -280,6 +280,9 @@ pub struct CallResponse {
     pub body: Vec<u8>,
     /// Response trailers.
     pub trailers: Headers,
+    /// Headers as raw bytes, sent after [`CallResponse::headers`] exactly as given (any byte, no
+    /// lower-casing): what a test uses to hand the filter a value that is not UTF-8.
+    pub raw_headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl CallResponse {
@@ -299,6 +302,17 @@ impl CallResponse {
             headers: all,
             body: body.into(),
             trailers: Vec::new(),
+            raw_headers: Vec::new(),
+        }
+    }
+
+    /// A response whose headers (`:status` included, if any) are raw bytes exactly as given.
+    pub fn raw(headers: Vec<(Vec<u8>, Vec<u8>)>, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            headers: Vec::new(),
+            body: body.into(),
+            trailers: Vec::new(),
+            raw_headers: headers,
         }
     }
 
