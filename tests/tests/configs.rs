@@ -202,6 +202,58 @@ async fn front_proxy_variants_validate_and_keep_the_security_settings() {
     }
 }
 
+/// The route idle timeouts bound how long a request held by the filter waits when the filter's VM
+/// dies under it (issue 16): the streaming endpoints keep the kubelet's 4h, every other endpoint
+/// gets a bound that is short, yet longer than the filter's longest decision with the template's
+/// callout timeout (a TokenReview and two SubjectAccessReviews, each `MAX_ATTEMPTS` attempts of
+/// `apiServer.timeout` plus the full backoff with 20% jitter), so that it never cuts a decision
+/// short. `hardening_panic.rs` proves the bound through Envoy.
+#[tokio::test]
+async fn route_idle_timeouts_bound_a_held_request() {
+    use kubelet_authz::decision::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
+    let s = Standins::start().await.unwrap();
+    let yaml = s
+        .params(&ProxyOptions::version("1.36"))
+        .unwrap()
+        .render()
+        .unwrap();
+    let b: Value =
+        serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&yaml).unwrap())
+            .unwrap();
+    let routes = hcm(&b)["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(routes.len(), 2, "{routes:#?}");
+    assert_eq!(
+        routes[0]["match"]["safe_regex"]["regex"],
+        "/(exec|attach|portForward|containerLogs|logs)(/.*)?"
+    );
+    assert_eq!(routes[0]["route"]["idle_timeout"], "14400s");
+    assert_eq!(routes[1]["match"]["prefix"], "/");
+    let idle = routes[1]["route"]["idle_timeout"].as_str().unwrap();
+    let idle_s: f64 = idle.trim_end_matches('s').parse().unwrap();
+
+    let timeout = plugin_config(&b).api_server.timeout.as_secs_f64();
+    let mut backoff = 0.0;
+    let mut d = BASE_RETRY_DELAY_MS as f64 / 1000.0;
+    for _ in 1..MAX_ATTEMPTS {
+        backoff += d * 1.2;
+        d *= 1.5;
+    }
+    let per_review = f64::from(MAX_ATTEMPTS) * timeout + backoff;
+    let longest_decision = 3.0 * per_review;
+    assert!(
+        idle_s > longest_decision,
+        "idle timeout {idle} cuts decisions of up to {longest_decision:.1}s"
+    );
+    assert!(idle_s <= 300.0, "idle timeout {idle} is not a short bound");
+    for r in &routes {
+        assert_eq!(r["route"]["cluster"], "kubelet");
+        assert_eq!(r["route"]["timeout"], "0s");
+    }
+}
+
 /// The DaemonSet's render init container, run as written against the template (with this
 /// machine's paths), produces a bootstrap that validates; it fills exactly the template's
 /// placeholders, with the node name from the downward API.

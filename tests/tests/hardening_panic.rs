@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use kubelet_authz_e2e::envoy::{filter_wasm, Envoy};
 use kubelet_authz_e2e::render::workspace;
-use kubelet_authz_e2e::stack::{users, ProxyOptions, Standins, CERT_ALICE, PODLISTER_TOKEN};
+use kubelet_authz_e2e::stack::{
+    users, ProxyOptions, Standins, CERT_ALICE, PODLISTER_TOKEN, PROMETHEUS_TOKEN,
+};
+use kubelet_authz_harness::standins::apiserver::{Fault, FaultKind};
 
 const PROBE: &str = "x-kubelet-authz-panic-probe";
 
@@ -194,6 +197,90 @@ async fn a_panicking_vm_is_reloaded_and_keeps_enforcing() {
             .count();
         assert!(sars >= 1, "crash {crash}: Alice's answers were asked again");
     }
+    envoy.stop().await;
+    s.shutdown().await;
+}
+
+/// The route idle timeout the shipped template gives non-streaming endpoints.
+const SHIPPED_IDLE: &str = "idle_timeout: 180s";
+/// The same bound, shortened for this test.
+const TEST_IDLE: Duration = Duration::from_secs(3);
+
+/// Requests the filter holds (waiting for a TokenReview) when its VM dies are answered within the
+/// route's idle timeout (503), never forwarded. Before issue 16 they waited for the 4h
+/// stream idle timeout. The shipped template is rendered as is, with only the non-streaming idle
+/// timeout shortened (180s -> 3s) to keep the test short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_when_the_vm_dies_are_answered_within_the_route_idle_timeout() {
+    let s = Standins::start().await.unwrap();
+    let yaml = s
+        .params(&ProxyOptions::version("1.36").filter_wasm(&probe_wasm()))
+        .unwrap()
+        .render()
+        .unwrap();
+    assert_eq!(
+        yaml.matches(SHIPPED_IDLE).count(),
+        1,
+        "the template's bound moved"
+    );
+    let yaml = yaml.replace(
+        SHIPPED_IDLE,
+        &format!("idle_timeout: {}s", TEST_IDLE.as_secs()),
+    );
+    let envoy = Envoy::start(&yaml, s.dir(), "hardening-panic-held")
+        .await
+        .unwrap();
+
+    // Every TokenReview hangs: requests with tokens are held by the filter.
+    s.apiserver
+        .set_fault(Fault::always(FaultKind::Hang).for_reviews(&["TokenReview"]));
+    let url = envoy.url();
+    let held: Vec<_> = [PODLISTER_TOKEN, PROMETHEUS_TOKEN]
+        .into_iter()
+        .map(|token| {
+            let client = s.client(None).unwrap();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let auth = format!("Bearer {token}");
+                let r = client
+                    .request(
+                        "GET",
+                        &format!("{url}/pods"),
+                        &[("authorization", &auth)],
+                        "",
+                    )
+                    .await;
+                let r = r.map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()));
+                (r.unwrap_or_default(), started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The probe kills the VM while both are held.
+    let crashed = status(&s, &envoy, "GET", "/pods", None, true).await;
+    assert_eq!(crashed, 503, "the panicking request");
+    for h in held {
+        let ((code, body), took) = h.await.unwrap();
+        // The route's idle timer answers it; the dead VM's failure policy (`fail_open: false`)
+        // makes that local reply Envoy's bodiless 503, as for every request the VM cannot see.
+        assert_eq!(
+            (code, body.as_str()),
+            (503, ""),
+            "a held request after the VM died (took {took:?})"
+        );
+        assert!(
+            took >= TEST_IDLE - Duration::from_millis(600)
+                && took < TEST_IDLE + Duration::from_secs(3),
+            "answered after {took:?}, not by the route idle timeout of {TEST_IDLE:?}"
+        );
+    }
+    assert!(
+        s.kubelet.records().is_empty(),
+        "a held request was forwarded: {:?}",
+        s.kubelet.records()
+    );
+    s.apiserver.clear_fault();
     envoy.stop().await;
     s.shutdown().await;
 }

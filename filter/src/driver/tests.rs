@@ -25,6 +25,8 @@ struct Fake {
     effective: u32,
     next_token: u32,
     fail_dispatch: bool,
+    /// Output hostcalls that fail (with `BadArgument`), by the name in [`HostError::call`].
+    fail: Vec<&'static str>,
     events: Vec<Ev>,
     logs: Vec<(Level, String)>,
     counters: Vec<(String, u64)>,
@@ -45,6 +47,12 @@ impl Fake {
             .find(|(n, _)| n == name)
             .map_or(0, |(_, v)| *v)
     }
+    fn check(&self, call: &'static str) -> Result<(), HostError> {
+        if self.fail.contains(&call) {
+            return Err(HostError { call, status: 2 });
+        }
+        Ok(())
+    }
     fn audits(&self) -> Vec<&str> {
         self.logs
             .iter()
@@ -61,6 +69,7 @@ impl Host for Fake {
         self.logs.push((level, message.to_string()));
     }
     fn set_effective_context(&mut self, context_id: u32) -> Result<(), HostError> {
+        self.check("set_effective_context")?;
         self.effective = context_id;
         Ok(())
     }
@@ -92,10 +101,12 @@ impl Host for Fake {
         Ok(self.next_token)
     }
     fn resume_request(&mut self) -> Result<(), HostError> {
+        self.check("continue_stream")?;
         self.events.push(Ev::Resume(self.effective));
         Ok(())
     }
     fn send_response(&mut self, status: u16, body: &[u8]) -> Result<(), HostError> {
+        self.check("send_local_response")?;
         self.events.push(Ev::Reply(
             self.effective,
             status,
@@ -104,6 +115,7 @@ impl Host for Fake {
         Ok(())
     }
     fn remove_request_header(&mut self, name: &str) -> Result<(), HostError> {
+        self.check("remove_header_map_value")?;
         self.events
             .push(Ev::Remove(self.effective, name.to_string()));
         Ok(())
@@ -114,16 +126,19 @@ impl Host for Fake {
         Ok(())
     }
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
+        self.check("define_metric")?;
         self.counters.push((name.to_string(), 0));
         Ok(u32::try_from(self.counters.len() - 1).unwrap_or(u32::MAX))
     }
     fn increment(&mut self, id: u32, by: u64) -> Result<(), HostError> {
+        self.check("increment_metric")?;
         if let Some(c) = self.counters.get_mut(id as usize) {
             c.1 += by;
         }
         Ok(())
     }
     fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError> {
+        self.check("set_tick_period")?;
         assert_eq!(self.effective, ROOT, "tick period set on the root");
         self.events.push(Ev::Tick(ms));
         Ok(())
@@ -434,4 +449,111 @@ fn held_until_forwarded_and_after_a_local_reply() {
     assert!(f.holds(11), "answered 401: its body must not pass");
     f.on_done(h.at(11), 11, 1004);
     assert!(!f.holds(11));
+}
+
+// Host errors: the SDK's wrappers panicked on any status but `Ok` (a dead VM); the filter's own
+// bindings (`abi.rs`) return it, and the driver fails closed (issue 16, trap audit).
+
+/// Decide `bearer("t1")` as context 10 with every callout answered (TokenReview, then allowed).
+fn decide_allowed(f: &mut Filter, h: &mut Fake) {
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1001);
+    f.on_call_response(h.at(10), 10, 2, http(ALLOWED), 1002);
+}
+
+#[test]
+fn credentials_that_cannot_be_stripped_are_never_forwarded() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake {
+        fail: vec!["remove_header_map_value"],
+        ..Fake::default()
+    };
+    decide_allowed(&mut f, &mut h);
+    let ev = h.take();
+    assert!(!ev.iter().any(|e| matches!(e, Ev::Resume(_))), "{ev:?}");
+    assert_eq!(
+        ev.last(),
+        Some(&Ev::Reply(10, 500, "Internal Server Error".into()))
+    );
+    assert_eq!(f.pending(), 0);
+}
+
+#[test]
+fn a_failed_resume_is_answered_500() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake {
+        fail: vec!["continue_stream"],
+        ..Fake::default()
+    };
+    decide_allowed(&mut f, &mut h);
+    let ev = h.take();
+    assert_eq!(
+        ev.last(),
+        Some(&Ev::Reply(10, 500, "Internal Server Error".into()))
+    );
+    assert_eq!(f.pending(), 0);
+}
+
+#[test]
+fn a_failed_local_reply_is_logged_and_the_filter_goes_on() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake {
+        fail: vec!["send_local_response"],
+        ..Fake::default()
+    };
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, Request::new("GET", "/pods"), 1000),
+        Next::Pause
+    );
+    assert!(h
+        .logs
+        .iter()
+        .any(|(l, m)| *l == Level::Error && m.contains("send_local_response")));
+    // The next request is decided as always.
+    h.fail.clear();
+    decide_allowed(&mut f, &mut h);
+    assert!(h.take().contains(&Ev::Resume(10)));
+}
+
+#[test]
+fn failed_metric_and_timer_calls_change_no_decision() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake {
+        fail: vec!["define_metric", "increment_metric", "set_tick_period"],
+        ..Fake::default()
+    };
+    decide_allowed(&mut f, &mut h);
+    assert_eq!(
+        h.take(),
+        vec![
+            Ev::Dispatch {
+                ctx: 10,
+                token: 1,
+                path: TR.into()
+            },
+            Ev::Dispatch {
+                ctx: 10,
+                token: 2,
+                path: SAR.into()
+            },
+            Ev::Remove(10, "authorization".into()),
+            Ev::Resume(10),
+        ]
+    );
+}
+
+#[test]
+fn an_answer_for_a_context_that_cannot_be_entered_is_dropped() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1001);
+    h.take();
+    // The SubjectAccessReview comes back while the root is effective, and the host refuses to
+    // make context 10 effective again (it went away): nothing is sent to anybody.
+    h.fail.push("set_effective_context");
+    f.on_call_response(h.at(ROOT), ROOT, 2, http(ALLOWED), 1002);
+    let ev = h.take();
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(f.pending(), 0);
 }
