@@ -36,7 +36,7 @@ cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked --
 export KUBELET_AUTHZ_PANIC_PROBE_WASM="$TARGET_DIR/panic-probe/wasm32-wasip1/release/kubelet_authz_filter.wasm"
 
 say "stand-in binaries (used by the plugin's online tests, the e2e tests and the demo)"
-cargo build -p kubelet-authz-harness --bins --locked
+cargo build -p kubelet-authz-standins --bins --locked
 export KUBELET_AUTHZ_APISERVER="$TARGET_DIR/debug/kubelet-authz-apiserver"
 export KUBELET_AUTHZ_KUBELET="$TARGET_DIR/debug/kubelet-authz-kubelet"
 

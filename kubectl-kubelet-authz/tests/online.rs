@@ -1,9 +1,9 @@
-//! Online mode against the stand-in API server (`kubelet-authz-apiserver`, harness crate): real
+//! Online mode against the stand-in API server (`kubelet-authz-apiserver`, standins crate): real
 //! TLS, tokens, SubjectAccessReview, SelfSubjectAccessReview, Node and RBAC reads, all decided by
 //! the RBAC evaluator over the shared fixtures.
 //!
 //! The server binary is found through `KUBELET_AUTHZ_APISERVER`, or next to this test's target
-//! directory (`cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` first; the
+//! directory (`cargo build -p kubelet-authz-standins --bin kubelet-authz-apiserver` first; the
 //! test command does). When it is not there the tests fail and say how to build it: a missing
 //! component is a failure, never a skip. (The plugin does not depend on the harness crate.)
 #![allow(
@@ -55,7 +55,7 @@ fn shared(name: &str) -> String {
 fn start() -> Server {
     let Some(bin) = server_binary() else {
         panic!(
-            "kubelet-authz-apiserver is not built: run `cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` \
+            "kubelet-authz-apiserver is not built: run `cargo build -p kubelet-authz-standins --bin kubelet-authz-apiserver` \
              or set KUBELET_AUTHZ_APISERVER (scripts/test-all.sh does this)"
         );
     };

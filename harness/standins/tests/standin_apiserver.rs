@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kubelet_authz_harness::standins::apiserver::{ApiServer, ApiServerConfig, Fault, FaultKind};
-use kubelet_authz_harness::standins::client::{Client, ClientError};
-use kubelet_authz_harness::standins::pki::{ClientSubject, Pki};
+use kubelet_authz_standins::apiserver::{ApiServer, ApiServerConfig, Fault, FaultKind};
+use kubelet_authz_standins::client::{Client, ClientError};
+use kubelet_authz_standins::pki::{ClientSubject, Pki};
 use serde_json::{json, Value};
 
 const TR: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -25,7 +25,7 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The RBAC fixture: the shared seed roles when present, plus the harness's own fixture.
+/// The RBAC fixture: the shared seed roles when present, plus the stand-ins' own fixture.
 fn config(dir: &std::path::Path) -> ApiServerConfig {
     ApiServerConfig::new(dir.join("pki"))
         .tokens_file(&testdata("tokens.csv"))
@@ -34,7 +34,7 @@ fn config(dir: &std::path::Path) -> ApiServerConfig {
         .unwrap()
         .rbac_file(
             &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../authz/tests/fixtures/rbac/seed-roles.yaml"),
+                .join("../../authz/tests/fixtures/rbac/seed-roles.yaml"),
         )
         .unwrap()
         .nodes_file(&testdata("nodes.yaml"))

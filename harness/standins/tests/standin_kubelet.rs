@@ -8,9 +8,9 @@
 )]
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use kubelet_authz_harness::standins::client::Client;
-use kubelet_authz_harness::standins::kubelet::{Kubelet, KubeletConfig};
-use kubelet_authz_harness::standins::pki::{self, ClientSubject, Pki};
+use kubelet_authz_standins::client::Client;
+use kubelet_authz_standins::kubelet::{Kubelet, KubeletConfig};
+use kubelet_authz_standins::pki::{self, ClientSubject, Pki};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
