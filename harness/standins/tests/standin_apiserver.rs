@@ -341,6 +341,29 @@ async fn client_certificate_caller() {
             .starts_with("X509SHA256=")
     );
 
+    // A certificate the engine's x509 conversion refuses (an empty UID attribute: kube-apiserver's
+    // x509 authenticator errors) is not a user: 401, unless a valid token authenticates instead.
+    let bad = pki
+        .write_client_cert(
+            "empty-uid",
+            &ClientSubject::new("alice", &["dev"]).with_uid(""),
+        )
+        .unwrap();
+    let client = Client::new(server.ca_cert(), Some(&bad)).unwrap();
+    let ssr = format!(
+        "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        server.url()
+    );
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let resp = client.post_json(&ssr, &[], &body).await.unwrap();
+    assert_eq!(resp.status, 401);
+    let resp = client
+        .post_json(&ssr, &[("authorization", "Bearer bob-token")], &body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 201);
+    assert_eq!(resp.json()["status"]["userInfo"]["username"], "bob");
+
     // A certificate from another CA is refused at the handshake.
     let other = Pki::open(&dir.path().join("other")).unwrap();
     let stranger = other
