@@ -43,10 +43,8 @@ cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked --
     --target-dir "$TARGET_DIR/panic-probe"
 export KUBELET_AUTHZ_PANIC_PROBE_WASM="$TARGET_DIR/panic-probe/wasm32-wasip1/release/kubelet_authz_filter.wasm"
 
-say "stand-in binaries (used by the plugin's online tests, the e2e tests and the demo)"
-cargo build -p kubelet-authz-harness --bins --locked
-export KUBELET_AUTHZ_APISERVER="$TARGET_DIR/debug/kubelet-authz-apiserver"
-export KUBELET_AUTHZ_KUBELET="$TARGET_DIR/debug/kubelet-authz-kubelet"
+# The stand-ins (crate kubelet-authz-standins) run in process in the e2e tests, the plugin's online
+# tests and the demo; their binaries are built and tested by `cargo test` (standin_kubectl).
 
 export KUBELET_AUTHZ_FILTER_WASM="$WASM"
 export ENVOY_BIN="$PWD/.venv/bin/envoy"

@@ -56,7 +56,7 @@ if [ "$BUILD" = 1 ]; then
   say "building the no-op filter"
   (cd envoy/bench/noop-filter && CARGO_TARGET_DIR=$NOOP_TARGET cargo build -q --target wasm32-wasip1 --release)
   say "building the stand-in API server and kubelet"
-  CARGO_TARGET_DIR=$TARGET cargo build -q -p kubelet-authz-harness --profile benchstandin \
+  CARGO_TARGET_DIR=$TARGET cargo build -q -p kubelet-authz-standins --profile benchstandin \
     --bin kubelet-authz-apiserver --bin kubelet-authz-kubelet
 fi
 for f in "$FILTER_WASM" "$NOOP_WASM" "$STANDIN_DIR/kubelet-authz-apiserver" "$STANDIN_DIR/kubelet-authz-kubelet"; do

@@ -1,11 +1,8 @@
-//! Online mode against the stand-in API server (`kubelet-authz-apiserver`, harness crate): real
-//! TLS, tokens, SubjectAccessReview, SelfSubjectAccessReview, Node and RBAC reads, all decided by
-//! the RBAC evaluator over the shared fixtures.
-//!
-//! The server binary is found through `KUBELET_AUTHZ_APISERVER`, or next to this test's target
-//! directory (`cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` first; the
-//! test command does). When it is not there the tests fail and say how to build it: a missing
-//! component is a failure, never a skip. (The plugin does not depend on the harness crate.)
+//! Online mode against the stand-in API server (`kubelet_authz_standins::apiserver`, started in
+//! process on a loopback port): real TLS, tokens, SubjectAccessReview, SelfSubjectAccessReview,
+//! Node and RBAC reads, all decided by the RBAC evaluator over the shared fixtures. The plugin
+//! binary runs as a process against it. (The stand-ins crate is a dev-dependency; it does not
+//! build wasmtime, and the plugin itself depends on none of our other crates but the engine.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,26 +10,19 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::Command as Proc;
 
 use assert_cmd::Command;
+use kubelet_authz_standins::apiserver::{ApiServer, ApiServerConfig};
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn server_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBELET_AUTHZ_APISERVER") {
-        return Some(PathBuf::from(p));
-    }
-    // target/<profile>/deps/online-xxxx -> target/<profile>/kubelet-authz-apiserver
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("kubelet-authz-apiserver");
-    candidate.is_file().then_some(candidate)
-}
-
+/// A running stand-in API server, on its own runtime (the test thread blocks on the plugin's
+/// process while the server answers), stopped when dropped.
 struct Server {
-    child: Child,
+    runtime: tokio::runtime::Runtime,
+    server: Option<ApiServer>,
     dir: tempfile::TempDir,
     url: String,
     ca: PathBuf,
@@ -40,8 +30,9 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
     }
 }
 
@@ -53,55 +44,32 @@ fn shared(name: &str) -> String {
 }
 
 fn start() -> Server {
-    let Some(bin) = server_binary() else {
-        panic!(
-            "kubelet-authz-apiserver is not built: run `cargo build -p kubelet-authz-harness --bin kubelet-authz-apiserver` \
-             or set KUBELET_AUTHZ_APISERVER (scripts/test-all.sh does this)"
-        );
-    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(
-        &tokens,
-        "admin-token,root,1,\"system:masters\"\nalice-token,alice,2,\"observability\"\n",
-    )
-    .unwrap();
-    let nodes = dir.path().join("nodes.yaml");
-    std::fs::write(
-        &nodes,
-        "apiVersion: v1\nkind: Node\nmetadata: {name: old-worker}\nstatus:\n  nodeInfo: {kubeletVersion: v1.31.4}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: new-worker}\nstatus:\n  nodeInfo: {kubeletVersion: v1.36.0}\n",
-    )
-    .unwrap();
-    let pki = dir.path().join("pki");
-    let mut child = Proc::new(bin)
-        .arg("--pki-dir")
-        .arg(&pki)
-        .arg("--tokens")
-        .arg(&tokens)
-        .arg("--rbac")
-        .arg(shared("seed-roles.yaml"))
-        .arg(shared("tricky-roles.yaml"))
-        .arg("--nodes")
-        .arg(&nodes)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-    let url = ready["url"].as_str().unwrap().to_string();
-    let ca = PathBuf::from(ready["ca"].as_str().unwrap());
-    let ca = if ca.is_absolute() {
-        ca
-    } else {
-        std::env::current_dir().unwrap().join(ca)
-    };
+    let config = ApiServerConfig::new(dir.path().join("pki"))
+        .tokens_csv(
+            "admin-token,root,1,\"system:masters\"\nalice-token,alice,2,\"observability\"\n",
+        )
+        .rbac_file(Path::new(&shared("seed-roles.yaml")))
+        .unwrap()
+        .rbac_file(Path::new(&shared("tricky-roles.yaml")))
+        .unwrap()
+        .nodes_yaml(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: old-worker}\nstatus:\n  nodeInfo: {kubeletVersion: v1.31.4}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: new-worker}\nstatus:\n  nodeInfo: {kubeletVersion: v1.36.0}\n",
+            "nodes.yaml",
+        );
+    let server = runtime
+        .block_on(ApiServer::start(config))
+        .unwrap_or_else(|e| panic!("starting the stand-in API server: {e}"));
+    let url = server.url();
+    let ca = server.ca_cert().to_path_buf();
     Server {
-        child,
+        runtime,
+        server: Some(server),
         dir,
         url,
         ca,

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kubelet_authz_harness::standins::apiserver::{ApiServer, ApiServerConfig};
-use kubelet_authz_harness::standins::client::Client;
-use kubelet_authz_harness::standins::kubelet::{Kubelet, KubeletConfig};
-use kubelet_authz_harness::standins::pki::{CertPaths, ClientSubject, Pki};
+use kubelet_authz_standins::apiserver::{ApiServer, ApiServerConfig};
+use kubelet_authz_standins::client::Client;
+use kubelet_authz_standins::kubelet::{Kubelet, KubeletConfig};
+use kubelet_authz_standins::pki::{CertPaths, ClientSubject, Pki};
 
 use crate::envoy::{filter_wasm, Envoy};
 use crate::render::{workspace, FrontProxyParams};

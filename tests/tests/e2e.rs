@@ -19,8 +19,8 @@ use kubelet_authz_e2e::stack::{
     users, ProxyOptions, Standins, CERT_ADMIN, CERT_ALICE, DEBUGGER_TOKEN, NOBODY_TOKEN, NODE_NAME,
     OPS_TOKEN, PODLISTER_TOKEN, PROMETHEUS_TOKEN, SCRAPER_TOKEN,
 };
-use kubelet_authz_harness::standins::apiserver::{Fault, FaultKind};
-use kubelet_authz_harness::standins::client::ClientResponse;
+use kubelet_authz_standins::apiserver::{Fault, FaultKind};
+use kubelet_authz_standins::client::ClientResponse;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 

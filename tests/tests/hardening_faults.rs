@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use kubelet_authz_e2e::envoy::Envoy;
 use kubelet_authz_e2e::stack::{users, ProxyOptions, Standins, CERT_ALICE};
-use kubelet_authz_harness::standins::apiserver::{Fault, FaultKind};
-use kubelet_authz_harness::standins::client::ClientResponse;
+use kubelet_authz_standins::apiserver::{Fault, FaultKind};
+use kubelet_authz_standins::client::ClientResponse;
 
 async fn get(s: &Standins, envoy: &Envoy, path: &str) -> (ClientResponse, Duration) {
     let t = Instant::now();

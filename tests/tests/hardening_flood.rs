@@ -33,7 +33,7 @@ use std::time::Instant;
 use futures_util::StreamExt as _;
 use kubelet_authz_e2e::envoy::{admin_get, Envoy};
 use kubelet_authz_e2e::stack::{ProxyOptions, Standins, PODLISTER_TOKEN, PROMETHEUS_TOKEN};
-use kubelet_authz_harness::standins::client::Client;
+use kubelet_authz_standins::client::Client;
 
 /// Tokens per wave at scale 1.
 const WAVE_1X: usize = 2_000;

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use kubelet_authz::decision::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
 use kubelet_authz_e2e::envoy::Envoy;
 use kubelet_authz_e2e::stack::{users, ProxyOptions, Standins, CERT_ALICE, PROMETHEUS_TOKEN};
-use kubelet_authz_harness::standins::apiserver::{Fault, FaultKind, ReviewRecord};
-use kubelet_authz_harness::standins::client::ClientResponse;
+use kubelet_authz_standins::apiserver::{Fault, FaultKind, ReviewRecord};
+use kubelet_authz_standins::client::ClientResponse;
 
 /// The callout timeout configured for these Envoys.
 const API_TIMEOUT_MS: u64 = 500;

@@ -30,9 +30,9 @@ use kubelet_authz_e2e::envoy::Envoy;
 use kubelet_authz_e2e::stack::{
     users, ProxyOptions, Standins, DEBUGGER_TOKEN, OPS_TOKEN, PODLISTER_TOKEN,
 };
-use kubelet_authz_harness::standins::apiserver::ReviewRecord;
-use kubelet_authz_harness::standins::client::{Client, ClientResponse};
-use kubelet_authz_harness::standins::pki::{ClientSubject, Pki};
+use kubelet_authz_standins::apiserver::ReviewRecord;
+use kubelet_authz_standins::client::{Client, ClientResponse};
+use kubelet_authz_standins::pki::{ClientSubject, Pki};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -383,8 +383,8 @@ async fn untrusted_ca_system_masters_is_refused_at_the_handshake() {
             assert!(
                 matches!(
                     err,
-                    kubelet_authz_harness::standins::client::ClientError::Io(_)
-                        | kubelet_authz_harness::standins::client::ClientError::Http(_)
+                    kubelet_authz_standins::client::ClientError::Io(_)
+                        | kubelet_authz_standins::client::ClientError::Http(_)
                 ),
                 "{err:?}"
             );

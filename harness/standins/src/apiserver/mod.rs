@@ -34,7 +34,8 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response};
-use kubelet_authz::identity::{add_authenticated_group, parse_bearer, BearerHeader};
+use kubelet_authz::identity::{add_authenticated_group, parse_bearer, x509, BearerHeader};
+use kubelet_authz::kubelet::KubeletVersion;
 use kubelet_authz::rbac::Attributes;
 use kubelet_authz::review::{ResourceAttributes, SubjectAccessReview, TokenReview};
 use kubelet_authz::UserInfo;
@@ -526,25 +527,18 @@ impl State {
         (!allowed).then(|| forbidden(&user.name, ra, &reason))
     }
 
-    /// The caller: a verified client certificate first (CN, O, UID, credential id), then a bearer
-    /// token from the CSV. `Err` for a token that is not in the file.
+    /// The caller, as kube-apiserver's union authenticator finds it: a verified client
+    /// certificate first, turned into a user by the engine's x509 conversion (the same code the
+    /// filter runs, at the newest version: CN, every O, the UID attribute, the credential id), then
+    /// a bearer token from the CSV. `Err` for a token that is not in the file, or for a
+    /// certificate the conversion refuses when no token authenticates the caller instead.
     fn authenticate(&self, headers: &HeaderMap, conn: &ConnInfo) -> Result<Option<UserInfo>, ()> {
+        let mut cert_failed = false;
         if let Some(der) = &conn.peer_cert {
-            if let Some(s) = pki::subject_of(der).filter(|s| !s.common_name.is_empty()) {
-                let mut extra = BTreeMap::new();
-                extra.insert(
-                    "authentication.kubernetes.io/credential-id".to_string(),
-                    vec![format!(
-                        "X509SHA256={}",
-                        kubelet_authz::identity::x509::sha256_hex(der)
-                    )],
-                );
-                return Ok(Some(add_authenticated_group(UserInfo {
-                    name: s.common_name,
-                    uid: s.uid.unwrap_or_default(),
-                    groups: s.organizations,
-                    extra,
-                })));
+            match x509::user_from_der(der, KubeletVersion::LATEST) {
+                Ok(Some(user)) => return Ok(Some(add_authenticated_group(user))),
+                Ok(None) => {}
+                Err(_) => cert_failed = true,
             }
         }
         let auth = headers
@@ -555,6 +549,7 @@ impl State {
                 Some(u) => Ok(Some(add_authenticated_group(u.clone()))),
                 None => Err(()),
             },
+            _ if cert_failed => Err(()),
             _ => Ok(None),
         }
     }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kubelet_authz_harness::standins::kubelet::{Kubelet, KubeletConfig};
-use kubelet_authz_harness::standins::serve::wait_for_signal;
+use kubelet_authz_standins::kubelet::{Kubelet, KubeletConfig};
+use kubelet_authz_standins::serve::wait_for_signal;
 
 /// Stand-in kubelet: echoes every request as JSON, WebSocket echo on /exec and /attach, SPDY
 /// upgrade handshake.

@@ -3,12 +3,15 @@
 //!
 //! ```json
 //! {"path": "/stats/summary?x=1", "method": "GET", "headers": {"authorization": "Bearer t"},
-//!  "clientCert": {"commonName": "proxy", "organizations": [], "sha256": "ab.."}, "bodyLength": 0}
+//!  "clientCert": {"commonName": "proxy", "organizations": [], "uid": null, "sha256": "ab.."},
+//!  "bodyLength": 0}
 //! ```
 //!
 //! `headers` holds every request header (lower-case names, repeated headers joined with `, `);
-//! `clientCert` is `null` when the client sent none. Client certificates are verified against
-//! `client_ca` when one is configured (optionally required).
+//! `clientCert` is `null` when the client sent none; otherwise it is the user the engine's x509
+//! conversion reads from it (`kubelet_authz::identity::x509::user_from_der`, newest version), or
+//! `{"error": .., "sha256": ..}` when that conversion refuses the certificate. Client certificates
+//! are verified against `client_ca` when one is configured (optionally required).
 //!
 //! Upgrades: a WebSocket `GET` on `/exec/`, `/attach/` or `/portForward/` completes the handshake
 //! (answering the first offered subprotocol that is not a bearer-token subprotocol) and echoes
@@ -27,11 +30,13 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
+use kubelet_authz::identity::x509;
+use kubelet_authz::kubelet::KubeletVersion;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role};
 use tokio_tungstenite::WebSocketStream;
 
-use super::pki::{self, CertPaths, Pki};
+use super::pki::{CertPaths, Pki};
 use super::serve::{self, Body, CloseConnection, ConnInfo, Handler, HandlerFuture, HandlerResult};
 use super::StandinError;
 
@@ -204,6 +209,25 @@ fn upgrade_path(path: &str) -> bool {
         .any(|p| path.starts_with(p))
 }
 
+/// The client certificate as the kubelet reads it: the engine's x509 conversion at the newest
+/// version (`commonName` is the user, `organizations` the groups, `uid` null when absent), or the
+/// conversion's error.
+fn client_cert_json(der: &[u8]) -> Value {
+    let sha256 = x509::sha256_hex(der);
+    match x509::user_from_der(der, KubeletVersion::LATEST) {
+        Ok(user) => {
+            let user = user.unwrap_or_default();
+            json!({
+                "commonName": user.name,
+                "organizations": user.groups,
+                "uid": (!user.uid.is_empty()).then_some(user.uid),
+                "sha256": sha256,
+            })
+        }
+        Err(e) => json!({"error": e.to_string(), "sha256": sha256}),
+    }
+}
+
 impl State {
     async fn route(self: Arc<Self>, mut req: Request<Incoming>, conn: ConnInfo) -> HandlerResult {
         let path = req.uri().path().to_string();
@@ -221,15 +245,7 @@ impl State {
             .uri()
             .path_and_query()
             .map_or_else(|| path.clone(), |pq| pq.as_str().to_string());
-        let client_cert = conn.peer_cert.as_deref().map(|der| {
-            let subject = pki::subject_of(der).unwrap_or_default();
-            json!({
-                "commonName": subject.common_name,
-                "organizations": subject.organizations,
-                "uid": subject.uid,
-                "sha256": kubelet_authz::identity::x509::sha256_hex(der),
-            })
-        });
+        let client_cert = conn.peer_cert.as_deref().map(client_cert_json);
         let headers = req.headers().clone();
         let connection_upgrade = has_token(&headers, "connection", "upgrade");
         let websocket = connection_upgrade

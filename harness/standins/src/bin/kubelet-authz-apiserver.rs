@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kubelet_authz_harness::standins::apiserver::{ApiServer, ApiServerConfig};
-use kubelet_authz_harness::standins::pki::{ClientSubject, Pki};
-use kubelet_authz_harness::standins::serve::wait_for_signal;
+use kubelet_authz_standins::apiserver::{ApiServer, ApiServerConfig};
+use kubelet_authz_standins::pki::{ClientSubject, Pki};
+use kubelet_authz_standins::serve::wait_for_signal;
 
 /// Stand-in Kubernetes API server: TokenReview, SubjectAccessReview and RBAC reads decided by the
 /// kubelet-authz RBAC evaluator.

@@ -9,7 +9,7 @@ use kubelet_authz::UserInfo;
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use crate::standins::StandinError;
+use crate::StandinError;
 
 /// Parse CSV text as Go's `encoding/csv` reads it with a variable number of fields: fields
 /// separated by `,`, a field that starts with `"` is quoted (`""` is a literal quote, and commas

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use kubelet_authz_harness::standins::apiserver::{ApiServer, ApiServerConfig};
-use kubelet_authz_harness::standins::client::Client;
+use kubelet_authz_standins::apiserver::{ApiServer, ApiServerConfig};
+use kubelet_authz_standins::client::Client;
 use tokio::io::AsyncBufReadExt as _;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
@@ -24,7 +24,8 @@ fn testdata(name: &str) -> PathBuf {
 
 /// The shared seed roles (`debugger` may `get nodes/proxy`).
 fn seed_roles() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../authz/tests/fixtures/rbac/seed-roles.yaml")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../authz/tests/fixtures/rbac/seed-roles.yaml")
 }
 
 async fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {

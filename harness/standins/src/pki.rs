@@ -43,8 +43,10 @@ pub const SERVER_SANS: &[&str] = &[
     "kubernetes.default.svc.cluster.local",
 ];
 
-const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+// The subject attribute types are the engine's, so a certificate made here is read by the same
+// constants that turn it into a user (`kubelet_authz::identity::x509::user_from_der`).
+const OID_CN: ObjectIdentifier = kubelet_authz::identity::x509::CN_OID;
+const OID_O: ObjectIdentifier = kubelet_authz::identity::x509::O_OID;
 /// Kubernetes' `asn1util.X509UID()`; the same constant the engine reads.
 pub const OID_UID: ObjectIdentifier = kubelet_authz::identity::x509::UID_OID;
 const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
@@ -407,34 +409,4 @@ pub fn pem_decode_first(pem: &str) -> Option<Vec<u8>> {
         .and_then(Result::ok)
         .map(|c| c.as_ref().to_vec());
     first
-}
-
-/// The subject of a certificate (DER) as a client of the API server sees it: CN, every O in
-/// order, and the UID attribute. `None` when the bytes are not a certificate.
-pub fn subject_of(der: &[u8]) -> Option<ClientSubject> {
-    let cert = Certificate::from_der(der).ok()?;
-    let mut subject = ClientSubject::default();
-    for rdn in cert.tbs_certificate.subject.0.iter() {
-        for atv in rdn.0.iter() {
-            let text = attr_string(&atv.value);
-            if atv.oid == OID_CN {
-                subject.common_name = text.unwrap_or_default();
-            } else if atv.oid == OID_O {
-                subject.organizations.push(text.unwrap_or_default());
-            } else if atv.oid == OID_UID {
-                subject.uid = text;
-            }
-        }
-    }
-    Some(subject)
-}
-
-fn attr_string(value: &der::Any) -> Option<String> {
-    use der::{Tag, Tagged as _};
-    match value.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {
-            std::str::from_utf8(value.value()).ok().map(str::to_string)
-        }
-        _ => None,
-    }
 }

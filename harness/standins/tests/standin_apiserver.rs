@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kubelet_authz_harness::standins::apiserver::{ApiServer, ApiServerConfig, Fault, FaultKind};
-use kubelet_authz_harness::standins::client::{Client, ClientError};
-use kubelet_authz_harness::standins::pki::{ClientSubject, Pki};
+use kubelet_authz_standins::apiserver::{ApiServer, ApiServerConfig, Fault, FaultKind};
+use kubelet_authz_standins::client::{Client, ClientError};
+use kubelet_authz_standins::pki::{ClientSubject, Pki};
 use serde_json::{json, Value};
 
 const TR: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -25,7 +25,7 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The RBAC fixture: the shared seed roles when present, plus the harness's own fixture.
+/// The RBAC fixture: the shared seed roles when present, plus the stand-ins' own fixture.
 fn config(dir: &std::path::Path) -> ApiServerConfig {
     ApiServerConfig::new(dir.join("pki"))
         .tokens_file(&testdata("tokens.csv"))
@@ -34,7 +34,7 @@ fn config(dir: &std::path::Path) -> ApiServerConfig {
         .unwrap()
         .rbac_file(
             &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../authz/tests/fixtures/rbac/seed-roles.yaml"),
+                .join("../../authz/tests/fixtures/rbac/seed-roles.yaml"),
         )
         .unwrap()
         .nodes_file(&testdata("nodes.yaml"))
@@ -340,6 +340,29 @@ async fn client_certificate_caller() {
             .unwrap()
             .starts_with("X509SHA256=")
     );
+
+    // A certificate the engine's x509 conversion refuses (an empty UID attribute: kube-apiserver's
+    // x509 authenticator errors) is not a user: 401, unless a valid token authenticates instead.
+    let bad = pki
+        .write_client_cert(
+            "empty-uid",
+            &ClientSubject::new("alice", &["dev"]).with_uid(""),
+        )
+        .unwrap();
+    let client = Client::new(server.ca_cert(), Some(&bad)).unwrap();
+    let ssr = format!(
+        "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        server.url()
+    );
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let resp = client.post_json(&ssr, &[], &body).await.unwrap();
+    assert_eq!(resp.status, 401);
+    let resp = client
+        .post_json(&ssr, &[("authorization", "Bearer bob-token")], &body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 201);
+    assert_eq!(resp.json()["status"]["userInfo"]["username"], "bob");
 
     // A certificate from another CA is refused at the handshake.
     let other = Pki::open(&dir.path().join("other")).unwrap();

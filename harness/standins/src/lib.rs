@@ -1,5 +1,7 @@
-//! Stand-in API server and kubelet for tests and the demo, usable in-process (this library) and as
-//! the binaries `kubelet-authz-apiserver` and `kubelet-authz-kubelet`.
+//! `kubelet-authz-standins`: the stand-in API server and kubelet for tests and the demo, usable
+//! in process (this library) and as the binaries `kubelet-authz-apiserver` and
+//! `kubelet-authz-kubelet`. It does not depend on the wasmtime host (`kubelet-authz-harness`), so
+//! the end-to-end crate and the plugin's tests build without wasmtime.
 //!
 //! - [`pki`]: a CA, loopback server certificates and client certificates as PEM files.
 //! - [`apiserver`]: TokenReview, SubjectAccessReview and SelfSubjectAccessReview decided by the
@@ -10,6 +12,7 @@
 //!
 //! Both servers listen on loopback, speak HTTP/1.1 over TLS, and stop when their handle's
 //! `shutdown` is awaited (or the handle is dropped).
+#![forbid(unsafe_code)]
 
 pub mod apiserver;
 pub mod client;
