@@ -23,7 +23,7 @@ use kubelet_authz_e2e::render::workspace;
 use kubelet_authz_e2e::stack::{
     users, ProxyOptions, Standins, CERT_ALICE, PODLISTER_TOKEN, PROMETHEUS_TOKEN,
 };
-use kubelet_authz_harness::standins::apiserver::{Fault, FaultKind};
+use kubelet_authz_standins::apiserver::{Fault, FaultKind};
 
 const PROBE: &str = "x-kubelet-authz-panic-probe";
 
