@@ -1070,10 +1070,26 @@ fn krew_manifest_names_the_binary() {
     let v: Value = serde_yaml_ng::from_str(&text).unwrap();
     assert_eq!(v["kind"], "Plugin");
     assert_eq!(v["metadata"]["name"], "kubelet-authz");
+    assert!(v["spec"]["caveats"]
+        .as_str()
+        .unwrap()
+        .contains("kubectl_complete-kubelet_authz"));
     for p in v["spec"]["platforms"].as_array().unwrap() {
         assert!(p["bin"]
             .as_str()
             .unwrap()
             .starts_with("kubectl-kubelet_authz"));
+        // kubectl's plugin-completion executable ships in every archive.
+        assert!(
+            p["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["from"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("kubectl_complete-kubelet_authz")),
+            "{p:?}"
+        );
     }
 }
