@@ -16,6 +16,7 @@
 //! - [`config`]: the filter configuration, parsed in two stages with errors naming the field.
 //! - [`cache`]: bounded TTL caches with a caller-supplied clock, and in-flight bookkeeping.
 //! - [`decision`]: the per-request state machine and the per-VM engine state.
+//! - [`webhook`]: the kubelet's webhook clients' retry rules (what a callout's result leads to).
 //! - [`audit`]: audit.k8s.io/v1 `Event` lines for each decision.
 //! - [`rbac`]: the RBAC evaluator over ClusterRoles, Roles and their bindings (feature `yaml`).
 //! - [`kubeletconfig`]: KubeletConfiguration parsing and the CIS kubelet checks (feature `yaml`).
@@ -33,6 +34,7 @@ pub mod path;
 #[cfg(feature = "yaml")]
 pub mod rbac;
 pub mod review;
+pub mod webhook;
 
 pub use identity::UserInfo;
 pub use kubelet::{FeatureGates, KubeletVersion};

@@ -1081,14 +1081,10 @@ fn krew_manifest_names_the_binary() {
             .starts_with("kubectl-kubelet_authz"));
         // kubectl's plugin-completion executable ships in every archive.
         assert!(
-            p["files"]
-                .as_array()
+            p["files"].as_array().unwrap().iter().any(|f| f["from"]
+                .as_str()
                 .unwrap()
-                .iter()
-                .any(|f| f["from"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("kubectl_complete-kubelet_authz")),
+                .starts_with("kubectl_complete-kubelet_authz")),
             "{p:?}"
         );
     }
