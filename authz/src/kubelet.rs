@@ -645,3 +645,23 @@ pub fn endpoints_for(version: KubeletVersion) -> impl Iterator<Item = &'static E
         .iter()
         .filter(move |e| version.minor >= e.since_minor)
 }
+
+/// Why the modelled subresources of `path` on `version` are not settled by a primary source at the
+/// release tag, or `None` when they are: `/statusz` and `/flagz` on 1.33-1.35 (README, "`/statusz`
+/// and `/flagz` on 1.33-1.35"). The model keeps the early 1.33 mapping there; the kubectl plugin says
+/// so beside its answer.
+pub fn uncertain_mapping(version: KubeletVersion, path: &str) -> Option<&'static str> {
+    use paths::{FLAGZ, STATUSZ};
+    if !(33..GA_MINOR).contains(&version.minor) {
+        return None;
+    }
+    if is_subpath(path, STATUSZ) || is_subpath(path, FLAGZ) {
+        Some(
+            "the 1.33-1.35 mapping of /statusz and /flagz is not settled by a source at the release \
+             tag (alpha ComponentStatusz/ComponentFlagz endpoints): modelled as the early 1.33 code, \
+             /statusz -> [statusz proxy] under the gate, /flagz -> [proxy]",
+        )
+    } else {
+        None
+    }
+}
