@@ -40,6 +40,12 @@ cargo build -p kubelet-authz-harness --bins --locked
 export KUBELET_AUTHZ_APISERVER="$TARGET_DIR/debug/kubelet-authz-apiserver"
 export KUBELET_AUTHZ_KUBELET="$TARGET_DIR/debug/kubelet-authz-kubelet"
 
+say "deployment objects: Kubernetes (kubernetes-validate --strict 1.32-1.34) and Istio (@kubernetes-models/istio) schemas"
+bash scripts/check-deploy.sh
+
+say "filter image: built with buildah, checked with skopeo and umoci"
+KUBELET_AUTHZ_FILTER_WASM="$WASM" bash tests/deploy/check-image.sh
+
 export KUBELET_AUTHZ_FILTER_WASM="$WASM"
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
 say "cargo test --workspace"

@@ -101,7 +101,7 @@ if [ -z "$KUBELET_VERSION" ]; then
   say "reading status.nodeInfo.kubeletVersion of node $NODE_NAME from $APISERVER_ADDRESS:$APISERVER_PORT"
   response=$(printf 'GET /api/v1/nodes/%s HTTP/1.0\r\nHost: %s\r\nAccept: application/json\r\nUser-Agent: kubelet-authz-render\r\n\r\n' \
       "$NODE_NAME" "$APISERVER_NAME" |
-    openssl s_client -quiet -connect "$APISERVER_ADDRESS:$APISERVER_PORT" -servername "$APISERVER_NAME" \
+    timeout 30 openssl s_client -quiet -connect "$APISERVER_ADDRESS:$APISERVER_PORT" -servername "$APISERVER_NAME" \
       -cert "$NODE_CLIENT_CERT" -key "$NODE_CLIENT_CERT" -CAfile "$CLUSTER_CA" \
       -verify_return_error -verify_hostname "$APISERVER_NAME" 2>/dev/null) ||
     die "could not reach the API server at $APISERVER_ADDRESS:$APISERVER_PORT with the node's client certificate: set KUBELET_VERSION, or check APISERVER_URL and CLUSTER_CA"
