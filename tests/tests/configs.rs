@@ -106,6 +106,7 @@ async fn every_envoy_bootstrap_in_envoy_dir_renders_and_validates() {
         "kubernetes/rbac.yaml",
         "kubernetes/configmap.yaml",
         "kubernetes/node-proxy.yaml",
+        "kubernetes/node/kubelet-config.yaml",
     ]
     .into();
     let mut bootstraps = 0;
@@ -777,5 +778,44 @@ async fn istio_objects_are_complete_and_consistent() {
         patch["upgrade_configs"],
         serde_json::json!([{ "upgrade_type": "spdy/3.1" }]),
         "MERGE appends to Istio's list, which already has websocket"
+    );
+}
+
+/// The kubelet configuration the runbook prescribes passes the CIS kubelet checks of
+/// `kubectl kubelet-authz check-config` for every supported version it names, keeps the kubelet
+/// on loopback with the per-node CA of the DaemonSet, and its TLS policy renders.
+#[test]
+fn prescribed_kubelet_config_passes_check_config() {
+    use kubelet_authz::kubeletconfig::{check, parse_config, CheckStatus};
+    let file = k8s_dir().join("node/kubelet-config.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let settings = parse_config(&text).unwrap();
+    for v in ["1.32", "1.33", "1.34", "1.35", "1.36"] {
+        let results = check(&settings, v.parse().unwrap());
+        assert!(results.len() >= 5, "{v}: {} checks", results.len());
+        let failed: Vec<_> = results
+            .iter()
+            .filter(|r| r.status == CheckStatus::Fail)
+            .map(|r| format!("{} {}: {}", r.id, r.title, r.actual))
+            .collect();
+        assert!(failed.is_empty(), "{v}: {failed:?}");
+    }
+    let y: Value =
+        serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).unwrap())
+            .unwrap();
+    assert_eq!(y["address"], "127.0.0.1");
+    let node_ca = daemonset_pod()["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "node-ca")
+        .unwrap()["hostPath"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        y["authentication"]["x509"]["clientCAFile"],
+        format!("{node_ca}/ca.crt"),
+        "the kubelet must trust the DaemonSet's per-node CA"
     );
 }
