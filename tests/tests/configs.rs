@@ -819,3 +819,226 @@ fn prescribed_kubelet_config_passes_check_config() {
         "the kubelet must trust the DaemonSet's per-node CA"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.1 request to the metrics listener: status (0 when nothing answers).
+async fn plain(port: u16, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return 0;
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The serial of the certificate served on `port` (any certificate: no verification).
+fn served_serial(port: u16) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// "Node in a box": the DaemonSet's own containers (init scripts, then Envoy with the manifest's
+/// command line) on this machine, host paths mapped onto a temporary directory, against the
+/// stand-in API server and a stand-in kubelet on 127.0.0.1 that trusts only the per-node CA.
+/// It starts; the metrics listener serves only GET /ready and /stats/prometheus; Shadow forwards
+/// with the proxy's local identity (the kubelet accepts it); the node's own client certificate is
+/// refused downstream; a kubelet-style rotation of the serving certificate (new file, symlink
+/// swap) is served without a restart; the connection cap closes connections beyond it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_node_in_a_box() {
+    use kubelet_authz_harness::standins::client::Client;
+    use kubelet_authz_harness::standins::kubelet::{Kubelet, KubeletConfig};
+    use kubelet_authz_harness::standins::pki::CertPaths;
+    let node = Node::start().await;
+    let (ok, err) = node.run("initContainers", "node-ca", &[]);
+    assert!(ok, "node-ca: {err}");
+    let kubelet = Kubelet::start(
+        KubeletConfig::new(node.path("pki")).client_ca(&node.path("node-ca/ca.crt"), true),
+    )
+    .await
+    .unwrap();
+    // The serving certificate as the kubelet keeps it: a stamped file behind a symlink.
+    let serving = node.path("kubelet-server-current.pem");
+    let first = node.path("kubelet-server-1.pem");
+    std::fs::rename(&serving, &first).unwrap();
+    std::os::unix::fs::symlink(&first, &serving).unwrap();
+
+    let (listen, metrics) = (free_port(), free_port());
+    let (listen_s, metrics_s) = (listen.to_string(), metrics.to_string());
+    let kubelet_port = kubelet.addr().port().to_string();
+    let overrides = [
+        ("LISTEN_PORT", listen_s.as_str()),
+        ("METRICS_PORT", metrics_s.as_str()),
+        ("KUBELET_PORT", kubelet_port.as_str()),
+        ("KUBELET_SERVER_NAME", "localhost"),
+        ("MAX_CONNECTIONS", "8"),
+    ];
+    let (ok, err) = node.run("initContainers", "render", &overrides);
+    assert!(ok, "render: {err}");
+
+    // Envoy with the container's own command line.
+    let pod = daemonset_pod();
+    let c = container(&pod, "containers", "envoy");
+    let mut argv: Vec<String> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(c["args"].as_array().unwrap())
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(argv[0], "/usr/local/bin/envoy");
+    argv[0] = kubelet_authz_e2e::envoy::envoy_bin()
+        .unwrap()
+        .display()
+        .to_string();
+    for a in argv.iter_mut().skip(1) {
+        if a.starts_with("/rendered/") {
+            *a = node
+                .path(&a.replacen("/rendered/", "rendered/", 1))
+                .display()
+                .to_string();
+        } else {
+            assert!(!a.starts_with('/'), "unmapped path in the envoy args: {a}");
+        }
+    }
+    let log = std::fs::File::create(node.path("envoy.log")).unwrap();
+    let mut envoy = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(node.path("envoy.log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while plain(metrics, "GET", "/ready").await != 200 {
+        assert!(
+            envoy.try_wait().unwrap().is_none(),
+            "envoy exited:\n{}",
+            logs()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready:\n{}",
+            logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // The metrics listener: two read-only paths, nothing else of the admin API.
+    assert_eq!(plain(metrics, "GET", "/stats/prometheus").await, 200);
+    for (method, path) in [
+        ("POST", "/quitquitquit"),
+        ("GET", "/config_dump"),
+        ("GET", "/certs"),
+        ("POST", "/ready"),
+        ("GET", "/stats/prometheus/../config_dump"),
+    ] {
+        assert_eq!(plain(metrics, method, path).await, 404, "{method} {path}");
+    }
+    assert!(node.path("admin.sock").exists(), "no admin socket");
+
+    // Shadow: an anonymous request is decided, audited and forwarded; the stand-in kubelet, which
+    // requires a certificate of the per-node CA, answers.
+    let url = format!("https://localhost:{listen}/pods");
+    let anonymous = Client::new(&node.ca, None).unwrap();
+    let r = anonymous.get(&url, &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}\n{}", r, logs());
+    // The node's own client certificate is refused downstream.
+    let node_cert = CertPaths {
+        cert: node.path("pki/node.crt"),
+        key: node.path("pki/node.key"),
+    };
+    let as_node = Client::new(&node.ca, Some(&node_cert)).unwrap();
+    let r = as_node.get(&url, &[]).await.unwrap();
+    assert_eq!(
+        r.status, 403,
+        "the node's credential was accepted downstream"
+    );
+
+    // Rotation: a new serving certificate moved in by a symlink swap is served without a restart.
+    let before = served_serial(listen);
+    assert!(before.starts_with("serial="), "{before}");
+    let second = node.path("kubelet-server-2.pem");
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+             -subj /CN=rotated -keyout {k} -out {c} 2>/dev/null && cat {k} >> {c}",
+            k = node.path("rotated.key").display(),
+            c = second.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let tmp = node.path("kubelet-server-current.pem.tmp");
+    std::os::unix::fs::symlink(&second, &tmp).unwrap();
+    std::fs::rename(&tmp, &serving).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let now = served_serial(listen);
+        if now != before && now.starts_with("serial=") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still serving {now}\n{}",
+            logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(envoy.try_wait().unwrap().is_none(), "envoy restarted");
+
+    // The connection cap (8 here): connections beyond it are closed at once; probes still work.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut closed = 0;
+    for s in &mut held {
+        use tokio::io::AsyncReadExt as _;
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut b)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 10,
+        "only {closed} of 20 connections closed over a cap of 8"
+    );
+    assert_eq!(
+        plain(metrics, "GET", "/ready").await,
+        200,
+        "probe under the cap"
+    );
+    drop(held);
+    envoy.kill().await.unwrap();
+}
