@@ -863,8 +863,8 @@ fn served_serial(port: u16) -> String {
 /// command line) on this machine, host paths mapped onto a temporary directory, against the
 /// stand-in API server and a stand-in kubelet on 127.0.0.1 that trusts only the per-node CA.
 /// It starts; the metrics listener serves only GET /ready and /stats/prometheus; Shadow forwards
-/// with the proxy's local identity (the kubelet accepts it); the node's own client certificate is
-/// refused downstream; a kubelet-style rotation of the serving certificate (new file, symlink
+/// with the proxy's local identity (the kubelet accepts it); the node's own client certificate
+/// (403) and the proxy's local one (handshake) are refused downstream; a kubelet-style rotation of the serving certificate (new file, symlink
 /// swap) is served without a restart; the connection cap closes connections beyond it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemonset_node_in_a_box() {
@@ -976,6 +976,17 @@ async fn daemonset_node_in_a_box() {
     assert_eq!(
         r.status, 403,
         "the node's credential was accepted downstream"
+    );
+    // The proxy's kubelet-facing identity (per-node CA) is refused at the TLS handshake.
+    let local = node.path("node-ca/proxy-current.pem");
+    let proxy_cert = CertPaths {
+        cert: local.clone(),
+        key: local,
+    };
+    let as_proxy = Client::new(&node.ca, Some(&proxy_cert)).unwrap();
+    assert!(
+        as_proxy.get(&url, &[]).await.is_err(),
+        "the proxy's local identity was accepted downstream"
     );
 
     // Rotation: a new serving certificate moved in by a symlink swap is served without a restart.
