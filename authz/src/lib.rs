@@ -18,6 +18,7 @@
 //! - [`decision`]: the per-request state machine and the per-VM engine state.
 //! - [`audit`]: audit.k8s.io/v1 `Event` lines for each decision.
 //! - [`rbac`]: the RBAC evaluator over ClusterRoles, Roles and their bindings (feature `yaml`).
+//! - `raw` (private): stage one of every loader, serde derive with errors naming the field path.
 //! - [`kubeletconfig`]: KubeletConfiguration parsing and the CIS kubelet checks (feature `yaml`).
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod kubelet;
 #[cfg(feature = "yaml")]
 pub mod kubeletconfig;
 pub mod path;
+mod raw;
 #[cfg(feature = "yaml")]
 pub mod rbac;
 pub mod review;
