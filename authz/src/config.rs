@@ -409,4 +409,31 @@ mod tests {
         assert_eq!(e.field, field, "{e}");
         assert!(e.to_string().starts_with(&format!("{field}: ")), "{e}");
     }
+
+    #[rstest]
+    #[case::unknown_nested(
+        r#"{"nodeName":"n","authentication":{"webhook":{"cacheTtl":"2m"}}}"#,
+        "authentication.webhook.cacheTtl: unknown field; known fields here: enabled, cacheTTL"
+    )]
+    #[case::bad_bool(
+        r#"{"nodeName":"n","authentication":{"anonymous":{"enabled":"yes"}}}"#,
+        "authentication.anonymous.enabled: expected true or false, got a string"
+    )]
+    #[case::bad_mode(
+        r#"{"nodeName":"n","authorization":{"mode":"RBAC"}}"#,
+        r#"authorization.mode: expected Webhook or AlwaysAllow, got "RBAC""#
+    )]
+    #[case::bad_duration(
+        r#"{"nodeName":"n","apiServer":{"timeout":"5 s"}}"#,
+        r#"apiServer.timeout: "5 s" is not a duration: expected a Go duration such as "2m0s", "30s" or "500ms""#
+    )]
+    #[case::negative_size(
+        r#"{"nodeName":"n","limits":{"maxWaiters":-1}}"#,
+        "limits.maxWaiters: expected a whole number from 1 to 1000000, got -1"
+    )]
+    #[case::not_object(r#"[1]"#, "configuration: expected an object, got a list")]
+    fn error_messages(#[case] json: &str, #[case] message: &str) {
+        let e = Config::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(e.to_string(), message);
+    }
 }
