@@ -236,38 +236,17 @@ pub fn source_ip(address: &str) -> &str {
     }
 }
 
-/// RFC 3339 UTC with microseconds, from milliseconds since the Unix epoch.
-pub fn rfc3339_micros(ms: u64) -> String {
-    let secs = ms / 1000;
-    let micros = (ms % 1000) * 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
+/// RFC 3339 UTC with microseconds, from milliseconds since the Unix epoch (`humantime`'s
+/// formatter; a time past the year 9999, which it cannot write, is written as the last
+/// millisecond of 9999).
+pub fn rfc3339_micros(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_millis(ms.min(LAST_RFC3339_MS)))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    humantime::format_rfc3339_micros(at).to_string()
 }
 
 #[cfg(test)]
@@ -285,6 +264,7 @@ mod tests {
             rfc3339_micros(1_795_437_296_789),
             "2026-11-23T12:34:56.789000Z"
         );
+        assert_eq!(rfc3339_micros(u64::MAX), "9999-12-31T23:59:59.999000Z");
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! The filter configuration (DESIGN.md "Filter configuration"), in two stages: the JSON is walked
-//! field by field (so every error names its field, e.g. `authorization.mode: expected Webhook or
-//! AlwaysAllow, got "RBAC"`), defaults are the kubelet's config-file defaults, and the result is a
-//! checked [`Config`] that the engine reads on every request without further validation.
+//! The filter configuration (DESIGN.md "Filter configuration"), in two stages, as ripgrep's
+//! `LowArgs` -> `HiArgs`: serde derive reads the JSON into raw structs (`raw`; unknown fields and
+//! wrong types are errors naming the field path, e.g. `authentication.webhook.cacheTtl: unknown
+//! field`), then [`Config::from_value`] checks them into a [`Config`] (defaults are the kubelet's
+//! config-file defaults; e.g. `authorization.mode: expected Webhook or AlwaysAllow, got "RBAC"`),
+//! which the engine reads on every request without further validation.
+
+mod duration;
+mod raw;
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::kubelet::{FeatureGates, KubeletModel, KubeletVersion};
+pub use duration::parse_go_duration;
+use raw::{GoDuration, RawConfig};
 
 /// A configuration error: the dotted field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,24 +157,23 @@ impl Config {
         Config::from_value(&value)
     }
 
-    /// Check a parsed JSON value.
+    /// Check a parsed JSON value: stage one deserialises it into the raw structs (naming the field
+    /// of any type error or unknown field), stage two checks the raw structs into a [`Config`].
     pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
-        let root = Obj::new(
-            value,
-            "",
-            &[
-                "nodeName",
-                "kubeletVersion",
-                "featureGates",
-                "authentication",
-                "authorization",
-                "apiServer",
-                "enforcement",
-                "audit",
-                "limits",
-            ],
-        )?;
-        let node_name = root.string("nodeName")?.ok_or_else(|| {
+        let raw: RawConfig = crate::raw::from_value(value).map_err(|e| ConfigError {
+            field: if e.path.is_empty() {
+                "configuration".to_string()
+            } else {
+                e.path
+            },
+            message: e.message,
+        })?;
+        Config::check(raw)
+    }
+
+    /// Stage two: defaults, values that depend on other fields, and the kubelet's own refusals.
+    fn check(raw: RawConfig) -> Result<Config, ConfigError> {
+        let node_name = raw.node_name.ok_or_else(|| {
             err(
                 "nodeName",
                 "required: the name of the Node object this kubelet registers as",
@@ -178,16 +184,17 @@ impl Config {
         }
         let mut c = Config::with_defaults(&node_name);
 
-        let version = match root.string("kubeletVersion")? {
+        let version = match raw.kubelet_version {
             Some(v) => v
                 .parse::<KubeletVersion>()
                 .map_err(|e| err("kubeletVersion", e.to_string()))?,
             None => KubeletVersion::LATEST,
         };
-        let mut gates = FeatureGates::default();
-        if let Some(g) = root.object("featureGates", &["KubeletFineGrainedAuthz"])? {
-            gates.kubelet_fine_grained_authz = g.bool("KubeletFineGrainedAuthz")?;
-        }
+        let gates = FeatureGates {
+            kubelet_fine_grained_authz: raw
+                .feature_gates
+                .and_then(|g| g.kubelet_fine_grained_authz),
+        };
         c.model = KubeletModel::new(version, gates).map_err(|e| {
             err(
                 "featureGates.KubeletFineGrainedAuthz",
@@ -195,18 +202,14 @@ impl Config {
             )
         })?;
 
-        if let Some(a) = root.object("authentication", &["x509", "webhook", "anonymous"])? {
-            if let Some(x) = a.object("x509", &["enabled"])? {
-                c.x509_enabled = x.bool("enabled")?.unwrap_or(c.x509_enabled);
-            }
-            if let Some(w) = a.object("webhook", &["enabled", "cacheTTL"])? {
-                c.webhook_authn_enabled = w.bool("enabled")?.unwrap_or(c.webhook_authn_enabled);
-                c.token_cache_ttl = w.duration("cacheTTL")?.unwrap_or(c.token_cache_ttl);
-            }
-            if let Some(x) = a.object("anonymous", &["enabled"])? {
-                c.anonymous_enabled = x.bool("enabled")?.unwrap_or(c.anonymous_enabled);
-            }
-        }
+        let authn = raw.authentication.unwrap_or_default();
+        let x509 = authn.x509.unwrap_or_default();
+        c.x509_enabled = x509.enabled.unwrap_or(c.x509_enabled);
+        let webhook = authn.webhook.unwrap_or_default();
+        c.webhook_authn_enabled = webhook.enabled.unwrap_or(c.webhook_authn_enabled);
+        c.token_cache_ttl = webhook.cache_ttl.map_or(c.token_cache_ttl, |d| d.0);
+        let anonymous = authn.anonymous.unwrap_or_default();
+        c.anonymous_enabled = anonymous.enabled.unwrap_or(c.anonymous_enabled);
         if !c.x509_enabled && !c.webhook_authn_enabled && !c.anonymous_enabled {
             return Err(err(
                 "authentication",
@@ -214,82 +217,68 @@ impl Config {
             ));
         }
 
-        if let Some(a) = root.object("authorization", &["mode", "webhook", "strictUpgradeVerb"])? {
-            if let Some(m) = a.string("mode")? {
-                c.mode = match m.as_str() {
-                    "Webhook" => AuthorizationMode::Webhook,
-                    "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
-                    "" => {
-                        return Err(err(
-                            "authorization.mode",
-                            "no authorization mode specified: expected Webhook or AlwaysAllow",
-                        ))
-                    }
-                    other => {
-                        return Err(err(
-                            "authorization.mode",
-                            format!("expected Webhook or AlwaysAllow, got {other:?}"),
-                        ))
-                    }
-                };
-            }
-            if let Some(w) = a.object("webhook", &["cacheAuthorizedTTL", "cacheUnauthorizedTTL"])? {
-                c.authorized_ttl = w
-                    .duration("cacheAuthorizedTTL")?
-                    .unwrap_or(c.authorized_ttl);
-                c.unauthorized_ttl = w
-                    .duration("cacheUnauthorizedTTL")?
-                    .unwrap_or(c.unauthorized_ttl);
-            }
-            c.strict_upgrade_verb = a
-                .bool("strictUpgradeVerb")?
-                .unwrap_or(c.strict_upgrade_verb);
-        }
-
-        if let Some(s) = root.object(
-            "apiServer",
-            &[
-                "cluster",
-                "authority",
-                "bearerToken",
-                "timeout",
-                "staleIfError",
-            ],
-        )? {
-            if let Some(v) = s.string("cluster")? {
-                if v.is_empty() {
+        let authz = raw.authorization.unwrap_or_default();
+        if let Some(m) = authz.mode {
+            c.mode = match m.as_str() {
+                "Webhook" => AuthorizationMode::Webhook,
+                "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
+                "" => {
                     return Err(err(
-                        "apiServer.cluster",
-                        "must not be empty: name the Envoy cluster of the API server",
-                    ));
+                        "authorization.mode",
+                        "no authorization mode specified: expected Webhook or AlwaysAllow",
+                    ))
                 }
-                c.api_server.cluster = v;
-            }
-            if let Some(v) = s.string("authority")? {
-                if v.is_empty() {
-                    return Err(err("apiServer.authority", "must not be empty"));
-                }
-                c.api_server.authority = v;
-            }
-            if let Some(v) = s.string("bearerToken")? {
-                if v.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                other => {
                     return Err(err(
-                        "apiServer.bearerToken",
-                        "must not contain spaces or control characters",
-                    ));
+                        "authorization.mode",
+                        format!("expected Webhook or AlwaysAllow, got {other:?}"),
+                    ))
                 }
-                c.api_server.bearer_token = v;
-            }
-            if let Some(t) = s.duration("timeout")? {
-                if t.is_zero() {
-                    return Err(err("apiServer.timeout", "must be greater than 0s"));
-                }
-                c.api_server.timeout = t;
-            }
-            c.api_server.stale_if_error = s.duration("staleIfError")?.unwrap_or(Duration::ZERO);
+            };
         }
+        let webhook = authz.webhook.unwrap_or_default();
+        c.authorized_ttl = webhook
+            .cache_authorized_ttl
+            .map_or(c.authorized_ttl, |d| d.0);
+        c.unauthorized_ttl = webhook
+            .cache_unauthorized_ttl
+            .map_or(c.unauthorized_ttl, |d| d.0);
+        c.strict_upgrade_verb = authz.strict_upgrade_verb.unwrap_or(c.strict_upgrade_verb);
 
-        if let Some(e) = root.string("enforcement")? {
+        let api = raw.api_server.unwrap_or_default();
+        if let Some(v) = api.cluster {
+            if v.is_empty() {
+                return Err(err(
+                    "apiServer.cluster",
+                    "must not be empty: name the Envoy cluster of the API server",
+                ));
+            }
+            c.api_server.cluster = v;
+        }
+        if let Some(v) = api.authority {
+            if v.is_empty() {
+                return Err(err("apiServer.authority", "must not be empty"));
+            }
+            c.api_server.authority = v;
+        }
+        if let Some(v) = api.bearer_token {
+            if v.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                return Err(err(
+                    "apiServer.bearerToken",
+                    "must not contain spaces or control characters",
+                ));
+            }
+            c.api_server.bearer_token = v;
+        }
+        if let Some(GoDuration(t)) = api.timeout {
+            if t.is_zero() {
+                return Err(err("apiServer.timeout", "must be greater than 0s"));
+            }
+            c.api_server.timeout = t;
+        }
+        c.api_server.stale_if_error = api.stale_if_error.map_or(Duration::ZERO, |d| d.0);
+
+        if let Some(e) = raw.enforcement {
             c.enforcement = match e.as_str() {
                 "Enforce" => Enforcement::Enforce,
                 "Shadow" => Enforcement::Shadow,
@@ -301,25 +290,13 @@ impl Config {
                 }
             };
         }
-        if let Some(a) = root.object("audit", &["enabled"])? {
-            c.audit_enabled = a.bool("enabled")?.unwrap_or(c.audit_enabled);
-        }
-        if let Some(l) = root.object(
-            "limits",
-            &[
-                "tokenCacheSize",
-                "sarCacheSize",
-                "maxInflight",
-                "maxWaiters",
-            ],
-        )? {
-            c.limits.token_cache_size = l
-                .size("tokenCacheSize")?
-                .unwrap_or(c.limits.token_cache_size);
-            c.limits.sar_cache_size = l.size("sarCacheSize")?.unwrap_or(c.limits.sar_cache_size);
-            c.limits.max_inflight = l.size("maxInflight")?.unwrap_or(c.limits.max_inflight);
-            c.limits.max_waiters = l.size("maxWaiters")?.unwrap_or(c.limits.max_waiters);
-        }
+        c.audit_enabled = raw.audit.and_then(|a| a.enabled).unwrap_or(c.audit_enabled);
+        let limits = raw.limits.unwrap_or_default();
+        let l = &mut c.limits;
+        l.token_cache_size = limits.token_cache_size.map_or(l.token_cache_size, |s| s.0);
+        l.sar_cache_size = limits.sar_cache_size.map_or(l.sar_cache_size, |s| s.0);
+        l.max_inflight = limits.max_inflight.map_or(l.max_inflight, |s| s.0);
+        l.max_waiters = limits.max_waiters.map_or(l.max_waiters, |s| s.0);
         Ok(c)
     }
 }
@@ -330,226 +307,10 @@ fn strip_field(msg: &str) -> String {
         .to_string()
 }
 
-/// One JSON object being checked, with its dotted path.
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-}
-
-impl<'a> Obj<'a> {
-    fn new(value: &'a Value, path: &str, known: &[&str]) -> Result<Self, ConfigError> {
-        let field = if path.is_empty() {
-            "configuration"
-        } else {
-            path
-        };
-        let map = value
-            .as_object()
-            .ok_or_else(|| err(field, format!("expected an object, got {}", kind(value))))?;
-        for key in map.keys() {
-            if !known.contains(&key.as_str()) {
-                return Err(err(
-                    &join(path, key),
-                    format!("unknown field; known fields here: {}", known.join(", ")),
-                ));
-            }
-        }
-        Ok(Obj {
-            map,
-            path: path.to_string(),
-        })
-    }
-
-    fn field(&self, key: &str) -> String {
-        join(&self.path, key)
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn object(&self, key: &str, known: &[&str]) -> Result<Option<Obj<'a>>, ConfigError> {
-        self.get(key)
-            .map(|v| Obj::new(v, &self.field(key), known))
-            .transpose()
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(err(
-                &self.field(key),
-                format!("expected a string, got {}", kind(v)),
-            )),
-        }
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(err(
-                &self.field(key),
-                format!("expected true or false, got {}", kind(v)),
-            )),
-        }
-    }
-
-    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        match self.string(key)? {
-            None => Ok(None),
-            Some(s) => parse_go_duration(&s)
-                .map(Some)
-                .map_err(|m| err(&self.field(key), m)),
-        }
-    }
-
-    fn size(&self, key: &str) -> Result<Option<usize>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(n) if (1..=1_000_000).contains(&n) => {
-                    Ok(Some(usize::try_from(n).unwrap_or(1_000_000)))
-                }
-                _ => Err(err(
-                    &self.field(key),
-                    format!("expected a whole number from 1 to 1000000, got {v}"),
-                )),
-            },
-        }
-    }
-}
-
-/// The dotted path of `key` under `path`. A key that is empty or holds anything but letters,
-/// digits, `_` and `-` is written as a JSON string (`authentication.""`, `"a.b"`), so that an
-/// error always names a field and the name cannot be mistaken for another path (found by
-/// `cargo fuzz run config`: `{"":{}}` gave an error naming no field).
-fn join(path: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let key = if plain {
-        key.to_string()
-    } else {
-        serde_json::to_string(key).unwrap_or_else(|_| "\"?\"".to_string())
-    };
-    if path.is_empty() {
-        key
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Parse a Go duration string (`2m0s`, `30s`, `1h30m`, `500ms`, `1.5s`, `0`). Negative durations
-/// are refused (every duration here is a TTL or a timeout).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("{s:?} is not a duration: expected a Go duration such as \"2m0s\", \"30s\" or \"500ms\"")
-    };
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.starts_with('-') {
-        return Err(format!(
-            "{s:?} is negative: expected a duration of 0s or more"
-        ));
-    }
-    let s2 = s.strip_prefix('+').unwrap_or(s);
-    if s2.is_empty() {
-        return Err(bad());
-    }
-    let mut rest = s2;
-    let mut total_ns: u128 = 0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (num, after) = rest.split_at(num_len);
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(bad());
-        }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let unit_ns: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return Err(bad()),
-        };
-        let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-        let int: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| bad())?
-        };
-        let mut frac_ns: u128 = 0;
-        let mut scale: u128 = unit_ns;
-        for d in frac_part.bytes() {
-            scale /= 10;
-            frac_ns += u128::from(d - b'0') * scale;
-        }
-        total_ns = total_ns
-            .checked_add(int.checked_mul(unit_ns).ok_or_else(bad)?)
-            .and_then(|t| t.checked_add(frac_ns))
-            .ok_or_else(bad)?;
-        rest = next;
-    }
-    let secs = u64::try_from(total_ns / 1_000_000_000).map_err(|_| bad())?;
-    let nanos = u32::try_from(total_ns % 1_000_000_000).map_err(|_| bad())?;
-    Ok(Duration::new(secs, nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
-
-    #[rstest]
-    #[case("2m0s", 120_000)]
-    #[case("30s", 30_000)]
-    #[case("5m0s", 300_000)]
-    #[case("1h30m", 5_400_000)]
-    #[case("500ms", 500)]
-    #[case("1.5s", 1_500)]
-    #[case("0s", 0)]
-    #[case("0", 0)]
-    #[case("+10s", 10_000)]
-    #[case("1m30.5s", 90_500)]
-    #[case("2000us", 2)]
-    fn go_durations(#[case] s: &str, #[case] ms: u128) {
-        assert_eq!(parse_go_duration(s).unwrap().as_millis(), ms);
-    }
-
-    #[rstest]
-    #[case("")]
-    #[case("10")]
-    #[case("s")]
-    #[case("1d")]
-    #[case("-5s")]
-    #[case("1..5s")]
-    #[case("5 s")]
-    #[case("1.s2")]
-    fn bad_durations(#[case] s: &str) {
-        assert!(parse_go_duration(s).is_err(), "{s}");
-    }
 
     #[test]
     fn defaults_are_the_kubelet_config_file_defaults() {
@@ -647,5 +408,32 @@ mod tests {
         let e = Config::from_json(json.as_bytes()).unwrap_err();
         assert_eq!(e.field, field, "{e}");
         assert!(e.to_string().starts_with(&format!("{field}: ")), "{e}");
+    }
+
+    #[rstest]
+    #[case::unknown_nested(
+        r#"{"nodeName":"n","authentication":{"webhook":{"cacheTtl":"2m"}}}"#,
+        "authentication.webhook.cacheTtl: unknown field; known fields here: enabled, cacheTTL"
+    )]
+    #[case::bad_bool(
+        r#"{"nodeName":"n","authentication":{"anonymous":{"enabled":"yes"}}}"#,
+        "authentication.anonymous.enabled: expected true or false, got a string"
+    )]
+    #[case::bad_mode(
+        r#"{"nodeName":"n","authorization":{"mode":"RBAC"}}"#,
+        r#"authorization.mode: expected Webhook or AlwaysAllow, got "RBAC""#
+    )]
+    #[case::bad_duration(
+        r#"{"nodeName":"n","apiServer":{"timeout":"5 s"}}"#,
+        r#"apiServer.timeout: "5 s" is not a duration: expected a Go duration such as "2m0s", "30s" or "500ms""#
+    )]
+    #[case::negative_size(
+        r#"{"nodeName":"n","limits":{"maxWaiters":-1}}"#,
+        "limits.maxWaiters: expected a whole number from 1 to 1000000, got -1"
+    )]
+    #[case::not_object(r#"[1]"#, "configuration: expected an object, got a list")]
+    fn error_messages(#[case] json: &str, #[case] message: &str) {
+        let e = Config::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(e.to_string(), message);
     }
 }

@@ -19,6 +19,7 @@
 //! - [`webhook`]: the kubelet's webhook clients' retry rules (what a callout's result leads to).
 //! - [`audit`]: audit.k8s.io/v1 `Event` lines for each decision.
 //! - [`rbac`]: the RBAC evaluator over ClusterRoles, Roles and their bindings (feature `yaml`).
+//! - `raw` (private): stage one of every loader, serde derive with errors naming the field path.
 //! - [`kubeletconfig`]: KubeletConfiguration parsing and the CIS kubelet checks (feature `yaml`).
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub mod kubelet;
 #[cfg(feature = "yaml")]
 pub mod kubeletconfig;
 pub mod path;
+mod raw;
 #[cfg(feature = "yaml")]
 pub mod rbac;
 pub mod review;

@@ -56,6 +56,10 @@ pub fn sha256_hex(der: &[u8]) -> String {
 
 /// Decode one PEM `CERTIFICATE` block into DER. Only white space may surround the block; the
 /// base64 body may be wrapped at any width (white space inside it is ignored) and must be padded.
+///
+/// The block is split here rather than by a PEM crate on purpose: x509-cert's decoder
+/// (`pem-rfc7468`) takes only 64-column lines, and the `pem` crate skips text before the block and
+/// reads RFC 1421 headers, both refused here. The base64 is the `base64` crate's.
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, X509Error> {
     use base64::Engine as _;
     let text = pem.trim();

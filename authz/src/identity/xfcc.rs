@@ -115,29 +115,23 @@ fn lex(header: &str) -> Result<Vec<Vec<RawPair>>, XfccError> {
     }
 }
 
-/// Percent-decoding (not form decoding: `+` stays `+`), as Envoy URL-encodes PEM.
+/// Percent-decoding (not form decoding: `+` stays `+`), as Envoy URL-encodes PEM. The decoding is
+/// the `percent-encoding` crate's; it passes a malformed escape through, so escapes are checked
+/// first: every `%` must start `%XX` with two hex digits.
 fn url_decode(s: &str) -> Result<String, XfccError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = bytes.get(i + 1).and_then(|h| char::from(*h).to_digit(16));
-            let lo = bytes.get(i + 2).and_then(|h| char::from(*h).to_digit(16));
-            match (hi, lo) {
-                (Some(hi), Some(lo)) => {
-                    // Both digits are below 16, so the byte fits.
-                    out.push(u8::try_from(hi * 16 + lo).map_err(|_| malformed("bad escape"))?);
-                    i += 3;
-                }
-                _ => return Err(malformed("bad percent escape")),
-            }
-        } else {
-            out.push(b);
-            i += 1;
-        }
+    let well_formed = s.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(malformed("bad percent escape"));
     }
-    String::from_utf8(out).map_err(|_| malformed("URL-decoded value is not UTF-8"))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| malformed("URL-decoded value is not UTF-8"))
 }
 
 fn set_once(slot: &mut Option<String>, key: &str, value: String) -> Result<(), XfccError> {

@@ -1,11 +1,22 @@
 //! Reading RBAC objects from text: multi-document YAML, or JSON (one value or several in a row).
 //! `List` and `<Kind>List` objects are flattened; empty and `null` documents are skipped. Every
 //! error is one line naming the source, the document and the field.
+//!
+//! Each document is read in two stages: serde derive into the raw structs of `raw` (the kind
+//! first, then the object of that kind; a wrong type names its field path, e.g.
+//! `rules[0].verbs: expected a list of strings, got a string`), then a checking step into the
+//! model's types (required fields, namespace defaulting).
 
-use std::collections::BTreeMap;
+mod raw;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use raw::{
+    RawApiVersion, RawBinding, RawClusterRole, RawHead, RawList, RawObjectMeta, RawPolicyRule,
+    RawRole, StrList,
+};
 
 use super::model::{
     ClusterRole, ClusterRoleBinding, ObjectMeta, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -159,23 +170,19 @@ fn yaml_documents(text: &str, source_name: &str) -> Result<Vec<Value>, RbacError
     Ok(values)
 }
 
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
+/// `path` (relative to the object at `prefix`) as a path from the document.
+fn under(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty(), path.starts_with('[')) {
+        (true, _, _) => path.to_string(),
+        (false, true, _) => prefix.to_string(),
+        (false, false, true) => format!("{prefix}{path}"),
+        (false, false, false) => format!("{prefix}.{path}"),
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
+/// Stage one for the object at `path`: deserialise it into `T`, naming the field of any error.
+fn read<T: DeserializeOwned>(cx: &Cx<'_>, value: &Value, path: &str) -> Result<T, RbacError> {
+    crate::raw::from_value(value).map_err(|e| cx.field(&under(path, &e.path), e.message))
 }
 
 fn is_rbac_kind(kind: &str) -> bool {
@@ -192,40 +199,38 @@ fn parse_value(
     default_kind: Option<&str>,
     out: &mut Vec<Object>,
 ) -> Result<(), RbacError> {
-    let Value::Object(map) = value else {
-        return Err(cx.field(
-            path,
-            format!(
-                "expected a Kubernetes object (with `kind`), got {}",
-                type_name(value)
-            ),
-        ));
-    };
-    let kind_path = join(path, "kind");
-    let kind = match (map.get("kind"), default_kind) {
-        (None | Some(Value::Null), Some(k)) => k,
-        (Some(Value::String(s)), Some(k)) if s.is_empty() => k,
-        (None | Some(Value::Null), None) => return Err(cx.field(&kind_path, "missing")),
-        (Some(Value::String(s)), None) if s.is_empty() => {
-            return Err(cx.field(&kind_path, "missing"))
-        }
-        (Some(Value::String(s)), _) => s.as_str(),
-        (Some(other), _) => {
-            return Err(cx.field(
-                &kind_path,
-                format!("expected a string, got {}", type_name(other)),
-            ))
-        }
+    let head: RawHead = read(cx, value, path)?;
+    let kind = match (head.kind.as_deref(), default_kind) {
+        (None | Some(""), Some(k)) => k,
+        (None | Some(""), None) => return Err(cx.field(&under(path, "kind"), "missing")),
+        (Some(k), _) => k,
     };
     if is_rbac_kind(kind) {
-        check_api_version(cx, map, path)?;
+        let RawApiVersion { api_version } = read(cx, value, path)?;
+        check_api_version(cx, api_version.as_deref(), path)?;
         let object = match kind {
-            CLUSTER_ROLE_KIND => Object::ClusterRole(parse_cluster_role(cx, map, path)?),
-            ROLE_KIND => Object::Role(parse_role(cx, map, path)?),
-            CLUSTER_ROLE_BINDING_KIND => {
-                Object::ClusterRoleBinding(parse_cluster_role_binding(cx, map, path)?)
+            CLUSTER_ROLE_KIND => {
+                Object::ClusterRole(cluster_role(cx, read(cx, value, path)?, path)?)
             }
-            _ => Object::RoleBinding(parse_role_binding(cx, map, path)?),
+            ROLE_KIND => Object::Role(role(cx, read(cx, value, path)?, path)?),
+            CLUSTER_ROLE_BINDING_KIND => {
+                let (metadata, subjects, role_ref) =
+                    binding(cx, read(cx, value, path)?, path, false)?;
+                Object::ClusterRoleBinding(ClusterRoleBinding {
+                    metadata,
+                    subjects,
+                    role_ref,
+                })
+            }
+            _ => {
+                let (metadata, subjects, role_ref) =
+                    binding(cx, read(cx, value, path)?, path, true)?;
+                Object::RoleBinding(RoleBinding {
+                    metadata,
+                    subjects,
+                    role_ref,
+                })
+            }
         };
         out.push(object);
         return Ok(());
@@ -238,199 +243,56 @@ fn parse_value(
             _ => return Err(cx.unknown_kind(kind)),
         }
     };
-    let items_path = join(path, "items");
-    match map.get("items") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let item_path = format!("{items_path}[{i}]");
-                parse_value(cx, item, &item_path, element_kind, out)?;
-            }
-            Ok(())
-        }
-        Some(other) => Err(cx.field(
-            &items_path,
-            format!("expected a list, got {}", type_name(other)),
-        )),
+    let list: RawList = read(cx, value, path)?;
+    for (i, item) in list.items.unwrap_or_default().iter().enumerate() {
+        let item_path = under(path, &format!("items[{i}]"));
+        parse_value(cx, item, &item_path, element_kind, out)?;
     }
+    Ok(())
 }
 
-fn check_api_version(cx: &Cx<'_>, map: &Map<String, Value>, path: &str) -> Result<(), RbacError> {
-    let field = join(path, "apiVersion");
-    match map.get("apiVersion") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(v)) => {
-            let ok = v
-                .strip_prefix(RBAC_GROUP)
-                .and_then(|rest| rest.strip_prefix('/'))
-                .is_some_and(|version| matches!(version, "v1" | "v1beta1" | "v1alpha1"));
-            if ok {
-                Ok(())
-            } else {
-                Err(cx.field(
-                    &field,
-                    format!("expected `rbac.authorization.k8s.io/v1`, got `{v}`"),
-                ))
-            }
-        }
-        Some(other) => Err(cx.field(
-            &field,
-            format!("expected a string, got {}", type_name(other)),
-        )),
-    }
-}
-
-/// An optional string field: missing or `null` is `""`.
-fn opt_str(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<String, RbacError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(cx.field(
-            &join(path, key),
-            format!("expected a string, got {}", type_name(other)),
-        )),
+fn check_api_version(cx: &Cx<'_>, api_version: Option<&str>, path: &str) -> Result<(), RbacError> {
+    let Some(v) = api_version else {
+        return Ok(());
+    };
+    let ok = v
+        .strip_prefix(RBAC_GROUP)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|version| matches!(version, "v1" | "v1beta1" | "v1alpha1"));
+    if ok {
+        Ok(())
+    } else {
+        Err(cx.field(
+            &under(path, "apiVersion"),
+            format!("expected `rbac.authorization.k8s.io/v1`, got `{v}`"),
+        ))
     }
 }
 
 /// A required, non-empty string field.
-fn req_str(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<String, RbacError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Err(cx.field(&join(path, key), "missing")),
-        Some(Value::String(s)) if s.is_empty() => {
-            Err(cx.field(&join(path, key), "must not be empty"))
-        }
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(cx.field(
-            &join(path, key),
-            format!("expected a string, got {}", type_name(other)),
-        )),
+fn required(cx: &Cx<'_>, value: Option<String>, field: &str) -> Result<String, RbacError> {
+    match value {
+        None => Err(cx.field(field, "missing")),
+        Some(s) if s.is_empty() => Err(cx.field(field, "must not be empty")),
+        Some(s) => Ok(s),
     }
 }
 
-/// An optional list of strings: missing or `null` is empty.
-fn str_list(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<Vec<String>, RbacError> {
-    let field = join(path, key);
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(cx.field(
-                    &format!("{field}[{i}]"),
-                    format!("expected a string, got {}", type_name(other)),
-                )),
-            })
-            .collect(),
-        Some(other) => Err(cx.field(
-            &field,
-            format!("expected a list of strings, got {}", type_name(other)),
-        )),
-    }
-}
-
-/// An optional map of strings (labels, annotations).
-fn str_map(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<BTreeMap<String, String>, RbacError> {
-    let field = join(path, key);
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(cx.field(
-                    &format!("{field}.{k}"),
-                    format!("expected a string, got {}", type_name(other)),
-                )),
-            })
-            .collect(),
-        Some(other) => Err(cx.field(
-            &field,
-            format!("expected an object, got {}", type_name(other)),
-        )),
-    }
-}
-
-/// A required object field.
-fn req_obj<'m>(
-    cx: &Cx<'_>,
-    map: &'m Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<&'m Map<String, Value>, RbacError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Err(cx.field(&join(path, key), "missing")),
-        Some(Value::Object(m)) => Ok(m),
-        Some(other) => Err(cx.field(
-            &join(path, key),
-            format!("expected an object, got {}", type_name(other)),
-        )),
-    }
-}
-
-/// An object with its field path.
-type Located<'m> = (String, &'m Map<String, Value>);
-
-/// An optional list of objects: missing or `null` is empty.
-fn obj_list<'m>(
-    cx: &Cx<'_>,
-    map: &'m Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<Vec<Located<'m>>, RbacError> {
-    let field = join(path, key);
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let item_path = format!("{field}[{i}]");
-                match v {
-                    Value::Object(m) => Ok((item_path, m)),
-                    other => Err(cx.field(
-                        &item_path,
-                        format!("expected an object, got {}", type_name(other)),
-                    )),
-                }
-            })
-            .collect(),
-        Some(other) => Err(cx.field(&field, format!("expected a list, got {}", type_name(other)))),
-    }
+fn strings(list: Option<StrList>) -> Vec<String> {
+    list.unwrap_or_default().0
 }
 
 /// `metadata`: name required; namespace defaulted for namespaced kinds, dropped otherwise.
-fn parse_meta(
+fn metadata(
     cx: &Cx<'_>,
-    map: &Map<String, Value>,
+    meta: Option<RawObjectMeta>,
     path: &str,
     namespaced: bool,
 ) -> Result<ObjectMeta, RbacError> {
-    let meta_path = join(path, "metadata");
-    let meta = req_obj(cx, map, path, "metadata")?;
-    let name = req_str(cx, meta, &meta_path, "name")?;
-    let namespace = opt_str(cx, meta, &meta_path, "namespace")?;
+    let meta_path = under(path, "metadata");
+    let meta = meta.ok_or_else(|| cx.field(&meta_path, "missing"))?;
+    let name = required(cx, meta.name, &under(&meta_path, "name"))?;
+    let namespace = meta.namespace.unwrap_or_default();
     let namespace = match (namespaced, namespace.is_empty()) {
         (false, _) => String::new(),
         (true, true) => DEFAULT_NAMESPACE.to_string(),
@@ -439,97 +301,69 @@ fn parse_meta(
     Ok(ObjectMeta {
         name,
         namespace,
-        labels: str_map(cx, meta, &meta_path, "labels")?,
-        annotations: str_map(cx, meta, &meta_path, "annotations")?,
+        labels: meta.labels.unwrap_or_default(),
+        annotations: meta.annotations.unwrap_or_default(),
     })
 }
 
-fn parse_rules(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-) -> Result<Vec<PolicyRule>, RbacError> {
-    obj_list(cx, map, path, "rules")?
+fn rules(rules: Option<Vec<RawPolicyRule>>) -> Vec<PolicyRule> {
+    rules
+        .unwrap_or_default()
         .into_iter()
-        .map(|(p, rule)| {
-            Ok(PolicyRule {
-                verbs: str_list(cx, rule, &p, "verbs")?,
-                api_groups: str_list(cx, rule, &p, "apiGroups")?,
-                resources: str_list(cx, rule, &p, "resources")?,
-                resource_names: str_list(cx, rule, &p, "resourceNames")?,
-                non_resource_urls: str_list(cx, rule, &p, "nonResourceURLs")?,
-            })
+        .map(|r| PolicyRule {
+            verbs: strings(r.verbs),
+            api_groups: strings(r.api_groups),
+            resources: strings(r.resources),
+            resource_names: strings(r.resource_names),
+            non_resource_urls: strings(r.non_resource_urls),
         })
         .collect()
 }
 
-fn parse_subjects(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-) -> Result<Vec<Subject>, RbacError> {
-    obj_list(cx, map, path, "subjects")?
-        .into_iter()
-        .map(|(p, s)| {
-            Ok(Subject {
-                kind: req_str(cx, s, &p, "kind")?,
-                api_group: opt_str(cx, s, &p, "apiGroup")?,
-                name: req_str(cx, s, &p, "name")?,
-                namespace: opt_str(cx, s, &p, "namespace")?,
-            })
-        })
-        .collect()
-}
-
-fn parse_role_ref(cx: &Cx<'_>, map: &Map<String, Value>, path: &str) -> Result<RoleRef, RbacError> {
-    let ref_path = join(path, "roleRef");
-    let r = req_obj(cx, map, path, "roleRef")?;
-    Ok(RoleRef {
-        api_group: opt_str(cx, r, &ref_path, "apiGroup")?,
-        kind: req_str(cx, r, &ref_path, "kind")?,
-        name: req_str(cx, r, &ref_path, "name")?,
-    })
-}
-
-fn parse_cluster_role(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-) -> Result<ClusterRole, RbacError> {
+fn cluster_role(cx: &Cx<'_>, raw: RawClusterRole, path: &str) -> Result<ClusterRole, RbacError> {
     Ok(ClusterRole {
-        metadata: parse_meta(cx, map, path, false)?,
-        rules: parse_rules(cx, map, path)?,
-        aggregation_rule: map.get("aggregationRule").filter(|v| !v.is_null()).cloned(),
+        metadata: metadata(cx, raw.metadata, path, false)?,
+        rules: rules(raw.rules),
+        aggregation_rule: raw.aggregation_rule,
     })
 }
 
-fn parse_role(cx: &Cx<'_>, map: &Map<String, Value>, path: &str) -> Result<Role, RbacError> {
+fn role(cx: &Cx<'_>, raw: RawRole, path: &str) -> Result<Role, RbacError> {
     Ok(Role {
-        metadata: parse_meta(cx, map, path, true)?,
-        rules: parse_rules(cx, map, path)?,
+        metadata: metadata(cx, raw.metadata, path, true)?,
+        rules: rules(raw.rules),
     })
 }
 
-fn parse_cluster_role_binding(
+/// The parts of a ClusterRoleBinding or RoleBinding.
+fn binding(
     cx: &Cx<'_>,
-    map: &Map<String, Value>,
+    raw: RawBinding,
     path: &str,
-) -> Result<ClusterRoleBinding, RbacError> {
-    Ok(ClusterRoleBinding {
-        metadata: parse_meta(cx, map, path, false)?,
-        subjects: parse_subjects(cx, map, path)?,
-        role_ref: parse_role_ref(cx, map, path)?,
-    })
-}
-
-fn parse_role_binding(
-    cx: &Cx<'_>,
-    map: &Map<String, Value>,
-    path: &str,
-) -> Result<RoleBinding, RbacError> {
-    Ok(RoleBinding {
-        metadata: parse_meta(cx, map, path, true)?,
-        subjects: parse_subjects(cx, map, path)?,
-        role_ref: parse_role_ref(cx, map, path)?,
-    })
+    namespaced: bool,
+) -> Result<(ObjectMeta, Vec<Subject>, RoleRef), RbacError> {
+    let metadata = metadata(cx, raw.metadata, path, namespaced)?;
+    let subjects = raw
+        .subjects
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = under(path, &format!("subjects[{i}]"));
+            Ok(Subject {
+                kind: required(cx, s.kind, &under(&p, "kind"))?,
+                api_group: s.api_group.unwrap_or_default(),
+                name: required(cx, s.name, &under(&p, "name"))?,
+                namespace: s.namespace.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, RbacError>>()?;
+    let ref_path = under(path, "roleRef");
+    let r = raw.role_ref.ok_or_else(|| cx.field(&ref_path, "missing"))?;
+    let role_ref = RoleRef {
+        api_group: r.api_group.unwrap_or_default(),
+        kind: required(cx, r.kind, &under(&ref_path, "kind"))?,
+        name: required(cx, r.name, &under(&ref_path, "name"))?,
+    };
+    Ok((metadata, subjects, role_ref))
 }

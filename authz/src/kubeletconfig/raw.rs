@@ -1,0 +1,62 @@
+//! Stage one of a KubeletConfiguration file: the few fields that decide API access, as written.
+//! Other fields are ignored, as the kubelet's lenient decoding ignores fields it does not know;
+//! an absent or `null` field is `None`, so stage two can tell "not set" from the default.
+
+use serde::Deserialize;
+
+/// `kind` and `apiVersion`, read before anything else.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a mapping")]
+pub(super) struct RawHead {
+    pub kind: Option<String>,
+    pub api_version: Option<String>,
+}
+
+/// The fields of a KubeletConfiguration this module reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a mapping")]
+pub(super) struct RawKubeletConfiguration {
+    pub authentication: Option<RawAuthentication>,
+    pub authorization: Option<RawAuthorization>,
+    pub read_only_port: Option<i64>,
+    pub feature_gates: Option<RawFeatureGates>,
+}
+
+/// `authentication`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a mapping")]
+pub(super) struct RawAuthentication {
+    pub anonymous: Option<RawEnabled>,
+    pub webhook: Option<RawEnabled>,
+    pub x509: Option<RawX509>,
+}
+
+/// `{ enabled: bool }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a mapping")]
+pub(super) struct RawEnabled {
+    pub enabled: Option<bool>,
+}
+
+/// `authentication.x509`.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a mapping")]
+pub(super) struct RawX509 {
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<String>,
+}
+
+/// `authorization`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a mapping")]
+pub(super) struct RawAuthorization {
+    pub mode: Option<String>,
+}
+
+/// `featureGates`: only the gate the kubelet's authorization reads.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a mapping")]
+pub(super) struct RawFeatureGates {
+    #[serde(rename = "KubeletFineGrainedAuthz")]
+    pub kubelet_fine_grained_authz: Option<bool>,
+}
