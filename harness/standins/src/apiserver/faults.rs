@@ -46,6 +46,14 @@ pub enum FaultKind {
     AllowedAndDenied,
     /// Answer 200 with the normal response padded to `hugeBytes` (default 16 MiB).
     HugeBody,
+    /// Answer 502 Bad Gateway with a `Status` body (an InternalError to client-go: retried).
+    BadGateway,
+    /// Answer 503 without `Retry-After` (ServiceUnavailable: the kubelet does not retry it).
+    Unavailable,
+    /// Answer 503 with `Retry-After: 1` (the REST client waits and resends).
+    UnavailableRetryAfter,
+    /// The normal answer (201), with a `Retry-After: 1` header (a success is never retried).
+    CreatedRetryAfter,
 }
 
 impl FaultKind {
@@ -59,6 +67,10 @@ impl FaultKind {
             FaultKind::MalformedJson => "malformedJson",
             FaultKind::AllowedAndDenied => "allowedAndDenied",
             FaultKind::HugeBody => "hugeBody",
+            FaultKind::BadGateway => "badGateway",
+            FaultKind::Unavailable => "unavailable",
+            FaultKind::UnavailableRetryAfter => "unavailableRetryAfter",
+            FaultKind::CreatedRetryAfter => "createdRetryAfter",
         }
     }
 }

@@ -842,6 +842,36 @@ impl State {
                 self.record(kind, &request, Some(response.clone()), 200, Some(fk), user);
                 Ok(serve::json(200, &response))
             }
+            FaultKind::BadGateway => {
+                self.record(kind, &request, None, 502, Some(fk), user);
+                Ok(status(
+                    502,
+                    "InternalError",
+                    "bad gateway: injected by the stand-in",
+                    None,
+                ))
+            }
+            FaultKind::Unavailable | FaultKind::UnavailableRetryAfter => {
+                self.record(kind, &request, None, 503, Some(fk), user);
+                let mut resp = status(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                    None,
+                );
+                if fk == FaultKind::UnavailableRetryAfter {
+                    resp.headers_mut()
+                        .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+                }
+                Ok(resp)
+            }
+            FaultKind::CreatedRetryAfter => {
+                self.record(kind, &request, Some(response.clone()), code, Some(fk), user);
+                let mut resp = serve::json(code, &response);
+                resp.headers_mut()
+                    .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+                Ok(resp)
+            }
             FaultKind::HugeBody => {
                 self.record(kind, &request, None, 200, Some(fk), user);
                 let size = fault.huge_bytes.unwrap_or(16 * 1024 * 1024);
