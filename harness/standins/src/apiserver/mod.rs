@@ -423,8 +423,11 @@ fn attrs(
 }
 
 const PUBLIC_PATHS: &[&str] = &["/version", "/healthz", "/livez", "/readyz"];
-const RBAC_PREFIX: &str = "/apis/rbac.authorization.k8s.io/v1/";
-const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+use kubelet_authz::rbac::{RBAC_API_VERSION, RBAC_GROUP};
+use kubelet_authz::review::{
+    SELF_SUBJECT_ACCESS_REVIEW_PATH, SELF_SUBJECT_REVIEW_PATH, SUBJECT_ACCESS_REVIEW_PATH,
+    TOKEN_REVIEW_PATH,
+};
 
 fn rbac_kind(resource: &str) -> Option<(&'static str, bool)> {
     match resource {
@@ -438,10 +441,10 @@ fn rbac_kind(resource: &str) -> Option<(&'static str, bool)> {
 
 fn review_kind(path: &str) -> Option<&'static str> {
     match path {
-        "/apis/authentication.k8s.io/v1/tokenreviews" => Some("TokenReview"),
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some("SelfSubjectReview"),
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some("SubjectAccessReview"),
-        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some("SelfSubjectAccessReview"),
+        TOKEN_REVIEW_PATH => Some("TokenReview"),
+        SELF_SUBJECT_REVIEW_PATH => Some("SelfSubjectReview"),
+        SUBJECT_ACCESS_REVIEW_PATH => Some("SubjectAccessReview"),
+        SELF_SUBJECT_ACCESS_REVIEW_PATH => Some("SelfSubjectAccessReview"),
         _ => None,
     }
 }
@@ -589,9 +592,7 @@ impl State {
             )));
         };
         let mut checks = Vec::new();
-        let sa = username
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.split_once(':'));
+        let sa = kubelet_authz::identity::split_service_account_username(&username);
         match sa {
             Some((ns, name)) => checks.push(ResourceAttributes {
                 verb: "impersonate".into(),
@@ -644,10 +645,7 @@ impl State {
         let mut new_groups = groups.clone();
         if let Some((ns, _)) = sa {
             if groups.is_empty() {
-                new_groups = vec![
-                    "system:serviceaccounts".to_string(),
-                    format!("system:serviceaccounts:{ns}"),
-                ];
+                new_groups = kubelet_authz::identity::service_account_groups(ns);
             }
         }
         let marker = if username == kubelet_authz::identity::ANONYMOUS_USER {
@@ -730,7 +728,7 @@ impl State {
     }
 
     fn known_read_path(&self, path: &str) -> bool {
-        path.starts_with("/api/v1/nodes") || path.starts_with(RBAC_PREFIX)
+        path.starts_with("/api/v1/nodes") || path.starts_with(&format!("/apis/{RBAC_API_VERSION}/"))
     }
 
     fn standin(&self, method: &Method, rest: &str, body: &[u8]) -> Response<Body> {
@@ -983,46 +981,45 @@ impl State {
                 "v1",
                 true,
             ),
-            ["apis", RBAC_GROUP_SEG, "v1", resource] => match rbac_kind(resource) {
+            ["apis", RBAC_GROUP, "v1", resource] => match rbac_kind(resource) {
                 Some((kind, _)) => self.list(
                     user,
                     &attrs("list", RBAC_GROUP, resource, "", ""),
                     &format!("{kind}List"),
-                    "rbac.authorization.k8s.io/v1",
+                    RBAC_API_VERSION,
                     |o| data::kind(o) == kind,
                     false,
                 ),
                 None => not_found_path(),
             },
-            ["apis", RBAC_GROUP_SEG, "v1", resource, name] => match rbac_kind(resource) {
+            ["apis", RBAC_GROUP, "v1", resource, name] => match rbac_kind(resource) {
                 Some((kind, false)) => self.get(
                     user,
                     &attrs("get", RBAC_GROUP, resource, "", name),
                     kind,
-                    "rbac.authorization.k8s.io/v1",
+                    RBAC_API_VERSION,
                     false,
                 ),
                 _ => not_found_path(),
             },
-            ["apis", RBAC_GROUP_SEG, "v1", "namespaces", ns, resource] => match rbac_kind(resource)
-            {
+            ["apis", RBAC_GROUP, "v1", "namespaces", ns, resource] => match rbac_kind(resource) {
                 Some((kind, true)) => self.list(
                     user,
                     &attrs("list", RBAC_GROUP, resource, ns, ""),
                     &format!("{kind}List"),
-                    "rbac.authorization.k8s.io/v1",
+                    RBAC_API_VERSION,
                     |o| data::kind(o) == kind && data::meta(o, "namespace") == *ns,
                     false,
                 ),
                 _ => not_found_path(),
             },
-            ["apis", RBAC_GROUP_SEG, "v1", "namespaces", ns, resource, name] => {
+            ["apis", RBAC_GROUP, "v1", "namespaces", ns, resource, name] => {
                 match rbac_kind(resource) {
                     Some((kind, true)) => self.get(
                         user,
                         &attrs("get", RBAC_GROUP, resource, ns, name),
                         kind,
-                        "rbac.authorization.k8s.io/v1",
+                        RBAC_API_VERSION,
                         false,
                     ),
                     _ => not_found_path(),
@@ -1099,8 +1096,6 @@ impl State {
         }
     }
 }
-
-const RBAC_GROUP_SEG: &str = "rbac.authorization.k8s.io";
 
 fn invalid_value(kind: &str, field: &str, message: &str) -> (u16, Value) {
     (
