@@ -220,13 +220,7 @@ fn answer(vm: &Host, response: CallResponse) {
     vm.reply_call_with(pending[0].token, response).unwrap();
 }
 
-fn ws_token(token: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "base64url.bearer.authorization.k8s.io.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
-    )
-}
+use kubelet_authz_test_support::encode::websocket_token as ws_token;
 
 fn websocket(b: RequestBuilder, protocols: &str) -> RequestBuilder {
     b.header("connection", "Upgrade")
@@ -238,9 +232,7 @@ fn websocket(b: RequestBuilder, protocols: &str) -> RequestBuilder {
 // ---------------------------------------------------------------------------------------------
 // Client certificates (openssl), presented as Envoy does: XFCC + the verified peer digest.
 
-#[path = "../../authz/tests/support/openssl_cert.rs"]
-mod openssl_cert;
-use openssl_cert::{cert, Cert};
+use kubelet_authz_test_support::cert::{cert, Cert};
 
 mod host_support;
 

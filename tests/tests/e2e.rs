@@ -24,9 +24,7 @@ use kubelet_authz_standins::client::ClientResponse;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-#[path = "../../authz/tests/support/oracle.rs"]
-mod oracle;
-use oracle::checks;
+use kubelet_authz_test_support::oracle::checks;
 
 /// Who sends a request.
 #[derive(Debug, Clone, Copy)]
@@ -490,14 +488,7 @@ async fn spoofed_xfcc_is_ignored() {
     s.shutdown().await;
 }
 
-fn ws_protocol_token(token: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "{}{}",
-        kubelet_authz::identity::WEBSOCKET_TOKEN_PREFIX,
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
-    )
-}
+use kubelet_authz_test_support::encode::websocket_token as ws_protocol_token;
 
 const EXEC: &str = "/exec/default/web-0/app?command=id&stdout=1";
 const WS_HEADERS: &[(&str, &str)] = &[

@@ -216,6 +216,14 @@ impl ApiServer {
         lock(&self.state.records).clone()
     }
 
+    /// The reviews recorded from index `mark` on (see [`ApiServer::records`]), oldest first.
+    pub fn records_since(&self, mark: usize) -> Vec<ReviewRecord> {
+        lock(&self.state.records)
+            .get(mark..)
+            .map(<[ReviewRecord]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The tokens of the TokenReviews recorded from index `mark` on, oldest first (faulted
     /// attempts included).
     pub fn token_reviews_since(&self, mark: usize) -> Vec<String> {

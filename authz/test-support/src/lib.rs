@@ -1,0 +1,10 @@
+//! `kubelet-authz-test-support`: what the test crates of the workspace share, instead of
+//! `#[path]` includes and copies. A dev-dependency only (never of a shipped crate):
+//! - [`oracle`]: the kubelet's subresource checks written out by hand, independently of the engine;
+//! - [`cert`]: self-signed client certificates made with the `openssl` command;
+//! - [`encode`]: Envoy's XFCC percent-encoding, the WebSocket subprotocol token, chunked bodies.
+#![forbid(unsafe_code)]
+
+pub mod cert;
+pub mod encode;
+pub mod oracle;
