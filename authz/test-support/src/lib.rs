@@ -2,9 +2,11 @@
 //! `#[path]` includes and copies. A dev-dependency only (never of a shipped crate):
 //! - [`oracle`]: the kubelet's subresource checks written out by hand, independently of the engine;
 //! - [`cert`]: self-signed client certificates made with the `openssl` command;
-//! - [`encode`]: Envoy's XFCC percent-encoding, the WebSocket subprotocol token, chunked bodies.
+//! - [`encode`]: Envoy's XFCC percent-encoding, the WebSocket subprotocol token, chunked bodies;
+//! - [`corpus`]: the YAML case corpus (`authz/tests/cases/`) that every driver runs.
 #![forbid(unsafe_code)]
 
 pub mod cert;
+pub mod corpus;
 pub mod encode;
 pub mod oracle;
