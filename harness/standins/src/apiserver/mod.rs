@@ -433,8 +433,8 @@ fn attrs(
 const PUBLIC_PATHS: &[&str] = &["/version", "/healthz", "/livez", "/readyz"];
 use kubelet_authz::rbac::{RBAC_API_VERSION, RBAC_GROUP};
 use kubelet_authz::review::{
-    SELF_SUBJECT_ACCESS_REVIEW_PATH, SELF_SUBJECT_REVIEW_PATH, SUBJECT_ACCESS_REVIEW_PATH,
-    TOKEN_REVIEW_PATH,
+    AUTHENTICATION_GROUP, AUTHORIZATION_GROUP, SELF_SUBJECT_ACCESS_REVIEW_PATH,
+    SELF_SUBJECT_REVIEW_PATH, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH,
 };
 
 fn rbac_kind(resource: &str) -> Option<(&'static str, bool)> {
@@ -627,7 +627,7 @@ impl State {
         for u in &uids {
             checks.push(ResourceAttributes {
                 verb: "impersonate".into(),
-                group: "authentication.k8s.io".into(),
+                group: AUTHENTICATION_GROUP.into(),
                 resource: "uids".into(),
                 name: u.clone(),
                 ..ResourceAttributes::default()
@@ -637,7 +637,7 @@ impl State {
             for v in values {
                 checks.push(ResourceAttributes {
                     verb: "impersonate".into(),
-                    group: "authentication.k8s.io".into(),
+                    group: AUTHENTICATION_GROUP.into(),
                     resource: "userextras".into(),
                     subresource: key.clone(),
                     name: v.clone(),
@@ -1111,7 +1111,7 @@ fn invalid_value(kind: &str, field: &str, message: &str) -> (u16, Value) {
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                "message": format!("{kind}.authorization.k8s.io \"\" is invalid: {field}: Invalid value: {message}"),
                "reason": "Invalid",
-               "details": {"group": "authorization.k8s.io", "kind": kind,
+               "details": {"group": AUTHORIZATION_GROUP, "kind": kind,
                            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]},
                "code": 422}),
     )
