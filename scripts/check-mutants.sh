@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation check for the filter's tests through the real .wasm in the harness:
 # - the scenario tests (harness/tests/filter_scenarios.rs) must pass against the real filter module
-#   and FAIL against two tiny mutants that accept any configuration and then allow every request
+#   and, with the case corpus (harness/tests/cases.rs), FAIL against two tiny mutants that accept any configuration and then allow every request
 #   (harness/testdata/mutants/allow-all) or answer 403 to every request (.../deny-all);
 # - the filter rebuilt from a copy of the source with a security check removed
 #   (scripts/mutants/apply.py: the canonical-path refusal, the XFCC digest check) must make the
@@ -21,7 +21,7 @@ for m in allow-all deny-all; do
         --manifest-path "harness/testdata/mutants/$m/Cargo.toml" \
         --target-dir "$CARGO_TARGET_DIR/mutants"
 done
-cargo test -p kubelet-authz-harness --test filter_scenarios --test corpus --no-run --quiet
+cargo test -p kubelet-authz-harness --test filter_scenarios --test corpus --test cases --no-run --quiet
 
 # Runs the tests ($2, default filter_scenarios) against module $1; prints "passed failed" from
 # the test summary.
@@ -51,12 +51,14 @@ if [[ "$failed" != 0 || "$passed" -lt 80 ]]; then
 fi
 for m in allow-all deny-all; do
     module="$CARGO_TARGET_DIR/mutants/wasm32-wasip1/release/mutant_${m//-/_}.wasm"
-    read -r mpassed mfailed < <(run_tests "$module")
-    echo "== mutant $m: $mfailed of $((mpassed + mfailed)) tests failed"
-    if [[ "$mfailed" -le 0 ]]; then
-        echo "FAIL: the scenario tests did not catch the $m mutant" >&2
-        status=1
-    fi
+    for suite in filter_scenarios cases; do
+        read -r mpassed mfailed < <(run_tests "$module" "$suite")
+        echo "== mutant $m: $mfailed of $((mpassed + mfailed)) $suite tests failed"
+        if [[ "$mfailed" -le 0 ]]; then
+            echo "FAIL: the $suite tests did not catch the $m mutant" >&2
+            status=1
+        fi
+    done
 done
 
 # Source mutations: each removes one security check; the filter is rebuilt from a copy.

@@ -35,6 +35,24 @@ pub struct Context<'a> {
     pub shadow: bool,
 }
 
+/// The part of a request that an audit event reads, to keep beside a session until its
+/// decision is written: method, target, the first `User-Agent`, mTLS, source address and
+/// request id. Never a credential: no other header and no peer certificate digest.
+pub fn request_for_audit(r: &Request) -> Request {
+    Request {
+        method: r.method.clone(),
+        target: r.target.clone(),
+        headers: r
+            .first_header("user-agent")
+            .map(|ua| vec![("user-agent".to_string(), ua.to_string())])
+            .unwrap_or_default(),
+        mtls: r.mtls,
+        source_address: r.source_address.clone(),
+        request_id: r.request_id.clone(),
+        ..Request::default()
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Event<'a> {

@@ -41,6 +41,27 @@ pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 /// The extra key that carries the x509 credential id (1.32+).
 pub const CREDENTIAL_ID_EXTRA: &str = "authentication.kubernetes.io/credential-id";
+/// The user-name prefix of a ServiceAccount: `system:serviceaccount:<namespace>:<name>`.
+pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
+/// The group every ServiceAccount token carries.
+pub const SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
+
+/// `serviceaccount.SplitUsername`: the namespace and name of a ServiceAccount user name
+/// (`system:serviceaccount:<namespace>:<name>`), or `None` for any other user.
+pub fn split_service_account_username(user_name: &str) -> Option<(&str, &str)> {
+    user_name
+        .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+}
+
+/// `serviceaccount.MakeGroupNames`: the groups a ServiceAccount token of `namespace` carries,
+/// `system:serviceaccounts` then `system:serviceaccounts:<namespace>`.
+pub fn service_account_groups(namespace: &str) -> Vec<String> {
+    vec![
+        SERVICE_ACCOUNTS_GROUP.to_string(),
+        format!("{SERVICE_ACCOUNTS_GROUP}:{namespace}"),
+    ]
+}
 
 impl UserInfo {
     /// A user with a name and groups.

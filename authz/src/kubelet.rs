@@ -417,11 +417,15 @@ pub fn subresources(model: KubeletModel, path: &str) -> Subresources {
     }
 }
 
-/// Endpoints that execute commands or open streams into containers.
+/// The endpoints that execute commands or open streams into containers: `/exec`, `/attach`,
+/// `/run` and `/portForward` (DESIGN, `authorization.strictUpgradeVerb`). A WebSocket `GET` to one
+/// of them is authorized as `create` when the upgrade verb is strict. `/containerLogs` is not
+/// one: it serves `GET` only and the kubelet authorizes it as `get` (reference 5.1).
+pub const STREAMING_PATHS: &[&str] = &["/exec", "/attach", "/run", "/portForward"];
+
+/// Whether `path` is under one of [`STREAMING_PATHS`] (the one definition of "streaming").
 pub fn is_streaming_path(path: &str) -> bool {
-    ["/exec", "/attach", "/run", "/portForward"]
-        .iter()
-        .any(|p| is_subpath(path, p))
+    STREAMING_PATHS.iter().any(|p| is_subpath(path, p))
 }
 
 /// One endpoint a kubelet serves on its authenticated port (reference section 5.1).
@@ -433,12 +437,17 @@ pub struct Endpoint {
     pub path: &'static str,
     /// The HTTP methods its handlers serve.
     pub methods: &'static [&'static str],
-    /// Whether it executes commands or opens a stream into a container.
-    pub streaming: bool,
     /// First minor version that serves it (by default settings).
     pub since_minor: u32,
     /// What it is for.
     pub description: &'static str,
+}
+
+impl Endpoint {
+    /// Whether it executes commands or opens a stream into a container ([`is_streaming_path`]).
+    pub fn streaming(&self) -> bool {
+        is_streaming_path(self.path)
+    }
 }
 
 /// The kubelet's authenticated endpoints, newest version first-class; `since_minor` says when a
@@ -449,7 +458,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "healthz",
         path: "/healthz",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "kubelet health",
     },
@@ -457,7 +465,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "healthz/ping",
         path: "/healthz/ping",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "kubelet ping",
     },
@@ -465,7 +472,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "healthz/log",
         path: "/healthz/log",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "log health",
     },
@@ -473,7 +479,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "healthz/syncloop",
         path: "/healthz/syncloop",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "sync loop health",
     },
@@ -481,7 +486,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "pods",
         path: "/pods",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "pods the kubelet runs (desired state)",
     },
@@ -489,7 +493,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "runningpods",
         path: "/runningpods/",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "pods the container runtime reports",
     },
@@ -497,7 +500,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "configz",
         path: "/configz",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "kubelet configuration",
     },
@@ -505,7 +507,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "flagz",
         path: "/flagz",
         methods: &["GET"],
-        streaming: false,
         since_minor: 36,
         description: "kubelet flags",
     },
@@ -513,7 +514,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "statusz",
         path: "/statusz",
         methods: &["GET"],
-        streaming: false,
         since_minor: 36,
         description: "kubelet status page",
     },
@@ -521,7 +521,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "stats/summary",
         path: "/stats/summary",
         methods: &["GET", "POST"],
-        streaming: false,
         since_minor: 21,
         description: "resource usage summary",
     },
@@ -529,7 +528,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "metrics",
         path: "/metrics",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "kubelet metrics",
     },
@@ -537,7 +535,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "metrics/cadvisor",
         path: "/metrics/cadvisor",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "cAdvisor container metrics",
     },
@@ -545,7 +542,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "metrics/resource",
         path: "/metrics/resource",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "resource metrics",
     },
@@ -553,7 +549,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "metrics/probes",
         path: "/metrics/probes",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "probe metrics",
     },
@@ -561,7 +556,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "metrics/slis",
         path: "/metrics/slis",
         methods: &["GET"],
-        streaming: false,
         since_minor: 26,
         description: "SLI metrics",
     },
@@ -569,7 +563,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "logs",
         path: "/logs/",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "node log files",
     },
@@ -577,7 +570,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "containerLogs",
         path: "/containerLogs/ns/pod/ctr",
         methods: &["GET"],
-        streaming: true,
         since_minor: 21,
         description: "container logs",
     },
@@ -585,7 +577,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "checkpoint",
         path: "/checkpoint/ns/pod/ctr",
         methods: &["POST"],
-        streaming: false,
         since_minor: 25,
         description: "container checkpoint",
     },
@@ -593,7 +584,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "exec",
         path: "/exec/ns/pod/ctr",
         methods: &["GET", "POST"],
-        streaming: true,
         since_minor: 21,
         description: "run a command in a container",
     },
@@ -601,7 +591,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "attach",
         path: "/attach/ns/pod/ctr",
         methods: &["GET", "POST"],
-        streaming: true,
         since_minor: 21,
         description: "attach to a container",
     },
@@ -609,7 +598,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "run",
         path: "/run/ns/pod/ctr",
         methods: &["POST"],
-        streaming: true,
         since_minor: 21,
         description: "run a command, return its output",
     },
@@ -617,7 +605,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "portForward",
         path: "/portForward/ns/pod",
         methods: &["GET", "POST"],
-        streaming: true,
         since_minor: 21,
         description: "forward a port into a pod",
     },
@@ -625,7 +612,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "debug/pprof",
         path: "/debug/pprof/profile",
         methods: &["GET"],
-        streaming: false,
         since_minor: 21,
         description: "profiling",
     },
@@ -633,7 +619,6 @@ pub const ENDPOINTS: &[Endpoint] = &[
         name: "debug/flags/v",
         path: "/debug/flags/v",
         methods: &["PUT"],
-        streaming: false,
         since_minor: 21,
         description: "set log verbosity",
     },

@@ -10,6 +10,7 @@
 //!
 //! Modules, one concern each:
 //! - [`kubelet`]: versions, feature gate, HTTP method to verb, path to subresources, endpoints.
+//! - [`gates`]: the `--feature-gates` flag parser.
 //! - [`path`]: the canonical-path check that refuses ambiguous paths before authentication.
 //! - [`identity`]: `UserInfo`, x509 client certificates, XFCC, bearer and WebSocket tokens, anonymous.
 //! - [`review`]: TokenReview and SubjectAccessReview wire types.
@@ -27,6 +28,7 @@ pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod decision;
+pub mod gates;
 pub mod identity;
 pub mod kubelet;
 #[cfg(feature = "yaml")]

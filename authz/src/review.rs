@@ -6,6 +6,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The API group of TokenReview and SelfSubjectReview.
+pub const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
+/// The API group of SubjectAccessReview and SelfSubjectAccessReview.
+pub const AUTHORIZATION_GROUP: &str = "authorization.k8s.io";
+/// API path of SelfSubjectReview (`kubectl auth whoami`).
+pub const SELF_SUBJECT_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
 /// API path of TokenReview.
 pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 /// API path of SubjectAccessReview.

@@ -180,21 +180,8 @@ fn bearer(req: Request, token: &str) -> Request {
 // ---------------------------------------------------------------------------------------------
 // Client certificates through XFCC, as Envoy sets them.
 
-#[path = "support/openssl_cert.rs"]
-mod openssl_cert;
-use openssl_cert::{cert, Cert};
-
-fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use kubelet_authz_test_support::cert::{cert, Cert};
+use kubelet_authz_test_support::encode::url_encode;
 
 fn sha256_hex(der: &[u8]) -> String {
     kubelet_authz::identity::x509::sha256_hex(der)
@@ -471,13 +458,7 @@ fn ws(req: Request, protocols: &str) -> Request {
         .header("sec-websocket-protocol", protocols)
 }
 
-fn ws_token(token: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "base64url.bearer.authorization.k8s.io.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
-    )
-}
+use kubelet_authz_test_support::encode::websocket_token as ws_token;
 
 #[test]
 fn websocket_token_authenticates_and_is_removed() {

@@ -18,9 +18,7 @@ use kubelet_authz::decision::{
 use kubelet_authz::review::{SubjectAccessReview, TokenReview};
 use proptest::prelude::*;
 
-#[path = "support/oracle.rs"]
-mod oracle;
-use oracle::{checks, checks_136, resolved};
+use kubelet_authz_test_support::oracle::{checks, checks_136, resolved};
 
 fn engine(extra: &str) -> Engine {
     let sep = if extra.is_empty() { "" } else { "," };

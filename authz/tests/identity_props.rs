@@ -39,17 +39,7 @@ fn cert() -> &'static (Vec<u8>, String) {
     })
 }
 
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+use kubelet_authz_test_support::encode::url_encode;
 
 /// Quote an XFCC value: `\` and `"` escaped.
 fn quote(s: &str) -> String {
@@ -172,10 +162,7 @@ proptest! {
     ) {
         prop_assume!(!token.is_empty());
         prop_assume!(!before.is_empty() || !after.is_empty());
-        let entry = format!(
-            "{WEBSOCKET_TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.as_bytes())
-        );
+        let entry = kubelet_authz_test_support::encode::websocket_token(&token);
         let mut all: Vec<String> = before.clone();
         all.push(entry);
         all.extend(after.iter().cloned());

@@ -69,13 +69,7 @@ fn bearer_header(#[case] header: Option<&str>, #[case] want: BearerHeader<'stati
 // 2.5 WebSocket subprotocol token
 // ---------------------------------------------------------------------------------------------
 
-fn enc(token: &[u8]) -> String {
-    use base64::Engine as _;
-    format!(
-        "{WEBSOCKET_TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
-    )
-}
+use kubelet_authz_test_support::encode::websocket_token as enc;
 
 /// The token found, and the header value forwarded without it.
 type WsWant = Result<Option<(WebSocketToken, String)>, WebSocketTokenError>;
@@ -105,7 +99,7 @@ fn ok(token: &str, remaining: &str) -> WsWant {
 #[case::padded_base64(vec![format!("{WEBSOCKET_TOKEN_PREFIX}dG9rZW4=,chat")], Err(WebSocketTokenError::Encoding))]
 #[case::std_alphabet(vec![format!("{WEBSOCKET_TOKEN_PREFIX}a+b/,chat")], Err(WebSocketTokenError::Encoding))]
 #[case::one_char_quantum(vec![format!("{WEBSOCKET_TOKEN_PREFIX}abcde,chat")], Err(WebSocketTokenError::Encoding))]
-#[case::not_utf8(vec![format!("{},chat", enc(&[0xff, 0xfe, 0x80]))], Err(WebSocketTokenError::NotUtf8))]
+#[case::not_utf8(vec![format!("{},chat", enc([0xff, 0xfe, 0x80]))], Err(WebSocketTokenError::NotUtf8))]
 #[case::token_alone(vec![enc(b"token")], Err(WebSocketTokenError::MissingSubprotocol))]
 #[case::token_alone_two_values(vec![enc(b"token"), "  ".into()], ok("token", ""))]
 #[case::empty_token_alone(vec![WEBSOCKET_TOKEN_PREFIX.to_string()], Ok(None))]
@@ -594,18 +588,7 @@ fn pem_refused(#[case] pem: &str) {
 // XFCC parsing
 // ---------------------------------------------------------------------------------------------
 
-/// Percent-encode as Envoy does for `Cert=`: everything but unreserved characters.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+use kubelet_authz_test_support::encode::url_encode;
 
 fn element() -> XfccElement {
     XfccElement::default()

@@ -444,12 +444,18 @@ fn endpoints_are_well_formed() {
             assert_ne!(verb_for_method(m), "", "{} {m}", e.name);
         }
         assert_eq!(
-            e.streaming,
-            kubelet::is_streaming_path(e.path) || e.name == "containerLogs",
+            e.streaming(),
+            kubelet::is_streaming_path(e.path),
             "{}",
             e.name
         );
     }
+    let streaming: Vec<&str> = kubelet::ENDPOINTS
+        .iter()
+        .filter(|e| e.streaming())
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(streaming, ["exec", "attach", "run", "portForward"]);
 }
 
 #[rstest]

@@ -112,23 +112,6 @@ pub fn no_response() -> CalloutResponse {
     CalloutResponse::Failed("no response (timeout, reset or connection failure)".into())
 }
 
-/// The copy of the request kept for the audit event: only what the event reads.
-pub fn audit_copy(r: &Request) -> Request {
-    Request {
-        method: r.method.clone(),
-        target: r.target.clone(),
-        headers: r
-            .header_values("user-agent")
-            .first()
-            .map(|ua| vec![("user-agent".to_string(), (*ua).to_string())])
-            .unwrap_or_default(),
-        mtls: r.mtls,
-        peer_cert_sha256: None,
-        source_address: r.source_address.clone(),
-        request_id: r.request_id.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +263,7 @@ mod tests {
             None,
             None,
         );
-        let a = audit_copy(&r);
+        let a = kubelet_authz::audit::request_for_audit(&r);
         assert_eq!(a.headers, strings(&[("user-agent", "curl")]));
         assert_eq!(a.target, "/pods");
     }

@@ -19,7 +19,6 @@ use kubelet_authz::decision::{
     Callout, CalloutKind, CalloutResponse, Engine, Progress, Request, Session, Step, Verdict, Wake,
 };
 
-use crate::convert;
 use crate::host::{Host, HostError, Level};
 use crate::metrics::{self, Metrics};
 
@@ -181,7 +180,7 @@ impl Filter {
             return Next::Pause;
         }
         let audit = if self.engine.config().audit_enabled {
-            convert::audit_copy(&request)
+            audit::request_for_audit(&request)
         } else {
             Request::default()
         };

@@ -36,9 +36,7 @@ use kubelet_authz_harness::host::{CallResponse, Host, HttpCall, Outcome, Stream}
 use rstest::rstest;
 use serde_json::json;
 
-#[path = "../../authz/tests/support/oracle.rs"]
-mod oracle;
-use oracle::{checks_136, resolved};
+use kubelet_authz_test_support::oracle::{checks_136, resolved};
 
 mod host_support;
 

@@ -20,7 +20,6 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use kubelet_authz::review::{SubjectAccessReview, TokenReview};
 use kubelet_authz_harness::host::{CallResponse, Host, HttpCall, Outcome, Stream};
 use proptest::prelude::*;
@@ -132,13 +131,11 @@ fn assert_still_serving(vm: &Host) {
 }
 
 fn ws_token(token: &[u8]) -> Vec<u8> {
-    let mut v = b"v4.channel.k8s.io, base64url.bearer.authorization.k8s.io.".to_vec();
-    v.extend_from_slice(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(token)
-            .as_bytes(),
-    );
-    v
+    format!(
+        "v4.channel.k8s.io, {}",
+        kubelet_authz_test_support::encode::websocket_token(token)
+    )
+    .into_bytes()
 }
 
 /// Headers written as `name: value` lines (any bytes but `\n`).

@@ -116,26 +116,14 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<(u16, St
             .starts_with("transfer-encoding: chunked")
     });
     let body = if chunked {
-        dechunk(body)
+        String::from_utf8_lossy(&kubelet_authz_test_support::encode::dechunk(
+            body.as_bytes(),
+        ))
+        .into_owned()
     } else {
         body.to_string()
     };
     Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 {
-            break;
-        }
-        out.push_str(rest.get(..n).unwrap_or(rest));
-        body = rest.get(n + 2..).unwrap_or("");
-    }
-    out
 }
 
 impl Envoy {

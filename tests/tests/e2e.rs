@@ -10,7 +10,6 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -23,10 +22,6 @@ use kubelet_authz_standins::apiserver::{Fault, FaultKind};
 use kubelet_authz_standins::client::ClientResponse;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
-
-#[path = "../../authz/tests/support/oracle.rs"]
-mod oracle;
-use oracle::checks;
 
 /// Who sends a request.
 #[derive(Debug, Clone, Copy)]
@@ -49,29 +44,6 @@ impl Who {
             Who::Cert(CERT_ADMIN) => users::ADMIN,
             Who::Cert(CERT_ALICE) => users::ALICE,
             other => panic!("no user for {other:?}"),
-        }
-    }
-
-    /// Subresources this identity may `get` under the seed roles.
-    fn grants(self) -> &'static [&'static str] {
-        match self {
-            Who::Token(PROMETHEUS_TOKEN) => &["metrics", "stats", "log", "pods"],
-            Who::Token(SCRAPER_TOKEN) => &["metrics", "stats", "log"],
-            Who::Token(PODLISTER_TOKEN) => &["pods"],
-            Who::Token(DEBUGGER_TOKEN) => &["proxy"],
-            Who::Cert(CERT_ALICE) => &["metrics", "stats", "log", "pods", "healthz", "configz"],
-            Who::Cert(CERT_ADMIN) => &[
-                "proxy",
-                "log",
-                "metrics",
-                "stats",
-                "configz",
-                "healthz",
-                "pods",
-                "spec",
-                "checkpoint",
-            ],
-            _ => &[],
         }
     }
 }
@@ -160,148 +132,9 @@ fn assert_forwarded(r: &ClientResponse, path: &str) {
     );
 }
 
-const PATHS: &[&str] = &[
-    "/pods",
-    "/healthz",
-    "/configz",
-    "/metrics",
-    "/stats/summary",
-    "/logs/syslog",
-    "/statusz",
-    "/runningpods/",
-];
-
-/// Every seed role against every path for one kubelet version: status and exact body through
-/// Envoy, exactly the SubjectAccessReviews the kubelet would send (each once: the filter caches),
-/// one TokenReview per token, and what reached the kubelet.
-async fn seed_roles(version: &str) {
-    let minor: u32 = version.trim_start_matches("1.").parse().unwrap();
-    let s = Standins::start().await.unwrap();
-    let envoy = s
-        .front_proxy(&format!("seed-{minor}"), &ProxyOptions::version(version))
-        .await
-        .unwrap();
-    let identities = [
-        Who::Token(SCRAPER_TOKEN),
-        Who::Token(PODLISTER_TOKEN),
-        Who::Token(PROMETHEUS_TOKEN),
-        Who::Token(DEBUGGER_TOKEN),
-        Who::Cert(CERT_ALICE),
-        Who::Cert(CERT_ADMIN),
-    ];
-    let mut seen: BTreeSet<(String, &str)> = BTreeSet::new();
-    let mut allowed_count = 0;
-    for who in identities {
-        let user = who.user();
-        for path in PATHS {
-            let tried_all = checks(minor, path.trim_end_matches('/'));
-            let mark = s.apiserver.records().len();
-            let r = get(&s, &envoy, who, path).await;
-            // The first allowed subresource wins; Deny falls through.
-            let winner = tried_all.iter().position(|c| who.grants().contains(c));
-            let tried: Vec<&str> = match winner {
-                Some(i) => tried_all[..=i].to_vec(),
-                None => tried_all.clone(),
-            };
-            let ctx = format!("{version} {user} GET {path}");
-            match winner {
-                Some(_) => {
-                    assert_eq!(r.status, 200, "{ctx}: {}", body(&r));
-                    assert_forwarded(&r, path);
-                    allowed_count += 1;
-                }
-                None => {
-                    assert_eq!(r.status, 403, "{ctx}: {}", body(&r));
-                    assert_eq!(body(&r), forbidden(minor, user, "get", &tried), "{ctx}");
-                }
-            }
-            // Only the checks not answered from the filter's cache reach the API server.
-            let expected: Vec<(&str, bool)> = tried
-                .iter()
-                .filter(|c| !seen.contains(&(user.to_string(), **c)))
-                .map(|c| (*c, who.grants().contains(c)))
-                .collect();
-            let got = sars_since(&s, mark);
-            let got_short: Vec<(&str, bool)> = got
-                .iter()
-                .map(|(sub, _, a, _)| (sub.as_str(), *a))
-                .collect();
-            assert_eq!(got_short, expected, "{ctx}: SubjectAccessReviews");
-            for (_, verb, _, spec) in &got {
-                assert_eq!(verb, "get", "{ctx}");
-                assert_eq!(spec["user"], user, "{ctx}");
-                let ra = &spec["resourceAttributes"];
-                assert_eq!(ra["resource"], "nodes", "{ctx}");
-                assert_eq!(ra["name"], NODE_NAME, "{ctx}");
-                assert_eq!(ra["group"].as_str().unwrap_or(""), "", "{ctx}");
-                let groups: Vec<&str> = spec["groups"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|g| g.as_str().unwrap())
-                    .collect();
-                assert!(
-                    groups.contains(&"system:authenticated"),
-                    "{ctx}: {groups:?}"
-                );
-                if let Who::Cert(CERT_ALICE) = who {
-                    assert!(groups.contains(&"observability") && groups.contains(&"dev"));
-                }
-                if let Who::Token(_) = who {
-                    assert!(groups.contains(&"system:serviceaccounts") || user == users::DEBUGGER);
-                    assert!(spec["uid"].as_str().unwrap().starts_with("uid-"), "{ctx}");
-                }
-            }
-            for c in &tried {
-                seen.insert((user.to_string(), c));
-            }
-        }
-    }
-    assert!(allowed_count > 0);
-    // One TokenReview per token (successes are cached), each with the token as sent.
-    let reviews = s.apiserver.token_reviews_since(0);
-    let mut sorted = reviews.clone();
-    sorted.sort();
-    assert_eq!(
-        sorted,
-        [
-            DEBUGGER_TOKEN,
-            PODLISTER_TOKEN,
-            PROMETHEUS_TOKEN,
-            SCRAPER_TOKEN
-        ],
-        "TokenReviews"
-    );
-    for rec in s.apiserver.records() {
-        assert_eq!(
-            rec.caller,
-            users::PROXY,
-            "reviews come from the proxy's certificate"
-        );
-    }
-    // Anonymous is off: 401 without any review.
-    let mark = s.apiserver.records().len();
-    let r = get(&s, &envoy, Who::Anonymous, "/healthz").await;
-    assert_eq!((r.status, body(&r).as_str()), (401, "Unauthorized"));
-    assert_eq!(s.apiserver.records().len(), mark);
-    envoy.stop().await;
-    s.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_roles_kubelet_1_31() {
-    seed_roles("1.31").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_roles_kubelet_1_33() {
-    seed_roles("1.33").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_roles_kubelet_1_36() {
-    seed_roles("1.36").await;
-}
+// The seed roles against every path per kubelet version (status, exact body, the reviews sent,
+// what reached the kubelet, one TokenReview per token, anonymous refused) are the case corpus
+// `authz/tests/cases/seed-roles.yaml`, run through Envoy by `tests/tests/cases.rs`.
 
 /// x509 (CN = user, every O = a group), bearer tokens (a bad one is 401 even with anonymous on),
 /// anonymous on and off.
@@ -490,14 +323,7 @@ async fn spoofed_xfcc_is_ignored() {
     s.shutdown().await;
 }
 
-fn ws_protocol_token(token: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "{}{}",
-        kubelet_authz::identity::WEBSOCKET_TOKEN_PREFIX,
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
-    )
-}
+use kubelet_authz_test_support::encode::websocket_token as ws_protocol_token;
 
 const EXEC: &str = "/exec/default/web-0/app?command=id&stdout=1";
 const WS_HEADERS: &[(&str, &str)] = &[

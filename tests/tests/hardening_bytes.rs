@@ -18,7 +18,6 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use base64::Engine as _;
 use kubelet_authz_e2e::envoy::Envoy;
 use kubelet_authz_e2e::stack::{ProxyOptions, Standins, PODLISTER_TOKEN};
 
@@ -64,10 +63,9 @@ fn bearer(token: &[u8]) -> Vec<u8> {
 }
 
 fn ws_protocol(extra: &[u8]) -> Vec<u8> {
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(PODLISTER_TOKEN);
+    let token = kubelet_authz_test_support::encode::websocket_token(PODLISTER_TOKEN);
     [
-        b"Sec-WebSocket-Protocol: v4.channel.k8s.io, base64url.bearer.authorization.k8s.io."
-            .as_slice(),
+        b"Sec-WebSocket-Protocol: v4.channel.k8s.io, ".as_slice(),
         token.as_bytes(),
         extra,
     ]

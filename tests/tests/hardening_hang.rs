@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use kubelet_authz::decision::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
 use kubelet_authz_e2e::envoy::Envoy;
 use kubelet_authz_e2e::stack::{users, ProxyOptions, Standins, CERT_ALICE, PROMETHEUS_TOKEN};
-use kubelet_authz_standins::apiserver::{Fault, FaultKind, ReviewRecord};
+use kubelet_authz_standins::apiserver::{Fault, FaultKind};
 use kubelet_authz_standins::client::ClientResponse;
 
 /// The callout timeout configured for these Envoys.
@@ -75,10 +75,6 @@ async fn send(
     (r, t.elapsed())
 }
 
-fn reviews_since(s: &Standins, mark: usize) -> Vec<ReviewRecord> {
-    s.apiserver.records()[mark..].to_vec()
-}
-
 /// TokenReview hangs: 401 after five attempts within the bound; restored when cleared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_token_review_is_401_within_bounded_time() {
@@ -106,7 +102,7 @@ async fn hanging_token_review_is_401_within_bounded_time() {
             (401, "Unauthorized"),
             "{r:?}"
         );
-        let recs = reviews_since(&s, mark);
+        let recs = s.apiserver.records_since(mark);
         let attempts: Vec<_> = recs
             .iter()
             .map(|r| {
@@ -174,7 +170,9 @@ async fn hanging_token_review_is_401_within_bounded_time() {
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.json()["path"], "/metrics");
         assert!(took < Duration::from_secs(5), "{took:?}");
-        let kinds: Vec<_> = reviews_since(&s, mark)
+        let kinds: Vec<_> = s
+            .apiserver
+            .records_since(mark)
             .iter()
             .map(|r| (r.kind.clone(), r.status))
             .collect();
@@ -221,7 +219,9 @@ async fn hanging_subject_access_review_is_500_within_bounded_time() {
                 users::ALICE
             )
         );
-        let attempts: Vec<_> = reviews_since(&s, mark)
+        let attempts: Vec<_> = s
+            .apiserver
+            .records_since(mark)
             .iter()
             .map(|r| {
                 (
@@ -272,7 +272,7 @@ async fn hanging_subject_access_review_is_500_within_bounded_time() {
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.json()["path"], "/pods");
         assert!(took < Duration::from_secs(5), "{took:?}");
-        let recs = reviews_since(&s, mark);
+        let recs = s.apiserver.records_since(mark);
         assert_eq!(recs.len(), 1, "{recs:?}");
         assert_eq!(
             (

@@ -114,19 +114,13 @@ async fn spoofed_identity_headers_change_nothing() {
 
 const EXEC: &str = "/exec/default/web/app?command=id&stdout=1";
 
-fn ws_protocol_token(token: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "{}{}",
-        kubelet_authz::identity::WEBSOCKET_TOKEN_PREFIX,
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
-    )
-}
+use kubelet_authz_test_support::encode::websocket_token as ws_protocol_token;
 
 /// The reviews after `mark`, each as `TokenReview <token>` or `SAR <user> <verb> <subresource>
 /// <allowed>`.
-fn reviews_since(s: &Standins, mark: usize) -> Vec<String> {
-    s.apiserver.records()[mark..]
+fn review_lines(s: &Standins, mark: usize) -> Vec<String> {
+    s.apiserver
+        .records_since(mark)
         .iter()
         .map(|r: &ReviewRecord| {
             if r.kind == "TokenReview" {
@@ -211,7 +205,7 @@ async fn token_in_header_and_websocket_protocol() {
         )
     );
     assert_eq!(
-        reviews_since(&s, mark),
+        review_lines(&s, mark),
         vec![
             format!("TokenReview {PODLISTER_TOKEN}"),
             sar(users::PODLISTER, false)
@@ -229,7 +223,7 @@ async fn token_in_header_and_websocket_protocol() {
         Some("v5.channel.k8s.io")
     );
     assert_eq!(
-        reviews_since(&s, mark),
+        review_lines(&s, mark),
         vec![
             "TokenReview forged-token".to_string(),
             format!("TokenReview {OPS_TOKEN}"),
@@ -264,7 +258,7 @@ async fn token_in_header_and_websocket_protocol() {
     let log = envoy.log_len();
     let r = ws_exec(&s, &envoy, Some(&ops), &proto).await;
     assert_eq!(r.status, 101, "{r:?}");
-    assert!(reviews_since(&s, mark).is_empty());
+    assert!(review_lines(&s, mark).is_empty());
     let events = envoy
         .wait_audit_since(log, 1, Duration::from_secs(5))
         .await
@@ -322,7 +316,7 @@ async fn empty_cn_certificate_falls_through_to_the_token() {
         .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
-        reviews_since(&s, mark),
+        review_lines(&s, mark),
         vec![
             format!("TokenReview {PODLISTER_TOKEN}"),
             format!("SubjectAccessReview {} get pods true", users::PODLISTER)
@@ -350,7 +344,7 @@ async fn empty_cn_certificate_falls_through_to_the_token() {
         (r.status, String::from_utf8_lossy(&r.body).as_ref()),
         (401, "Unauthorized")
     );
-    assert!(reviews_since(&s, mark).is_empty());
+    assert!(review_lines(&s, mark).is_empty());
     assert!(s.kubelet.records().is_empty());
     envoy.stop().await;
     s.shutdown().await;
@@ -391,7 +385,7 @@ async fn untrusted_ca_system_masters_is_refused_at_the_handshake() {
         }
     }
     assert!(
-        reviews_since(&s, mark).is_empty(),
+        review_lines(&s, mark).is_empty(),
         "no review for a refused handshake"
     );
     assert!(s.kubelet.records().is_empty(), "nothing forwarded");

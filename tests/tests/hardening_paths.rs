@@ -27,9 +27,7 @@ use kubelet_authz_e2e::stack::{
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-#[path = "../../authz/tests/support/oracle.rs"]
-mod oracle;
-use oracle::checks_136;
+use kubelet_authz_test_support::oracle::checks_136;
 
 /// A raw response: status, lower-case headers, body.
 #[derive(Debug)]
@@ -68,23 +66,7 @@ fn tls_config(s: &Standins, cert: Option<&str>) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-fn dechunk(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&rest[..eol]).unwrap_or("0");
-        let size = size.split(';').next().unwrap_or("0").trim();
-        let Ok(n) = usize::from_str_radix(size, 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < eol + 2 + n {
-            break;
-        }
-        out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-        rest = rest.get(eol + 2 + n + 2..).unwrap_or_default();
-    }
-    out
-}
+use kubelet_authz_test_support::encode::dechunk;
 
 /// Send `head` (request line and headers, without the final blank line; `Connection: close` is
 /// added) over a new TLS connection and read the whole response.

@@ -27,8 +27,8 @@ pub const USER_KIND: &str = "User";
 pub const GROUP_KIND: &str = "Group";
 /// Subject kind `ServiceAccount`.
 pub const SERVICE_ACCOUNT_KIND: &str = "ServiceAccount";
-/// The prefix of every service account user name.
-pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
+/// The user-name prefix of a ServiceAccount (the one definition is in [`crate::identity`]).
+pub use crate::identity::SERVICE_ACCOUNT_USER_PREFIX;
 /// The namespace a Role or RoleBinding gets when its manifest names none (as `kubectl apply` with
 /// no namespace in the context).
 pub const DEFAULT_NAMESPACE: &str = "default";

@@ -168,8 +168,8 @@ const ALICE: &str = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRev
 const ALLOWED: &str = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","status":{"allowed":true,"reason":"rbac"}}"#;
 const NO_OPINION: &str = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","status":{"allowed":false}}"#;
 
-const TR: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
-const SAR: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+const TR: &str = kubelet_authz::review::TOKEN_REVIEW_PATH;
+const SAR: &str = kubelet_authz::review::SUBJECT_ACCESS_REVIEW_PATH;
 
 #[test]
 fn bearer_allowed_after_two_callouts() {

@@ -341,7 +341,7 @@ fn list(args: &CanIArgs) -> CmdResult {
     for ep in kubelet::endpoints_for(setup.model.version()) {
         for method in ep.methods {
             let verb = request::parse_verb(method)?;
-            let upgrade = kubelet::is_streaming_path(ep.path) && *method == "GET";
+            let upgrade = ep.streaming() && *method == "GET";
             let req = setup.request(&verb, ep.path, upgrade);
             let o = setup.decide(&req)?;
             rows.push(ListRow {
@@ -353,7 +353,7 @@ fn list(args: &CanIArgs) -> CmdResult {
                 subresources: o.plan.subresources.iter().map(|s| s.to_string()).collect(),
                 allowed: o.allowed,
                 subresource: o.decisive.map(|s| s.to_string()),
-                streaming: ep.streaming,
+                streaming: ep.streaming(),
             });
         }
     }

@@ -152,7 +152,7 @@ pub fn run(args: &ImpactArgs) -> CmdResult {
         let user = user_for(subject);
         for ep in kubelet::endpoints_for(newest) {
             for method in ep.methods {
-                let upgrade = kubelet::is_streaming_path(ep.path) && *method == "GET";
+                let upgrade = ep.streaming() && *method == "GET";
                 let b = side(
                     &store,
                     &user,

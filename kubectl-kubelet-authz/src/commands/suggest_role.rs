@@ -143,7 +143,7 @@ pub fn role_yaml(name: &str, paths: &[String], verbs: &[String]) -> Result<Strin
         if sub == Subresource::Proxy {
             comments.push(format!(
                 "{path}: NOT GRANTED: it has no subresource but nodes/proxy on every kubelet version, and nodes/proxy allows exec in every pod{}",
-                if ep.streaming || kubelet::is_streaming_path(&path) {
+                if ep.streaming() {
                     " (it is itself a command or stream endpoint)"
                 } else {
                     ""

@@ -1,6 +1,8 @@
 //! Legacy (unaggregated) discovery documents, enough for `kubectl` and the `kube` crate: the
 //! version, the core and named API groups, and the resources of each group version served.
 
+use kubelet_authz::rbac::RBAC_GROUP;
+use kubelet_authz::review::{AUTHENTICATION_GROUP, AUTHORIZATION_GROUP};
 use serde_json::{json, Value};
 
 /// The Kubernetes version the stand-in claims.
@@ -31,11 +33,7 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 /// The named groups served (all at `v1`).
-pub const GROUPS: &[&str] = &[
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-    "rbac.authorization.k8s.io",
-];
+pub const GROUPS: &[&str] = &[AUTHENTICATION_GROUP, AUTHORIZATION_GROUP, RBAC_GROUP];
 
 /// `GET /apis`.
 pub fn group_list() -> Value {
@@ -93,7 +91,7 @@ pub fn resources(group: &str) -> Option<Value> {
                 resource("nodes/status", "", false, "Node", &["get"]),
             ],
         ),
-        "authentication.k8s.io" => (
+        AUTHENTICATION_GROUP => (
             format!("{group}/v1"),
             vec![
                 resource(
@@ -106,7 +104,7 @@ pub fn resources(group: &str) -> Option<Value> {
                 resource("tokenreviews", "tokenreview", false, "TokenReview", create),
             ],
         ),
-        "authorization.k8s.io" => (
+        AUTHORIZATION_GROUP => (
             format!("{group}/v1"),
             vec![
                 resource(
@@ -125,7 +123,7 @@ pub fn resources(group: &str) -> Option<Value> {
                 ),
             ],
         ),
-        "rbac.authorization.k8s.io" => (
+        RBAC_GROUP => (
             format!("{group}/v1"),
             vec![
                 resource(

@@ -216,6 +216,14 @@ impl ApiServer {
         lock(&self.state.records).clone()
     }
 
+    /// The reviews recorded from index `mark` on (see [`ApiServer::records`]), oldest first.
+    pub fn records_since(&self, mark: usize) -> Vec<ReviewRecord> {
+        lock(&self.state.records)
+            .get(mark..)
+            .map(<[ReviewRecord]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The tokens of the TokenReviews recorded from index `mark` on, oldest first (faulted
     /// attempts included).
     pub fn token_reviews_since(&self, mark: usize) -> Vec<String> {
@@ -423,8 +431,11 @@ fn attrs(
 }
 
 const PUBLIC_PATHS: &[&str] = &["/version", "/healthz", "/livez", "/readyz"];
-const RBAC_PREFIX: &str = "/apis/rbac.authorization.k8s.io/v1/";
-const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+use kubelet_authz::rbac::{RBAC_API_VERSION, RBAC_GROUP};
+use kubelet_authz::review::{
+    AUTHENTICATION_GROUP, AUTHORIZATION_GROUP, SELF_SUBJECT_ACCESS_REVIEW_PATH,
+    SELF_SUBJECT_REVIEW_PATH, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH,
+};
 
 fn rbac_kind(resource: &str) -> Option<(&'static str, bool)> {
     match resource {
@@ -438,10 +449,10 @@ fn rbac_kind(resource: &str) -> Option<(&'static str, bool)> {
 
 fn review_kind(path: &str) -> Option<&'static str> {
     match path {
-        "/apis/authentication.k8s.io/v1/tokenreviews" => Some("TokenReview"),
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some("SelfSubjectReview"),
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some("SubjectAccessReview"),
-        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some("SelfSubjectAccessReview"),
+        TOKEN_REVIEW_PATH => Some("TokenReview"),
+        SELF_SUBJECT_REVIEW_PATH => Some("SelfSubjectReview"),
+        SUBJECT_ACCESS_REVIEW_PATH => Some("SubjectAccessReview"),
+        SELF_SUBJECT_ACCESS_REVIEW_PATH => Some("SelfSubjectAccessReview"),
         _ => None,
     }
 }
@@ -589,9 +600,7 @@ impl State {
             )));
         };
         let mut checks = Vec::new();
-        let sa = username
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.split_once(':'));
+        let sa = kubelet_authz::identity::split_service_account_username(&username);
         match sa {
             Some((ns, name)) => checks.push(ResourceAttributes {
                 verb: "impersonate".into(),
@@ -618,7 +627,7 @@ impl State {
         for u in &uids {
             checks.push(ResourceAttributes {
                 verb: "impersonate".into(),
-                group: "authentication.k8s.io".into(),
+                group: AUTHENTICATION_GROUP.into(),
                 resource: "uids".into(),
                 name: u.clone(),
                 ..ResourceAttributes::default()
@@ -628,7 +637,7 @@ impl State {
             for v in values {
                 checks.push(ResourceAttributes {
                     verb: "impersonate".into(),
-                    group: "authentication.k8s.io".into(),
+                    group: AUTHENTICATION_GROUP.into(),
                     resource: "userextras".into(),
                     subresource: key.clone(),
                     name: v.clone(),
@@ -644,10 +653,7 @@ impl State {
         let mut new_groups = groups.clone();
         if let Some((ns, _)) = sa {
             if groups.is_empty() {
-                new_groups = vec![
-                    "system:serviceaccounts".to_string(),
-                    format!("system:serviceaccounts:{ns}"),
-                ];
+                new_groups = kubelet_authz::identity::service_account_groups(ns);
             }
         }
         let marker = if username == kubelet_authz::identity::ANONYMOUS_USER {
@@ -730,7 +736,7 @@ impl State {
     }
 
     fn known_read_path(&self, path: &str) -> bool {
-        path.starts_with("/api/v1/nodes") || path.starts_with(RBAC_PREFIX)
+        path.starts_with("/api/v1/nodes") || path.starts_with(&format!("/apis/{RBAC_API_VERSION}/"))
     }
 
     fn standin(&self, method: &Method, rest: &str, body: &[u8]) -> Response<Body> {
@@ -1013,46 +1019,45 @@ impl State {
                 "v1",
                 true,
             ),
-            ["apis", RBAC_GROUP_SEG, "v1", resource] => match rbac_kind(resource) {
+            ["apis", RBAC_GROUP, "v1", resource] => match rbac_kind(resource) {
                 Some((kind, _)) => self.list(
                     user,
                     &attrs("list", RBAC_GROUP, resource, "", ""),
                     &format!("{kind}List"),
-                    "rbac.authorization.k8s.io/v1",
+                    RBAC_API_VERSION,
                     |o| data::kind(o) == kind,
                     false,
                 ),
                 None => not_found_path(),
             },
-            ["apis", RBAC_GROUP_SEG, "v1", resource, name] => match rbac_kind(resource) {
+            ["apis", RBAC_GROUP, "v1", resource, name] => match rbac_kind(resource) {
                 Some((kind, false)) => self.get(
                     user,
                     &attrs("get", RBAC_GROUP, resource, "", name),
                     kind,
-                    "rbac.authorization.k8s.io/v1",
+                    RBAC_API_VERSION,
                     false,
                 ),
                 _ => not_found_path(),
             },
-            ["apis", RBAC_GROUP_SEG, "v1", "namespaces", ns, resource] => match rbac_kind(resource)
-            {
+            ["apis", RBAC_GROUP, "v1", "namespaces", ns, resource] => match rbac_kind(resource) {
                 Some((kind, true)) => self.list(
                     user,
                     &attrs("list", RBAC_GROUP, resource, ns, ""),
                     &format!("{kind}List"),
-                    "rbac.authorization.k8s.io/v1",
+                    RBAC_API_VERSION,
                     |o| data::kind(o) == kind && data::meta(o, "namespace") == *ns,
                     false,
                 ),
                 _ => not_found_path(),
             },
-            ["apis", RBAC_GROUP_SEG, "v1", "namespaces", ns, resource, name] => {
+            ["apis", RBAC_GROUP, "v1", "namespaces", ns, resource, name] => {
                 match rbac_kind(resource) {
                     Some((kind, true)) => self.get(
                         user,
                         &attrs("get", RBAC_GROUP, resource, ns, name),
                         kind,
-                        "rbac.authorization.k8s.io/v1",
+                        RBAC_API_VERSION,
                         false,
                     ),
                     _ => not_found_path(),
@@ -1130,15 +1135,13 @@ impl State {
     }
 }
 
-const RBAC_GROUP_SEG: &str = "rbac.authorization.k8s.io";
-
 fn invalid_value(kind: &str, field: &str, message: &str) -> (u16, Value) {
     (
         422,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                "message": format!("{kind}.authorization.k8s.io \"\" is invalid: {field}: Invalid value: {message}"),
                "reason": "Invalid",
-               "details": {"group": "authorization.k8s.io", "kind": kind,
+               "details": {"group": AUTHORIZATION_GROUP, "kind": kind,
                            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]},
                "code": 422}),
     )

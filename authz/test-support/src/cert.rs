@@ -2,16 +2,23 @@
 //! certificate as Envoy does (XFCC plus the verified peer digest). openssl rather than rcgen
 //! because rcgen keeps one value per attribute type, and the kubelet reads every `O` and refuses
 //! several UIDs, so tests need repeats. UIDs use OID 1.3.6.1.4.1.57683.2 (`asn1util.X509UID()`,
-//! not the LDAP uid the reference names). One copy, included by path
-//! (`#[path = ".../authz/tests/support/openssl_cert.rs"] mod openssl_cert;`).
-#![allow(dead_code)]
+//! not the LDAP uid the reference names).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a certificate that cannot be made fails the test at once"
+)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A certificate: PEM, DER and the hex SHA-256 of the DER (Envoy's XFCC `Hash` and peer digest).
 pub struct Cert {
+    /// The certificate, PEM.
     pub pem: String,
+    /// The certificate, DER.
     pub der: Vec<u8>,
+    /// The hex SHA-256 of the DER.
     pub hash: String,
 }
 

@@ -1,8 +1,6 @@
 //! The kubelet's subresource checks written out by hand from the reference's table (the README's
 //! "path (decoded)" table), independently of the engine: the oracle that the engine, harness and
-//! end-to-end corpus tests compare the filter with. One copy, included by path
-//! (`#[path = ".../authz/tests/support/oracle.rs"] mod oracle;`) from each test crate.
-#![allow(dead_code)]
+//! end-to-end corpus tests compare the filter with.
 
 /// The subresources a kubelet of minor version `minor` (feature gates at their defaults: the
 /// fine-grained gate is on from 1.33) checks for the decoded `path`, in order.
