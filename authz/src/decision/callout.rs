@@ -4,7 +4,7 @@
 
 use crate::cache::Millis;
 use crate::config::Config;
-use crate::review::SubjectAccessReviewStatus;
+use crate::review::{SubjectAccessReviewStatus, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH};
 
 use super::{SharedUser, Verdict};
 
@@ -45,7 +45,27 @@ pub struct Callout {
     pub attempt: u32,
 }
 
+impl CalloutKind {
+    /// The API path the review is created at.
+    pub fn path(self) -> &'static str {
+        match self {
+            CalloutKind::TokenReview => TOKEN_REVIEW_PATH,
+            CalloutKind::SubjectAccessReview => SUBJECT_ACCESS_REVIEW_PATH,
+        }
+    }
+}
+
 impl Callout {
+    /// The first attempt of a review with this JSON body.
+    pub fn first(kind: CalloutKind, body: String) -> Self {
+        Callout {
+            kind,
+            path: kind.path(),
+            body,
+            attempt: 1,
+        }
+    }
+
     /// The HTTP/2 pseudo-headers and headers to send it with.
     pub fn headers(&self, config: &Config) -> Vec<(String, String)> {
         let mut h = vec![

@@ -117,6 +117,21 @@ impl Engine {
         self.inflight.len()
     }
 
+    /// An expired cache entry that may stand in for a failed callout (stale-if-error), when
+    /// that is enabled and the entry expired at most that long ago.
+    pub(super) fn stale<K: Eq + Hash + Clone, V: Clone>(
+        &self,
+        cache: &TtlCache<K, V>,
+        key: &K,
+        now: Millis,
+    ) -> Option<V> {
+        let window = ms(self.config.api_server.stale_if_error);
+        if window == 0 {
+            return None;
+        }
+        cache.get_stale(key, now, window)
+    }
+
     pub(super) fn token_key(&self, token: &str) -> [u8; 32] {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();

@@ -19,6 +19,7 @@
 //! differences of DESIGN.md: canonical paths only, `strictUpgradeVerb`, XFCC only when it matches
 //! the verified peer certificate, shadow enforcement and stale-if-error.
 
+mod attributes;
 mod callout;
 mod engine;
 mod request;
@@ -27,6 +28,7 @@ mod run;
 mod session;
 mod verdict;
 
+pub use attributes::{request_attributes, Attributes};
 pub use callout::{
     Callout, CalloutKind, CalloutResponse, Progress, Shared, Step, TokenOutcome, Wake,
 };

@@ -86,14 +86,4 @@ impl Request {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-
-    /// Whether the request asks for a connection upgrade (WebSocket `GET`, SPDY `POST`).
-    pub fn is_upgrade(&self) -> bool {
-        let connection = self.header_values("connection");
-        let has_upgrade_token = connection.iter().any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
-        has_upgrade_token && !self.header_values("upgrade").is_empty()
-    }
 }

@@ -12,6 +12,22 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// First retry delay (500ms), growing by 1.5 per attempt, with up to 20% jitter.
 pub const BASE_RETRY_DELAY_MS: u64 = 500;
 
+/// Whether the webhook client retries this answer. The kubelet retries transport failures, 500,
+/// 429, 504 and Retry-After (reference 2.10). Envoy answers a callout whose cluster cannot be
+/// reached (refused, reset) with its own 503, so 503 counts as the transport failure it stands
+/// for.
+pub(super) fn is_retryable(response: &CalloutResponse) -> bool {
+    match response {
+        CalloutResponse::Failed(_) => true,
+        CalloutResponse::Http {
+            status,
+            retry_after,
+            ..
+        } => matches!(status, 429 | 500 | 503 | 504) || *retry_after,
+    }
+}
+
+/// How long to wait before attempt `attempt + 1`.
 pub(super) fn retry_delay(attempt: u32, rand: u32) -> Millis {
     // 500ms * 1.5^(attempt-1), plus up to 20% jitter.
     let mut d = BASE_RETRY_DELAY_MS as f64;

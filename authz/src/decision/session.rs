@@ -7,16 +7,13 @@ use crate::config::{AuthorizationMode, Enforcement};
 use crate::identity::{self, xfcc, BearerHeader, UserInfo};
 use crate::kubelet::{self, Subresource, Subresources};
 use crate::path;
-use crate::review::{
-    SubjectAccessReview, SubjectAccessReviewStatus, TokenReview, SUBJECT_ACCESS_REVIEW_PATH,
-    TOKEN_REVIEW_PATH,
-};
+use crate::review::{SubjectAccessReview, SubjectAccessReviewStatus, TokenReview};
 
 use super::engine::{ms, sar_spec, should_cache, CalloutKey, SarKey};
-use super::retry::{retry_delay, sar_status, token_outcome, MAX_ATTEMPTS};
+use super::retry::{is_retryable, retry_delay, sar_status, token_outcome, MAX_ATTEMPTS};
 use super::{
-    AuthnMethod, Callout, CalloutKind, CalloutResponse, Check, Decision, Engine, Outcome, Progress,
-    Request, Shared, SharedUser, Step, TokenOutcome, Verdict, Wake,
+    request_attributes, AuthnMethod, Callout, CalloutKind, CalloutResponse, Check, Decision,
+    Engine, Outcome, Progress, Request, Shared, SharedUser, Step, TokenOutcome, Verdict, Wake,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +29,8 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Pending {
     key: CalloutKey,
-    callout: Callout,
-    leader: bool,
+    /// The callout this session leads (`None` while it waits for another session's).
+    led: Option<Callout>,
 }
 
 /// One request's decision in progress.
@@ -108,11 +105,6 @@ impl Session {
         self.id
     }
 
-    /// Whether this session waits for, or leads, a callout.
-    pub fn is_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Begin deciding.
     pub fn start(&mut self, engine: &mut Engine, now: Millis) -> Progress {
         Progress::step(self.run(engine, now))
@@ -129,28 +121,17 @@ impl Session {
         let Some(pending) = self.pending.clone() else {
             return Progress::step(self.fail_internal("callout response with no callout pending"));
         };
-        if !pending.leader {
+        let Some(led) = &pending.led else {
             return Progress::step(self.fail_internal("callout response for a waiting request"));
-        }
-        // The kubelet retries transport failures, 500, 429, 504 and Retry-After (reference 2.10).
-        // Envoy answers a callout whose cluster cannot be reached (refused, reset) with its own
-        // 503, so 503 counts as the transport failure it stands for.
-        let retryable = match &response {
-            CalloutResponse::Failed(_) => true,
-            CalloutResponse::Http {
-                status,
-                retry_after,
-                ..
-            } => matches!(status, 429 | 500 | 503 | 504) || *retry_after,
         };
-        if retryable && pending.callout.attempt < MAX_ATTEMPTS {
-            return Progress::step(Step::RetryAfter(retry_delay(pending.callout.attempt, rand)));
+        if is_retryable(&response) && led.attempt < MAX_ATTEMPTS {
+            return Progress::step(Step::RetryAfter(retry_delay(led.attempt, rand)));
         }
         let shared = match pending.key {
             CalloutKey::Token(k) => {
                 let outcome = token_outcome(&response);
                 let stored = match &outcome {
-                    TokenOutcome::Error(_) => self.stale_token(engine, &k, now),
+                    TokenOutcome::Error(_) => engine.stale(&engine.token_cache, &k, now),
                     _ => {
                         engine.token_cache.insert(
                             k,
@@ -182,7 +163,7 @@ impl Session {
                         }
                         Shared::Sar(Ok(st), false)
                     }
-                    Err(e) => match self.stale_sar(engine, key, now) {
+                    Err(e) => match engine.stale(&engine.sar_cache, key, now) {
                         Some(st) => Shared::Sar(Ok(st), true),
                         None => Shared::Sar(Err(e), false),
                     },
@@ -200,10 +181,10 @@ impl Session {
 
     /// The retry timer fired: send the callout again.
     pub fn on_retry(&mut self, _engine: &mut Engine, _now: Millis) -> Progress {
-        match self.pending.as_mut() {
-            Some(p) if p.leader => {
-                p.callout.attempt += 1;
-                Progress::step(Step::Call(p.callout.clone()))
+        match self.pending.as_mut().and_then(|p| p.led.as_mut()) {
+            Some(callout) => {
+                callout.attempt += 1;
+                Progress::step(Step::Call(callout.clone()))
             }
             _ => Progress::step(self.fail_internal("retry with no callout pending")),
         }
@@ -233,7 +214,7 @@ impl Session {
     /// must be woken so that one of them leads again; if it waited, it leaves the queue.
     pub fn abandon(&mut self, engine: &mut Engine) -> Option<Wake> {
         let p = self.pending.take()?;
-        if p.leader {
+        if p.led.is_some() {
             let waiters = engine.inflight.finish(&p.key);
             (!waiters.is_empty()).then_some(Wake {
                 waiters,
@@ -243,27 +224,6 @@ impl Session {
             engine.inflight.leave(&p.key, self.id);
             None
         }
-    }
-
-    fn stale_token(&self, engine: &Engine, k: &[u8; 32], now: Millis) -> Option<TokenOutcome> {
-        let window = ms(engine.config.api_server.stale_if_error);
-        if window == 0 {
-            return None;
-        }
-        engine.token_cache.get_stale(k, now, window)
-    }
-
-    fn stale_sar(
-        &self,
-        engine: &Engine,
-        key: &SarKey,
-        now: Millis,
-    ) -> Option<SubjectAccessReviewStatus> {
-        let window = ms(engine.config.api_server.stale_if_error);
-        if window == 0 {
-            return None;
-        }
-        engine.sar_cache.get_stale(key, now, window)
     }
 
     fn resume_with(&mut self, engine: &mut Engine, now: Millis, shared: Shared) -> Step {
@@ -293,14 +253,8 @@ impl Session {
         self.pending = None;
         if matches!(self.phase, Phase::Authz(_)) {
             let sub = self.current_sub().unwrap_or(Subresource::Proxy);
-            self.checks.push(Check {
-                subresource: sub,
-                verb: self.verb.to_string(),
-                decision: Decision::Error,
-                reason: why.to_string(),
-                cached: false,
-                stale: false,
-            });
+            self.checks
+                .push(Check::new(sub, self.verb, Decision::Error, why.to_string()));
             self.finish_error(sub)
         } else {
             self.errors.push(why.to_string());
@@ -352,14 +306,12 @@ impl Session {
                         return self.finish_forbidden(engine);
                     };
                     if engine.config.mode == AuthorizationMode::AlwaysAllow {
-                        self.checks.push(Check {
-                            subresource: sub,
-                            verb: self.verb.to_string(),
-                            decision: Decision::Allow,
-                            reason: "AlwaysAllow".into(),
-                            cached: false,
-                            stale: false,
-                        });
+                        self.checks.push(Check::new(
+                            sub,
+                            self.verb,
+                            Decision::Allow,
+                            "AlwaysAllow".into(),
+                        ));
                         return self.finish_allowed();
                     }
                     let Some(key) = self.sar_key(sub) else {
@@ -379,29 +331,37 @@ impl Session {
         }
     }
 
-    /// Path, verb, subresources, and the credentials on the request.
+    /// The request's attributes, then the credentials on it.
     fn prepare(&mut self, engine: &mut Engine) -> Option<Step> {
         let config = &engine.config;
         self.shadow = config.enforcement == Enforcement::Shadow;
-        let path = match path::canonical_path(&self.request.target) {
-            Ok(p) => p,
+        match request_attributes(
+            &self.request.method,
+            &self.request.target,
+            &self.request.headers,
+            config.model,
+            config.strict_upgrade_verb,
+        ) {
+            Ok(attributes) => {
+                self.path = attributes.path;
+                self.verb = attributes.verb;
+                self.strict_applied = attributes.strict_upgrade_applied;
+                self.subs = Some(attributes.subresources);
+            }
             Err(e) => {
                 self.path = self.request.target.clone();
                 self.verb = kubelet::verb_for_method(&self.request.method);
                 return Some(self.finish(Outcome::BadRequest, 400, path::refusal_body(e)));
             }
-        };
-        let mut verb = kubelet::verb_for_method(&self.request.method);
-        if config.strict_upgrade_verb && kubelet::is_streaming_path(&path) && verb == "get" {
-            // A WebSocket GET opens the same stream as a SPDY POST: authorize it as `create`.
-            // A GET without upgrade headers to these paths does nothing else, so it gets the same.
-            verb = "create";
-            self.strict_applied = true;
         }
-        self.subs = Some(config.model.subresources(&path));
-        self.path = path;
-        self.verb = verb;
+        self.credentials(engine);
+        None
+    }
 
+    /// The credentials on the request (reference 2.8): the client certificate, the bearer token
+    /// and the WebSocket token; a user from the certificate ends authentication here.
+    fn credentials(&mut self, engine: &Engine) {
+        let config = &engine.config;
         // The client certificate, only from an XFCC header matching the verified peer cert.
         let xfcc_values = self.request.header_values("x-forwarded-client-cert");
         let cert = xfcc::client_cert(
@@ -419,7 +379,7 @@ impl Session {
         };
         if self.preset_user {
             self.phase = Phase::AuthnDone;
-            return None;
+            return;
         }
         if config.x509_enabled {
             if let Some(der) = cert_der {
@@ -428,7 +388,7 @@ impl Session {
                         self.user = Some(SharedUser::new(identity::add_authenticated_group(user)));
                         self.authn = AuthnMethod::X509;
                         self.phase = Phase::AuthnDone;
-                        return None;
+                        return;
                     }
                     Ok(None) => {}
                     Err(e) => self.errors.push(e.to_string()),
@@ -448,7 +408,6 @@ impl Session {
             }
         }
         self.phase = Phase::Bearer;
-        None
     }
 
     fn lookup_token(
@@ -458,45 +417,19 @@ impl Session {
         token: &str,
     ) -> Lookup<TokenOutcome> {
         let key = engine.token_key(token);
-        if let Some(v) = engine.token_cache.get(&key, now) {
-            self.hits += 1;
-            return Lookup::Ready(v);
-        }
-        self.misses += 1;
-        let ckey = CalloutKey::Token(key);
-        match engine.inflight.join(&ckey, self.id) {
-            Join::Full => Lookup::Ready(TokenOutcome::Error(
+        let cached = engine.token_cache.get(&key, now);
+        let review = || {
+            Callout::first(
+                CalloutKind::TokenReview,
+                serde_json::to_string(&TokenReview::request(token)).unwrap_or_default(),
+            )
+        };
+        let full = |_: &mut Self| {
+            Lookup::Ready(TokenOutcome::Error(
                 "too many token reviews in flight".into(),
-            )),
-            Join::Waiting => {
-                self.pending = Some(Pending {
-                    key: ckey,
-                    callout: Callout {
-                        kind: CalloutKind::TokenReview,
-                        path: TOKEN_REVIEW_PATH,
-                        body: String::new(),
-                        attempt: 0,
-                    },
-                    leader: false,
-                });
-                Lookup::Blocked(Box::new(Step::Wait))
-            }
-            Join::Leader => {
-                let body = serde_json::to_string(&TokenReview::request(token)).unwrap_or_default();
-                let callout = Callout {
-                    kind: CalloutKind::TokenReview,
-                    path: TOKEN_REVIEW_PATH,
-                    body,
-                    attempt: 1,
-                };
-                self.pending = Some(Pending {
-                    key: ckey,
-                    callout: callout.clone(),
-                    leader: true,
-                });
-                Lookup::Blocked(Box::new(Step::Call(callout)))
-            }
-        }
+            ))
+        };
+        self.lookup(engine, cached, CalloutKey::Token(key), review, full)
     }
 
     fn apply_token(&mut self, outcome: TokenOutcome) {
@@ -560,52 +493,54 @@ impl Session {
         now: Millis,
         key: SarKey,
     ) -> Lookup<SubjectAccessReviewStatus> {
-        if let Some(st) = engine.sar_cache.get(&key, now) {
+        let cached = engine.sar_cache.get(&key, now);
+        let spec = sar_spec(&key, &engine.config.node_name);
+        let review = || {
+            Callout::first(
+                CalloutKind::SubjectAccessReview,
+                serde_json::to_string(&SubjectAccessReview::request(spec)).unwrap_or_default(),
+            )
+        };
+        // Fail closed as an authorizer error (500), never an allow.
+        let full = |s: &mut Self| {
+            let sub = s.current_sub().unwrap_or(Subresource::Proxy);
+            s.checks.push(Check::new(
+                sub,
+                s.verb,
+                Decision::Error,
+                "too many subject access reviews in flight".into(),
+            ));
+            Lookup::Blocked(Box::new(s.finish_error(sub)))
+        };
+        self.lookup(engine, cached, CalloutKey::Sar(key), review, full)
+    }
+
+    /// A cached answer, or join the callout for `key`: lead it (`callout` is sent), wait for
+    /// the session that leads it, or, with the in-flight table full, answer `full`.
+    fn lookup<T>(
+        &mut self,
+        engine: &mut Engine,
+        cached: Option<T>,
+        key: CalloutKey,
+        callout: impl FnOnce() -> Callout,
+        full: impl FnOnce(&mut Self) -> Lookup<T>,
+    ) -> Lookup<T> {
+        if let Some(v) = cached {
             self.hits += 1;
-            return Lookup::Ready(st);
+            return Lookup::Ready(v);
         }
         self.misses += 1;
-        let spec = sar_spec(&key, &engine.config.node_name);
-        let body = serde_json::to_string(&SubjectAccessReview::request(spec)).unwrap_or_default();
-        let ckey = CalloutKey::Sar(key);
-        match engine.inflight.join(&ckey, self.id) {
-            Join::Full => {
-                // Fail closed as an authorizer error (500), never an allow.
-                let sub = self.current_sub().unwrap_or(Subresource::Proxy);
-                self.checks.push(Check {
-                    subresource: sub,
-                    verb: self.verb.to_string(),
-                    decision: Decision::Error,
-                    reason: "too many subject access reviews in flight".into(),
-                    cached: false,
-                    stale: false,
-                });
-                Lookup::Blocked(Box::new(self.finish_error(sub)))
-            }
+        match engine.inflight.join(&key, self.id) {
+            Join::Full => full(self),
             Join::Waiting => {
-                self.pending = Some(Pending {
-                    key: ckey,
-                    callout: Callout {
-                        kind: CalloutKind::SubjectAccessReview,
-                        path: SUBJECT_ACCESS_REVIEW_PATH,
-                        body: String::new(),
-                        attempt: 0,
-                    },
-                    leader: false,
-                });
+                self.pending = Some(Pending { key, led: None });
                 Lookup::Blocked(Box::new(Step::Wait))
             }
             Join::Leader => {
-                let callout = Callout {
-                    kind: CalloutKind::SubjectAccessReview,
-                    path: SUBJECT_ACCESS_REVIEW_PATH,
-                    body,
-                    attempt: 1,
-                };
+                let callout = callout();
                 self.pending = Some(Pending {
-                    key: ckey,
-                    callout: callout.clone(),
-                    leader: true,
+                    key,
+                    led: Some(callout.clone()),
                 });
                 Lookup::Blocked(Box::new(Step::Call(callout)))
             }
@@ -635,12 +570,9 @@ impl Session {
             Ok(st) => (Decision::NoOpinion, st.reason),
         };
         self.checks.push(Check {
-            subresource: sub,
-            verb: self.verb.to_string(),
-            decision,
-            reason,
             cached,
             stale,
+            ..Check::new(sub, self.verb, decision, reason)
         });
         match decision {
             Decision::Allow => Some(self.finish_allowed()),

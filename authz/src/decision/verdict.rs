@@ -77,6 +77,20 @@ pub struct Check {
     pub stale: bool,
 }
 
+impl Check {
+    /// A fresh answer (neither cached nor stale) for `verb` on `subresource`.
+    pub fn new(subresource: Subresource, verb: &str, decision: Decision, reason: String) -> Self {
+        Check {
+            subresource,
+            verb: verb.to_string(),
+            decision,
+            reason,
+            cached: false,
+            stale: false,
+        }
+    }
+}
+
 /// The final outcome of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
