@@ -108,10 +108,10 @@ pub enum CalloutResponse {
 /// A finished lookup, shared with waiters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shared {
-    /// A token's outcome.
     /// A token's outcome; `true` when an expired cache entry stood in for a failed review.
     Token(TokenOutcome, bool),
-    /// A SubjectAccessReview's outcome (the status, or an error).
+    /// A SubjectAccessReview's outcome (the status, or an error); `true` when an expired cache
+    /// entry stood in for a failed review.
     Sar(Result<SubjectAccessReviewStatus, String>, bool),
     /// The leader went away without an answer: look again.
     Abandoned,

@@ -18,10 +18,17 @@
 //! NoOpinion fall through, an authorizer error answers 500 at once. Plus the deliberate
 //! differences of DESIGN.md: canonical paths only, `strictUpgradeVerb`, XFCC only when it matches
 //! the verified peer certificate, shadow enforcement and stale-if-error.
+//!
+//! Files, one concern each: `request` (the request as read), `attributes` (the pure
+//! [`request_attributes`], the kubelet's `GetRequestAttributes`), `verdict` (the decision
+//! vocabulary), `callout` (steps, callouts and what they share), `engine` (caches, keys, limits),
+//! `session` (the state machine), `finish` (how a session ends in a verdict), `retry` (reading
+//! answers and the retry policy), `run` (the synchronous driver).
 
 mod attributes;
 mod callout;
 mod engine;
+mod finish;
 mod request;
 mod retry;
 mod run;

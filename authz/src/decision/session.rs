@@ -13,11 +13,11 @@ use super::engine::{ms, sar_spec, should_cache, CalloutKey, SarKey};
 use super::retry::{is_retryable, retry_delay, sar_status, token_outcome, MAX_ATTEMPTS};
 use super::{
     request_attributes, AuthnMethod, Callout, CalloutKind, CalloutResponse, Check, Decision,
-    Engine, Outcome, Progress, Request, Shared, SharedUser, Step, TokenOutcome, Verdict, Wake,
+    Engine, Outcome, Progress, Request, Shared, SharedUser, Step, TokenOutcome, Wake,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Start,
     Bearer,
     WebSocket,
@@ -27,7 +27,7 @@ enum Phase {
 }
 
 #[derive(Debug, Clone)]
-struct Pending {
+pub(super) struct Pending {
     key: CalloutKey,
     /// The callout this session leads (`None` while it waits for another session's).
     led: Option<Callout>,
@@ -36,26 +36,26 @@ struct Pending {
 /// One request's decision in progress.
 #[derive(Debug, Clone)]
 pub struct Session {
-    id: u32,
-    request: Request,
-    phase: Phase,
-    path: String,
-    verb: &'static str,
-    strict_applied: bool,
-    subs: Option<Subresources>,
-    bearer: Option<String>,
-    ws: Option<Result<identity::WebSocketToken, identity::WebSocketTokenError>>,
-    user: Option<SharedUser>,
-    authn: AuthnMethod,
-    errors: Vec<String>,
-    checks: Vec<Check>,
-    pending: Option<Pending>,
-    spoofed: Option<String>,
-    stale: bool,
-    hits: u32,
-    misses: u32,
-    preset_user: bool,
-    shadow: bool,
+    pub(super) id: u32,
+    pub(super) request: Request,
+    pub(super) phase: Phase,
+    pub(super) path: String,
+    pub(super) verb: &'static str,
+    pub(super) strict_applied: bool,
+    pub(super) subs: Option<Subresources>,
+    pub(super) bearer: Option<String>,
+    pub(super) ws: Option<Result<identity::WebSocketToken, identity::WebSocketTokenError>>,
+    pub(super) user: Option<SharedUser>,
+    pub(super) authn: AuthnMethod,
+    pub(super) errors: Vec<String>,
+    pub(super) checks: Vec<Check>,
+    pub(super) pending: Option<Pending>,
+    pub(super) spoofed: Option<String>,
+    pub(super) stale: bool,
+    pub(super) hits: u32,
+    pub(super) misses: u32,
+    pub(super) preset_user: bool,
+    pub(super) shadow: bool,
 }
 
 /// Internal: what a lookup produced.
@@ -582,107 +582,6 @@ impl Session {
                 let more = self.subs.and_then(|s| s.get(i + 1)).is_some();
                 (!more).then(|| self.finish_forbidden(engine))
             }
-        }
-    }
-
-    fn user_name(&self) -> &str {
-        self.user.as_ref().map_or("", |u| u.user().name.as_str())
-    }
-
-    fn finish_allowed(&mut self) -> Step {
-        self.finish(Outcome::Allowed, 200, String::new())
-    }
-
-    fn finish_forbidden(&mut self, engine: &Engine) -> Step {
-        let tried: Vec<&str> = self.checks.iter().map(|c| c.subresource.as_str()).collect();
-        let body = if tried.is_empty() {
-            "Authorization error: could not determine attributes for request".to_string()
-        } else if engine.config.model.version().has_multi_attribute_authz() {
-            format!(
-                "Forbidden (user={}, verb={}, resource=nodes, subresource(s)=[{}])\n",
-                self.user_name(),
-                self.verb,
-                tried.join(" ")
-            )
-        } else {
-            format!(
-                "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
-                self.user_name(),
-                self.verb,
-                tried.first().copied().unwrap_or("proxy")
-            )
-        };
-        self.finish(Outcome::Forbidden, 403, body)
-    }
-
-    fn finish_error(&mut self, sub: Subresource) -> Step {
-        let body = format!(
-            "Authorization error (user={}, verb={}, resource=nodes, subresource={})",
-            self.user_name(),
-            self.verb,
-            sub.as_str()
-        );
-        self.finish(Outcome::AuthorizerError, 500, body)
-    }
-
-    fn finish(&mut self, outcome: Outcome, status: u16, body: String) -> Step {
-        let verdict = self.verdict(outcome, status, body);
-        if outcome == Outcome::Allowed || verdict.shadowed {
-            Step::Forward(verdict)
-        } else {
-            Step::Reply(verdict)
-        }
-    }
-
-    /// The header changes that keep the caller's credentials from the kubelet on a forwarded
-    /// request. The kubelet behind the proxy trusts the proxy's own client certificate, so a
-    /// caller's credential there is never needed, only leaked: `Authorization` goes whether or not
-    /// it authenticated (the kubelet deletes it only when it did), and every bearer-token entry
-    /// leaves `Sec-WebSocket-Protocol` whichever credential authenticated (the kubelet strips it
-    /// only when it was the one).
-    fn credentials_removed(&self) -> (Vec<String>, Vec<(String, String)>) {
-        let mut remove = Vec::new();
-        let mut set = Vec::new();
-        if self.request.first_header("authorization").is_some() {
-            remove.push("authorization".to_string());
-        }
-        let protocols = self.request.header_values("sec-websocket-protocol");
-        match identity::without_websocket_tokens(&protocols) {
-            Some(rest) if rest.is_empty() => remove.push("sec-websocket-protocol".to_string()),
-            Some(rest) => set.push(("sec-websocket-protocol".to_string(), rest)),
-            None => {}
-        }
-        (remove, set)
-    }
-
-    pub(super) fn verdict(&mut self, outcome: Outcome, status: u16, body: String) -> Verdict {
-        self.phase = Phase::Finished;
-        self.pending = None;
-        let shadowed = self.shadow && outcome != Outcome::Allowed;
-        let (remove_headers, set_headers) = if outcome == Outcome::Allowed || shadowed {
-            self.credentials_removed()
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        Verdict {
-            outcome,
-            status,
-            body,
-            remove_headers,
-            set_headers,
-            user: self.user.as_ref().map(SharedUser::arc),
-            authn: self.authn,
-            authn_errors: self.errors.clone(),
-            verb: self.verb.to_string(),
-            path: self.path.clone(),
-            target: self.request.target.clone(),
-            checks: self.checks.clone(),
-            shadowed,
-            stale: self.stale,
-            spoofed_xfcc: self.spoofed.clone(),
-            cache_hits: self.hits,
-            cache_misses: self.misses,
-            strict_upgrade_applied: self.strict_applied,
         }
     }
 }
