@@ -16,7 +16,8 @@
 //! - [`review`]: TokenReview and SubjectAccessReview wire types.
 //! - [`config`]: the filter configuration, parsed in two stages with errors naming the field.
 //! - [`cache`]: bounded TTL caches with a caller-supplied clock, and in-flight bookkeeping.
-//! - [`decision`]: the per-request state machine and the per-VM engine state.
+//! - [`decision`]: the request attributes (`GetRequestAttributes`), the per-request state machine
+//!   and the per-VM engine state.
 //! - [`webhook`]: the kubelet's webhook clients' retry rules (what a callout's result leads to).
 //! - [`audit`]: audit.k8s.io/v1 `Event` lines for each decision.
 //! - [`rbac`]: the RBAC evaluator over ClusterRoles, Roles and their bindings (feature `yaml`).

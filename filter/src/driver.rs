@@ -28,6 +28,8 @@ pub const MAX_TIMERS: usize = 4096;
 pub const MAX_STREAMS: usize = 16_384;
 /// At most this many work items in one callback (a wake of many waiters is one item each).
 pub const MAX_WORK: usize = 65_536;
+/// Why a request is failed closed when [`MAX_TIMERS`] are pending (its audited reason).
+pub const TOO_MANY_TIMERS: &str = "too many pending retries";
 /// The longest tick period while timers are pending.
 pub const MAX_TICK_MS: u64 = 100;
 
@@ -358,7 +360,7 @@ impl Filter {
             Step::Wait => Acted::Done,
             Step::RetryAfter(ms) => {
                 self.metrics.inc(host, &[metrics::CALLOUT_RETRIES]);
-                self.schedule(host, sid, now.saturating_add(ms), TimerKind::Retry, now)
+                self.schedule(host, sid, now.saturating_add(ms), TimerKind::Retry)
             }
             Step::Call(c) => {
                 if ctx.current == sid || ctx.current == self.root_id {
@@ -368,7 +370,7 @@ impl Filter {
                         Some(s) => s.deferred = Some(c),
                         None => return Acted::Done,
                     }
-                    self.schedule(host, sid, now, TimerKind::Dispatch, now)
+                    self.schedule(host, sid, now, TimerKind::Dispatch)
                 }
             }
             Step::Forward(v) => self.finish(host, ctx, sid, v, true, now),
@@ -427,14 +429,7 @@ impl Filter {
         }
     }
 
-    fn schedule(
-        &mut self,
-        host: &mut dyn Host,
-        sid: u32,
-        due: Millis,
-        kind: TimerKind,
-        now: Millis,
-    ) -> Acted {
+    fn schedule(&mut self, host: &mut dyn Host, sid: u32, due: Millis, kind: TimerKind) -> Acted {
         if self.timers.len() < MAX_TIMERS {
             self.timers.push(Timer {
                 due,
@@ -448,22 +443,19 @@ impl Filter {
             Level::Error,
             "kubelet-authz: too many pending retries; failing the request closed",
         );
-        match self.fail_session(sid, now) {
+        match self.fail_session(sid, TOO_MANY_TIMERS) {
             Some(p) => Acted::Next(Box::new(p)),
             None => Acted::Done,
         }
     }
 
-    /// Finish a session closed, in the engine's shapes: leave its callout (waking waiters), then
-    /// ask for a retry with nothing pending, which the engine answers with its internal-failure
-    /// verdict (401 while authenticating, 500 while authorizing).
-    fn fail_session(&mut self, sid: u32, now: Millis) -> Option<Progress> {
+    /// Finish a session closed with `why` as the audited reason, in the engine's shapes (401
+    /// while authenticating, 500 while authorizing); the waiters of a callout it led are woken
+    /// to lead again.
+    fn fail_session(&mut self, sid: u32, why: &str) -> Option<Progress> {
         let s = self.streams.get_mut(&sid)?;
         s.deferred = None;
-        let wake = s.session.abandon(&mut self.engine);
-        let mut p = s.session.on_retry(&mut self.engine, now);
-        p.wake = wake;
-        Some(p)
+        Some(s.session.fail(&mut self.engine, why))
     }
 
     fn finish(

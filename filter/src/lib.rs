@@ -5,6 +5,7 @@
 //! Modules:
 //! - [`root`]: the root context (configuration, shared state, retry timer).
 //! - [`stream`]: the HTTP context of each request (reads it once, passes events on).
+//! - [`shared`]: the state the root and the HTTP contexts share, and callout delivery to it.
 //! - [`driver`]: the per-VM state and the loop that turns engine steps into proxy actions.
 //! - [`host`]: the only module that calls the proxy (through [`abi`], and the SDK's dispatch).
 //! - [`abi`]: checked bindings of the hostcalls, which never panic on what the proxy hands over.
@@ -18,6 +19,7 @@ pub mod driver;
 pub mod host;
 pub mod metrics;
 pub mod root;
+pub mod shared;
 pub mod stream;
 
 /// The module's entry point (`_initialize`), in a private module: it is exported by name.

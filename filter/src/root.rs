@@ -13,10 +13,8 @@ use proxy_wasm::types::ContextType;
 
 use crate::driver::Filter;
 use crate::host::{self, Level, Proxy};
-use crate::stream::{self, HttpStream};
-
-/// The filter state shared by the root and every HTTP context of one VM (single-threaded).
-pub type Shared = Rc<RefCell<Option<Filter>>>;
+use crate::shared::{self, Shared};
+use crate::stream::HttpStream;
 
 /// The root context.
 #[derive(Debug)]
@@ -64,7 +62,7 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        stream::deliver(&self.shared, self.id, token_id, num_headers, body_size);
+        shared::deliver(&self.shared, self.id, token_id, num_headers, body_size);
     }
 }
 

@@ -1,14 +1,14 @@
 //! One HTTP context per request: it reads the request once, hands it to the shared
 //! [`Filter`](crate::driver::Filter), and passes on callout responses and the end of the request.
 
-use kubelet_authz::decision::{CalloutResponse, Request};
+use kubelet_authz::decision::Request;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::convert::{self, MAX_CALLOUT_BODY};
+use crate::convert;
 use crate::driver::Next;
 use crate::host::{self, HostError, Level, Proxy};
-use crate::root::Shared;
+use crate::shared::{deliver, Shared};
 
 /// The HTTP context of one request.
 #[derive(Debug)]
@@ -82,43 +82,6 @@ fn read_request(with_source: bool) -> Result<Request, HostError> {
         digest.as_deref(),
         source.as_deref(),
     ))
-}
-
-/// Read the callout response being delivered (the effective context is the one that sent it).
-fn read_call_response(num_headers: usize, body_size: usize) -> CalloutResponse {
-    if num_headers == 0 {
-        return convert::no_response();
-    }
-    let headers = match host::call_response_headers() {
-        Ok(h) => h,
-        Err(e) => return CalloutResponse::Failed(e.to_string()),
-    };
-    if body_size > MAX_CALLOUT_BODY {
-        return CalloutResponse::Failed(format!("response body of {body_size} bytes is too large"));
-    }
-    let body = if body_size == 0 {
-        Vec::new()
-    } else {
-        match host::call_response_body(body_size) {
-            Ok(b) => b,
-            Err(e) => return CalloutResponse::Failed(e.to_string()),
-        }
-    };
-    convert::callout_response(&headers, body)
-}
-
-/// A callout response arrived at context `current` (an HTTP context or the root): read it and
-/// hand it to the filter, which knows whose it is by its token.
-pub fn deliver(shared: &Shared, current: u32, token: u32, num_headers: usize, body_size: usize) {
-    let response = read_call_response(num_headers, body_size);
-    let Ok(mut slot) = shared.try_borrow_mut() else {
-        host::log(Level::Error, "kubelet-authz: callout response while busy");
-        return;
-    };
-    if let Some(filter) = slot.as_mut() {
-        let now = host::now_ms().unwrap_or(filter.last_now());
-        filter.on_call_response(&mut Proxy, current, token, response, now);
-    }
 }
 
 impl Context for HttpStream {

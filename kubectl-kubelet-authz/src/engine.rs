@@ -1,15 +1,20 @@
 //! Which SubjectAccessReviews a kubelet sends for a request, in which order, and how their answers
-//! combine. This module only drives the shared engine, `kubelet_authz::decision` (the same state
-//! machine the Envoy filter runs), synchronously with `decision::run_to_end`: the plugin never
-//! decides itself. Caches are off (TTL 0) so that every check is one review.
+//! combine. This module only calls the shared engine, `kubelet_authz::decision` (the same code the
+//! Envoy filter runs): `decision::request_attributes` for the verb and subresources (or the 400
+//! refusal of a non-canonical target), and the state machine, synchronously with
+//! `decision::run_to_end`, for the answers: the plugin never decides itself. Caches are off
+//! (TTL 0) so that every check is one review.
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 use kubelet_authz::config::Config;
-use kubelet_authz::decision::{self, Callout, CalloutResponse, Decision, Engine, Request, Session};
+use kubelet_authz::decision::{
+    self, Attributes, Callout, CalloutResponse, Decision, Engine, Request, Session,
+};
 use kubelet_authz::identity::UserInfo;
-use kubelet_authz::kubelet::{KubeletModel, Subresource};
+use kubelet_authz::kubelet::{self, KubeletModel, Subresource};
+use kubelet_authz::path::{self, PathError};
 use kubelet_authz::review::{
     SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
@@ -20,8 +25,8 @@ use serde::Serialize;
 pub struct KubeletRequest {
     /// The HTTP method (the kubelet derives the verb from it).
     pub method: String,
-    /// The decoded request path.
-    pub path: String,
+    /// The request target as given (path, query string and all), as the filter receives it.
+    pub target: String,
     /// Whether the request asks for a connection upgrade (WebSocket `GET`, SPDY `POST`).
     pub upgrade: bool,
     /// The node name (the reviews' resource name).
@@ -92,6 +97,9 @@ pub struct Check {
 /// The combined answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// Why the filter refuses the request target with 400 before authentication (no review is
+    /// sent then).
+    pub refused: Option<PathError>,
     /// The verb and the subresources tried.
     pub plan: Plan,
     /// Whether the kubelet lets the request through.
@@ -99,7 +107,7 @@ pub struct Outcome {
     /// The subresource whose review allowed it.
     pub decisive: Option<Subresource>,
     /// The HTTP status the kubelet answers with (200 passes on, 403, or 500 for an authorizer
-    /// error such as a review both allowed and denied).
+    /// error such as a review both allowed and denied), or the filter's 400 for a refused target.
     pub status: u16,
     /// The kubelet's response body for a refusal (empty when allowed).
     pub body: String,
@@ -119,7 +127,7 @@ fn engine_for(req: &KubeletRequest) -> Engine {
 }
 
 fn http_request(req: &KubeletRequest) -> Request {
-    let r = Request::new(&req.method, &req.path);
+    let r = Request::new(&req.method, &req.target);
     if req.upgrade {
         let proto = if req.method == "POST" {
             "SPDY/3.1"
@@ -152,6 +160,9 @@ pub fn decide<E>(
     req: &KubeletRequest,
     review: &mut dyn FnMut(&SubjectAccessReviewSpec) -> Result<Answer, E>,
 ) -> Result<Outcome, E> {
+    if let Err(e) = attributes(req) {
+        return Ok(refused(req, e));
+    }
     let mut engine = engine_for(req);
     let mut session = Session::authenticated(0, http_request(req), user.clone());
     let failure: RefCell<Option<E>> = RefCell::new(None);
@@ -215,6 +226,7 @@ pub fn decide<E>(
     let allowed = verdict.outcome == decision::Outcome::Allowed;
     let decisive = checks.iter().find(|c| c.allowed).map(|c| c.subresource);
     Ok(Outcome {
+        refused: None,
         plan: Plan {
             verb: verdict.verb.clone(),
             strict_upgrade_applied: verdict.strict_upgrade_applied,
@@ -228,12 +240,42 @@ pub fn decide<E>(
     })
 }
 
-/// The verb and every subresource the kubelet would check (what a refusal would list).
-pub fn plan(req: &KubeletRequest) -> Plan {
-    let refuse =
-        |_: &SubjectAccessReviewSpec| Ok::<Answer, std::convert::Infallible>(Answer::default());
-    match decide(&UserInfo::default(), req, &mut { refuse }) {
-        Ok(o) => o.plan,
-        Err(never) => match never {},
+/// The request's attributes, from the engine's `GetRequestAttributes` (the same call the
+/// filter's session makes), or why the filter refuses the target.
+pub fn attributes(req: &KubeletRequest) -> Result<Attributes, PathError> {
+    let request = http_request(req);
+    decision::request_attributes(
+        &request.method,
+        &request.target,
+        &request.headers,
+        req.model,
+        req.strict_upgrade,
+    )
+}
+
+/// The answer for a refused target: the filter's 400 and body, no review sent.
+fn refused(req: &KubeletRequest, e: PathError) -> Outcome {
+    Outcome {
+        refused: Some(e),
+        plan: Plan {
+            verb: kubelet::verb_for_method(&req.method).to_string(),
+            strict_upgrade_applied: false,
+            subresources: Vec::new(),
+        },
+        allowed: false,
+        decisive: None,
+        status: 400,
+        body: path::refusal_body(e),
+        checks: Vec::new(),
     }
+}
+
+/// The verb and every subresource the kubelet would check (what a refusal would list), or why
+/// the filter refuses the target.
+pub fn plan(req: &KubeletRequest) -> Result<Plan, PathError> {
+    attributes(req).map(|a| Plan {
+        verb: a.verb.to_string(),
+        strict_upgrade_applied: a.strict_upgrade_applied,
+        subresources: a.subresources.to_vec(),
+    })
 }

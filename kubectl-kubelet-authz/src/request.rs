@@ -1,5 +1,6 @@
-//! Resolving raw arguments into a kubelet request: VERB (API verb or HTTP method), PATH (a known
-//! kubelet path), the user, and the kubelet model (version and feature gate).
+//! Resolving raw arguments into a kubelet request: VERB (API verb or HTTP method), PATH (the
+//! request target, judged by the engine as the filter judges it), the user, and the kubelet model
+//! (version and feature gate).
 //!
 //! Verb rules (documented in the README):
 //! - an upper-case word is an HTTP method and maps exactly as the kubelet does
@@ -11,6 +12,7 @@
 
 use kubelet_authz::identity::{self, UserInfo};
 use kubelet_authz::kubelet::{self, FeatureGates, KubeletModel, KubeletVersion, ENDPOINTS};
+use kubelet_authz::path::{self, PathError};
 
 use crate::cli::{KubeletArgs, UserArgs};
 use crate::error::{usage, CliError};
@@ -83,27 +85,16 @@ fn known_roots() -> Vec<&'static str> {
     roots
 }
 
-/// Check a PATH: absolute, under a kubelet endpoint; the query string is dropped (the kubelet
-/// ignores it). Paths are case-sensitive, as in the kubelet.
-pub fn parse_path(raw: &str) -> Result<String, CliError> {
-    let path = raw.split(['?', '#']).next().unwrap_or_default();
-    if !path.starts_with('/') {
-        return Err(usage(format!(
-            "`{raw}` is not a kubelet path: paths start with `/` (for example `/pods` or `/exec/NS/POD/CONTAINER`)"
-        )));
-    }
-    if path.contains("//") || path.split('/').any(|s| s == "." || s == "..") {
-        return Err(usage(format!(
-            "`{raw}` is not a canonical path: remove `//`, `/./` and `/../` (the filter refuses such paths with 400)"
-        )));
-    }
+/// Why the first segment of a decoded path is under no kubelet endpoint, with a hint for a
+/// likely typo; `None` when it is under one. The filter authorizes such a path as `nodes/proxy`.
+pub fn unknown_path_hint(path: &str) -> Option<String> {
     let root = path
         .get(1..)
         .and_then(|p| p.split('/').next())
         .unwrap_or_default();
     let roots = known_roots();
     if roots.contains(&root) {
-        return Ok(path.to_string());
+        return None;
     }
     let hint = roots
         .iter()
@@ -115,10 +106,41 @@ pub fn parse_path(raw: &str) -> Result<String, CliError> {
         .unwrap_or_else(|| {
             ": see `kubectl kubelet-authz can-i --list` for the kubelet's endpoints".to_string()
         });
-    Err(usage(format!("unknown kubelet path `{raw}`{hint}")))
+    Some(format!("unknown kubelet path `{path}`{hint}"))
 }
 
-/// Split `[VERB] PATH` into a verb (default `get`) and a path.
+/// A request target that cannot be a kubelet path at all (not starting with `/`) is a usage
+/// error; anything else is the filter's to judge (`engine::attributes`).
+fn check_target(raw: &str) -> Result<String, CliError> {
+    match path::canonical_path(raw) {
+        Err(PathError::NotOriginForm) => Err(usage(format!(
+            "`{raw}` is not a kubelet path: paths start with `/` (for example `/pods` or `/exec/NS/POD/CONTAINER`)"
+        ))),
+        _ => Ok(raw.to_string()),
+    }
+}
+
+/// Check a PATH that must name a kubelet endpoint (`suggest-role`): canonical as the filter
+/// requires (`kubelet_authz::path`), decoded, the query string dropped, and under a kubelet
+/// endpoint. Paths are case-sensitive, as in the kubelet.
+pub fn parse_path(raw: &str) -> Result<String, CliError> {
+    let path = match path::canonical_path(raw) {
+        Ok(p) => p,
+        Err(PathError::NotOriginForm) => return check_target(raw),
+        Err(e) => {
+            return Err(usage(format!(
+                "`{raw}` is not a canonical path: {e} (the filter refuses such paths with 400)"
+            )))
+        }
+    };
+    match unknown_path_hint(&path) {
+        None => Ok(path),
+        Some(why) => Err(usage(why)),
+    }
+}
+
+/// Split `[VERB] PATH` into a verb (default `get`) and a request target (as given: the filter
+/// and the engine judge it).
 pub fn parse_verb_and_path(args: &[String]) -> Result<(Verb, String), CliError> {
     match args {
         [path] => Ok((
@@ -126,9 +148,9 @@ pub fn parse_verb_and_path(args: &[String]) -> Result<(Verb, String), CliError> 
                 method: None,
                 verb: "get".into(),
             },
-            parse_path(path)?,
+            check_target(path)?,
         )),
-        [verb, path] => Ok((parse_verb(verb)?, parse_path(path)?)),
+        [verb, path] => Ok((parse_verb(verb)?, check_target(path)?)),
         _ => Err(usage(
             "expected [VERB] PATH, for example `get /pods` or `/metrics`",
         )),

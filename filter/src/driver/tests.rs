@@ -557,3 +557,37 @@ fn an_answer_for_a_context_that_cannot_be_entered_is_dropped() {
     assert!(ev.is_empty(), "{ev:?}");
     assert_eq!(f.pending(), 0);
 }
+
+#[test]
+fn a_timer_overflow_is_audited_with_its_reason() {
+    let mut f = filter(r#"{"nodeName":"n1","limits":{"maxInflight":8192}}"#);
+    let mut h = Fake {
+        fail_dispatch: true,
+        ..Fake::default()
+    };
+    // Every request's TokenReview cannot be sent, so each waits for a retry timer; one more
+    // request than there are timers is failed closed at once.
+    let now = 1000;
+    let over = 100 + u32::try_from(super::MAX_TIMERS).unwrap();
+    for id in 100..=over {
+        let mut r = bearer(&format!("t{id}"));
+        r.request_id = Some(format!("req-{id}"));
+        assert_eq!(f.on_request_headers(h.at(id), id, r, now), Next::Pause);
+    }
+    let ev = h.take();
+    assert!(
+        ev.contains(&Ev::Reply(over, 401, "Unauthorized".into())),
+        "the request beyond the bound is answered 401"
+    );
+    assert_eq!(f.pending(), super::MAX_TIMERS);
+    let audits = h.audits();
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    let line = audits.first().copied().unwrap_or_default();
+    assert!(
+        line.contains(&format!(
+            "\"authorization.k8s.io/reason\":\"authentication failed: {}\"",
+            super::TOO_MANY_TIMERS
+        )),
+        "{line}"
+    );
+}

@@ -77,10 +77,10 @@ pub fn setup(args: &CanIArgs) -> Result<Setup, CliError> {
 }
 
 impl Setup {
-    fn request(&self, verb: &Verb, path: &str, upgrade: bool) -> KubeletRequest {
+    fn request(&self, verb: &Verb, target: &str, upgrade: bool) -> KubeletRequest {
         KubeletRequest {
             method: verb.http_method(),
-            path: path.to_string(),
+            target: target.to_string(),
             upgrade,
             node: self.node.clone(),
             model: self.model,
@@ -142,15 +142,31 @@ struct CanIDoc<'a> {
     allowed: bool,
     status: u16,
     response: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
     verb: String,
     subresource: Option<String>,
     checks: &'a [Check],
     notes: Vec<String>,
 }
 
-/// Why the answer may surprise: the notes shown under the answer.
-pub fn notes(model: KubeletModel, path: &str, outcome: &Outcome, verb: &Verb) -> Vec<String> {
+/// Why the answer may surprise: the notes shown under the answer. `path` is the decoded path
+/// (none for a refused target).
+pub fn notes(
+    model: KubeletModel,
+    path: Option<&str>,
+    outcome: &Outcome,
+    verb: &Verb,
+) -> Vec<String> {
     let mut notes = Vec::new();
+    let Some(path) = path else {
+        return notes;
+    };
+    if let Some(why) = request::unknown_path_hint(path) {
+        notes.push(format!(
+            "{why} (the filter authorizes it as nodes/proxy, as every path without a subresource of its own)"
+        ));
+    }
     if outcome.plan.strict_upgrade_applied {
         notes.push(format!(
             "a GET to {path} is checked with verb create (the filter's strictUpgradeVerb: a WebSocket GET opens the same stream as a SPDY POST); the kubelet itself would check `{}`",
@@ -214,6 +230,7 @@ pub fn run(args: &CanIArgs) -> CmdResult {
     let (verb, path) = request::parse_verb_and_path(&args.args)?;
     let setup = setup(args)?;
     let req = setup.request(&verb, &path, args.upgrade);
+    let attributes = engine::attributes(&req).ok();
     let outcome = setup.decide(&req)?;
     let code = if outcome.allowed {
         EXIT_OK
@@ -223,7 +240,12 @@ pub fn run(args: &CanIArgs) -> CmdResult {
     if args.quiet {
         return Ok(code);
     }
-    let notes = notes(setup.model, &path, &outcome, &verb);
+    let notes = notes(
+        setup.model,
+        attributes.as_ref().map(|a| a.path.as_str()),
+        &outcome,
+        &verb,
+    );
     match args.output {
         Output::Json | Output::Yaml => {
             let doc = CanIDoc {
@@ -242,6 +264,7 @@ pub fn run(args: &CanIArgs) -> CmdResult {
                 allowed: outcome.allowed,
                 status: outcome.status,
                 response: outcome.body.clone(),
+                refused: outcome.refused.map(|e| e.to_string()),
                 verb: outcome.plan.verb.clone(),
                 subresource: outcome.decisive.map(|s| s.to_string()),
                 checks: &outcome.checks,
@@ -270,10 +293,17 @@ pub fn run(args: &CanIArgs) -> CmdResult {
                         c.reason.clone(),
                     ]);
                 }
-                text.push_str(&table(&rows));
+                if outcome.refused.is_none() {
+                    text.push_str(&table(&rows));
+                }
                 if !outcome.body.is_empty() {
                     text.push_str(&format!(
-                        "kubelet answers {}: {}\n",
+                        "{} answers {}: {}\n",
+                        if outcome.refused.is_some() {
+                            "the filter"
+                        } else {
+                            "kubelet"
+                        },
                         outcome.status,
                         outcome.body.trim_end()
                     ));
@@ -290,6 +320,11 @@ pub fn run(args: &CanIArgs) -> CmdResult {
 
 fn answer_line(o: &Outcome) -> String {
     let verb = show_verb(&o.plan.verb);
+    if let Some(e) = o.refused {
+        return format!(
+            "no (the filter refuses the request target with 400 before authentication: {e})\n"
+        );
+    }
     match (o.allowed, o.decisive, o.status) {
         (true, Some(s), _) => format!("yes ({verb} nodes/{s})\n"),
         (_, _, 500) => {

@@ -108,7 +108,7 @@ fn side(
     let served = model.version().minor() >= ep.since_minor;
     let req = KubeletRequest {
         method: method.to_string(),
-        path: ep.path.to_string(),
+        target: ep.path.to_string(),
         upgrade,
         node: node.to_string(),
         model,

@@ -1,8 +1,10 @@
 //! `who-can`: the subjects whose RBAC bindings let them send a request to a kubelet path, through
 //! which binding, role and `nodes/<subresource>`. The subresources and verb are the kubelet's
-//! (`engine::plan`); the matching is the RBAC evaluator's (`RbacStore::subjects_allowed`).
+//! (`engine::plan`, from the engine's request attributes; a target the filter refuses reaches
+//! nobody); the matching is the RBAC evaluator's (`RbacStore::subjects_allowed`).
 
-use kubelet_authz::kubelet::KubeletModel;
+use kubelet_authz::kubelet::{self, KubeletModel};
+use kubelet_authz::path::PathError;
 use kubelet_authz::rbac::{Attributes, RbacStore};
 use serde::Serialize;
 
@@ -70,9 +72,13 @@ pub struct Way {
     pub rule_index: usize,
 }
 
-/// Every (subject, binding) that reaches the request, in the kubelet's subresource order.
-pub fn ways(store: &RbacStore, req: &KubeletRequest) -> (engine::Plan, Vec<Way>) {
-    let plan = engine::plan(req);
+/// Every (subject, binding) that reaches the request, in the kubelet's subresource order; or
+/// why the filter refuses the request target (400, nobody reaches it).
+pub fn ways(
+    store: &RbacStore,
+    req: &KubeletRequest,
+) -> Result<(engine::Plan, Vec<Way>), PathError> {
+    let plan = engine::plan(req)?;
     let mut out: Vec<Way> = Vec::new();
     for sub in &plan.subresources {
         let attrs = Attributes::kubelet(&plan.verb, sub.as_str(), &req.node);
@@ -93,7 +99,7 @@ pub fn ways(store: &RbacStore, req: &KubeletRequest) -> (engine::Plan, Vec<Way>)
             }
         }
     }
-    (plan, out)
+    Ok((plan, out))
 }
 
 #[derive(Serialize)]
@@ -107,6 +113,8 @@ struct WhoCanDoc<'a> {
     verb: String,
     subresources: Vec<String>,
     subjects: &'a [Way],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
     notes: Vec<String>,
 }
 
@@ -121,14 +129,33 @@ pub fn run(args: &WhoCanArgs) -> CmdResult {
         .unwrap_or_else(|| DEFAULT_NODE.to_string());
     let req = KubeletRequest {
         method: verb.http_method(),
-        path: path.clone(),
+        target: path.clone(),
         upgrade: args.upgrade,
         node: node.clone(),
         model,
         strict_upgrade: args.kubelet.strict_upgrade,
     };
-    let (plan, ways) = ways(&store, &req);
+    let (plan, ways, refused) = match ways(&store, &req) {
+        Ok((plan, ways)) => (plan, ways, None),
+        Err(e) => (
+            engine::Plan {
+                verb: kubelet::verb_for_method(&req.method).to_string(),
+                strict_upgrade_applied: false,
+                subresources: Vec::new(),
+            },
+            Vec::new(),
+            Some(e),
+        ),
+    };
     let mut notes = Vec::new();
+    if let Some(why) = engine::attributes(&req)
+        .ok()
+        .and_then(|a| request::unknown_path_hint(&a.path))
+    {
+        notes.push(format!(
+            "{why} (the filter authorizes it as nodes/proxy, as every path without a subresource of its own)"
+        ));
+    }
     if ways
         .iter()
         .any(|w| w.kind == "Group" && w.name == "system:authenticated")
@@ -170,6 +197,7 @@ pub fn run(args: &WhoCanArgs) -> CmdResult {
                 verb: plan.verb.clone(),
                 subresources: plan.subresources.iter().map(|s| s.to_string()).collect(),
                 subjects: &ways,
+                refused: refused.map(|e| e.to_string()),
                 notes,
             },
         )?,
@@ -184,12 +212,19 @@ pub fn run(args: &WhoCanArgs) -> CmdResult {
             } else {
                 plan.verb.clone()
             };
-            let mut text = format!(
-                "{verb_shown} {} on kubelet {} (node {node}):\n",
-                subs.join(" or "),
-                model.version()
-            );
-            if ways.is_empty() {
+            let mut text = match refused {
+                Some(e) => format!(
+                    "nobody: the filter refuses the request target `{path}` with 400 before authentication: {e}\n"
+                ),
+                None => format!(
+                    "{verb_shown} {} on kubelet {} (node {node}):\n",
+                    subs.join(" or "),
+                    model.version()
+                ),
+            };
+            if refused.is_some() {
+                // Nobody: no review is ever sent.
+            } else if ways.is_empty() {
                 text.push_str("nobody\n");
             } else {
                 let mut rows = vec![vec![

@@ -1,0 +1,153 @@
+//! What a session asks of its driver ([`Step`]): the callouts to the API server and their
+//! answers, the results shared with waiting requests, and the [`Progress`] every session call
+//! returns.
+
+use crate::cache::Millis;
+use crate::config::Config;
+use crate::review::{SubjectAccessReviewStatus, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH};
+
+use super::{SharedUser, Verdict};
+
+/// What the driver must do next for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send this callout to the API server and feed the result to [`Session::on_callout`].
+    Call(Callout),
+    /// An identical callout is in flight: keep the request paused until [`Session::on_shared`].
+    Wait,
+    /// The callout failed in a retryable way: call [`Session::on_retry`] after this many ms.
+    RetryAfter(Millis),
+    /// Forward the request upstream, after the header edits in the verdict.
+    Forward(Verdict),
+    /// Answer the client with the verdict's status and body.
+    Reply(Verdict),
+}
+
+/// Which review a callout carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalloutKind {
+    /// TokenReview.
+    TokenReview,
+    /// SubjectAccessReview.
+    SubjectAccessReview,
+}
+
+/// A request to the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    /// TokenReview or SubjectAccessReview.
+    pub kind: CalloutKind,
+    /// The API path.
+    pub path: &'static str,
+    /// The JSON body.
+    pub body: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+impl CalloutKind {
+    /// The API path the review is created at.
+    pub fn path(self) -> &'static str {
+        match self {
+            CalloutKind::TokenReview => TOKEN_REVIEW_PATH,
+            CalloutKind::SubjectAccessReview => SUBJECT_ACCESS_REVIEW_PATH,
+        }
+    }
+}
+
+impl Callout {
+    /// The first attempt of a review with this JSON body.
+    pub fn first(kind: CalloutKind, body: String) -> Self {
+        Callout {
+            kind,
+            path: kind.path(),
+            body,
+            attempt: 1,
+        }
+    }
+
+    /// The HTTP/2 pseudo-headers and headers to send it with.
+    pub fn headers(&self, config: &Config) -> Vec<(String, String)> {
+        let mut h = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), self.path.to_string()),
+            (
+                ":authority".to_string(),
+                config.api_server.authority.clone(),
+            ),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+            ("user-agent".to_string(), "kubelet-authz".to_string()),
+        ];
+        if !config.api_server.bearer_token.is_empty() {
+            h.push((
+                "authorization".to_string(),
+                format!("Bearer {}", config.api_server.bearer_token),
+            ));
+        }
+        h
+    }
+}
+
+/// What came back for a callout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalloutResponse {
+    /// An HTTP response.
+    Http {
+        /// Status code.
+        status: u16,
+        /// Whether it had a `Retry-After` header.
+        retry_after: bool,
+        /// Body.
+        body: Vec<u8>,
+    },
+    /// No response: timeout, reset, refused, or the proxy could not send it.
+    Failed(String),
+}
+
+/// A finished lookup, shared with waiters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    /// A token's outcome; `true` when an expired cache entry stood in for a failed review.
+    Token(TokenOutcome, bool),
+    /// A SubjectAccessReview's outcome (the status, or an error); `true` when an expired cache
+    /// entry stood in for a failed review.
+    Sar(Result<SubjectAccessReviewStatus, String>, bool),
+    /// The leader went away without an answer: look again.
+    Abandoned,
+}
+
+/// Waiters to wake with a shared result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wake {
+    /// Driver ids of the waiting sessions.
+    pub waiters: Vec<u32>,
+    /// The result to give each via [`Session::on_shared`].
+    pub result: Shared,
+}
+
+/// The answer to every session call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// What to do for this request.
+    pub step: Step,
+    /// Other requests to wake.
+    pub wake: Option<Wake>,
+}
+
+impl Progress {
+    pub(super) fn step(step: Step) -> Self {
+        Progress { step, wake: None }
+    }
+}
+
+/// A token's review outcome (cached on success and clean rejection; errors are never cached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOutcome {
+    /// Authenticated as this user.
+    Authenticated(SharedUser),
+    /// Not authenticated, no error (`invalid bearer token`).
+    Rejected,
+    /// An error (the status error text, transport or decode failure).
+    Error(String),
+}
