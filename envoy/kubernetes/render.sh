@@ -5,8 +5,13 @@
 # SDS files OUTPUT_DIR/sds/*.yaml. Fails with a message naming the problem, never starts a
 # half-configured Envoy:
 # - every certificate file must exist and parse (serving, node client, proxy local, cluster CA);
+# - the credential towards the API server (APISERVER_AUTH): `node-cert`, the node's own kubelet
+#   client certificate (kubeadm and most distributions), or `serviceaccount-token`, the pod's
+#   projected ServiceAccount token APISERVER_TOKEN, injected by Envoy as `Authorization: Bearer` on
+#   the reviews (nodes without a kubelet client certificate: EKS). `auto` takes node-cert when
+#   NODE_CLIENT_CERT exists, serviceaccount-token otherwise;
 # - the kubelet version comes from KUBELET_VERSION, else from this node's Node object
-#   (status.nodeInfo.kubeletVersion), read with the node's own client certificate;
+#   (status.nodeInfo.kubeletVersion), read with that credential;
 # - the TLS policy comes from the kubelet's configuration file (tlsMinVersion, tlsCipherSuites);
 # - the API server is the kubelet's own control-plane endpoint (the `server:` of its kubeconfig),
 #   not the ClusterIP, unless APISERVER_URL is set;
@@ -21,6 +26,8 @@
 #   KUBELET_KUBECONFIG             /etc/kubernetes/kubelet.conf
 #   SERVING_CERT                   /var/lib/kubelet/pki/kubelet-server-current.pem (cert and key)
 #   NODE_CLIENT_CERT               /var/lib/kubelet/pki/kubelet-client-current.pem (cert and key)
+#   APISERVER_AUTH                 auto | node-cert | serviceaccount-token
+#   APISERVER_TOKEN                /var/run/secrets/kubelet-authz/token (projected ServiceAccount token)
 #   PROXY_CERT                     /var/lib/kubelet-authz/pki/proxy-current.pem (cert and key)
 #   CLUSTER_CA                     /etc/kubernetes/pki/ca.crt
 #   APISERVER_URL                  https://host:port (default: from KUBELET_KUBECONFIG)
@@ -29,7 +36,7 @@
 #   ENFORCEMENT                    Shadow | Enforce
 #   ANONYMOUS_ENABLED, STRICT_UPGRADE_VERB, LIMITS, APISERVER_TIMEOUT, LISTEN_PORT, METRICS_PORT,
 #   ADMIN_SOCKET, FILTER_WASM, MAX_CONNECTIONS, MAX_HEAP_BYTES, KUBELET_ADDRESS, KUBELET_PORT,
-#   KUBELET_SERVER_NAME, WAIT_FOR_LOOPBACK_KUBELET
+#   KUBELET_SERVER_NAME, WAIT_FOR_LOOPBACK_KUBELET, UPSTREAM_MAX_CONNECTION_AGE (3600s)
 set -eu
 
 die() { echo "render: $*" >&2; exit 1; }
@@ -43,6 +50,8 @@ say() { echo "render: $*" >&2; }
 : "${KUBELET_KUBECONFIG:=/etc/kubernetes/kubelet.conf}"
 : "${SERVING_CERT:=/var/lib/kubelet/pki/kubelet-server-current.pem}"
 : "${NODE_CLIENT_CERT:=/var/lib/kubelet/pki/kubelet-client-current.pem}"
+: "${APISERVER_AUTH:=auto}"
+: "${APISERVER_TOKEN:=/var/run/secrets/kubelet-authz/token}"
 : "${PROXY_CERT:=/var/lib/kubelet-authz/pki/proxy-current.pem}"
 : "${CLUSTER_CA:=/etc/kubernetes/pki/ca.crt}"
 : "${APISERVER_URL:=}"
@@ -63,11 +72,21 @@ say() { echo "render: $*" >&2; }
 : "${KUBELET_PORT:=10250}"
 : "${KUBELET_SERVER_NAME:=$NODE_NAME}"
 : "${WAIT_FOR_LOOPBACK_KUBELET:=false}"
+: "${UPSTREAM_MAX_CONNECTION_AGE:=3600s}"
+case "$UPSTREAM_MAX_CONNECTION_AGE" in *[0-9]s) ;; *) die "UPSTREAM_MAX_CONNECTION_AGE: expected seconds such as 3600s, got \`$UPSTREAM_MAX_CONNECTION_AGE\`" ;; esac
 
 case "$ENFORCEMENT" in Shadow | Enforce) ;; *) die "ENFORCEMENT: expected Shadow or Enforce, got \`$ENFORCEMENT\`" ;; esac
 case "$ANONYMOUS_ENABLED" in true | false) ;; *) die "ANONYMOUS_ENABLED: expected true or false, got \`$ANONYMOUS_ENABLED\`" ;; esac
 case "$STRICT_UPGRADE_VERB" in true | false) ;; *) die "STRICT_UPGRADE_VERB: expected true or false, got \`$STRICT_UPGRADE_VERB\`" ;; esac
 [ -r "$TEMPLATE" ] || die "template $TEMPLATE is missing"
+case "$APISERVER_AUTH" in
+  node-cert | serviceaccount-token) ;;
+  auto)
+    if [ -e "$NODE_CLIENT_CERT" ]; then APISERVER_AUTH=node-cert; else APISERVER_AUTH=serviceaccount-token; fi
+    say "APISERVER_AUTH=auto: $APISERVER_AUTH (node client certificate $NODE_CLIENT_CERT $([ -e "$NODE_CLIENT_CERT" ] && echo present || echo absent))"
+    ;;
+  *) die "APISERVER_AUTH: expected auto, node-cert or serviceaccount-token, got \`$APISERVER_AUTH\`" ;;
+esac
 
 # --- certificates: present and parseable, or a clear refusal -----------------------------------
 cert_and_key() {
@@ -76,7 +95,12 @@ cert_and_key() {
   openssl pkey -in "$2" -noout 2>/dev/null || die "$1: $2 holds no PEM private key"
 }
 cert_and_key "serving certificate" "$SERVING_CERT"
-cert_and_key "node client certificate" "$NODE_CLIENT_CERT"
+if [ "$APISERVER_AUTH" = node-cert ]; then
+  cert_and_key "node client certificate" "$NODE_CLIENT_CERT"
+else
+  [ -r "$APISERVER_TOKEN" ] || die "ServiceAccount token: $APISERVER_TOKEN is missing or unreadable (APISERVER_AUTH=serviceaccount-token: is the projected volume mounted?)"
+  [ -s "$APISERVER_TOKEN" ] || die "ServiceAccount token: $APISERVER_TOKEN is empty"
+fi
 cert_and_key "proxy local certificate (made by node-ca.sh)" "$PROXY_CERT"
 [ -r "$CLUSTER_CA" ] || die "cluster CA: $CLUSTER_CA is missing or unreadable"
 openssl x509 -in "$CLUSTER_CA" -noout 2>/dev/null || die "cluster CA: $CLUSTER_CA holds no PEM certificate"
@@ -98,13 +122,23 @@ case "$APISERVER_URL" in https://*) ;; *) die "APISERVER_URL: expected https://h
 
 # --- the kubelet version: set, or read from this node's Node object -----------------------------
 if [ -z "$KUBELET_VERSION" ]; then
-  say "reading status.nodeInfo.kubeletVersion of node $NODE_NAME from $APISERVER_ADDRESS:$APISERVER_PORT"
-  response=$(printf 'GET /api/v1/nodes/%s HTTP/1.0\r\nHost: %s\r\nAccept: application/json\r\nUser-Agent: kubelet-authz-render\r\n\r\n' \
-      "$NODE_NAME" "$APISERVER_NAME" |
+  say "reading status.nodeInfo.kubeletVersion of node $NODE_NAME from $APISERVER_ADDRESS:$APISERVER_PORT ($APISERVER_AUTH)"
+  # The token goes through printf (a shell builtin), never onto a command line.
+  if [ "$APISERVER_AUTH" = node-cert ]; then
+    set -- -cert "$NODE_CLIENT_CERT" -key "$NODE_CLIENT_CERT"
+    auth_header=""
+    credential="the node's client certificate"
+  else
+    set --
+    auth_header="Authorization: Bearer $(cat "$APISERVER_TOKEN")\r\n"
+    credential="the ServiceAccount token $APISERVER_TOKEN"
+  fi
+  response=$(printf "GET /api/v1/nodes/%s HTTP/1.0\r\nHost: %s\r\nAccept: application/json\r\nUser-Agent: kubelet-authz-render\r\n%b\r\n" \
+      "$NODE_NAME" "$APISERVER_NAME" "$auth_header" |
     timeout 30 openssl s_client -quiet -connect "$APISERVER_ADDRESS:$APISERVER_PORT" -servername "$APISERVER_NAME" \
-      -cert "$NODE_CLIENT_CERT" -key "$NODE_CLIENT_CERT" -CAfile "$CLUSTER_CA" \
+      "$@" -CAfile "$CLUSTER_CA" \
       -verify_return_error -verify_hostname "$APISERVER_NAME" 2>/dev/null) ||
-    die "could not reach the API server at $APISERVER_ADDRESS:$APISERVER_PORT with the node's client certificate: set KUBELET_VERSION, or check APISERVER_URL and CLUSTER_CA"
+    die "could not reach the API server at $APISERVER_ADDRESS:$APISERVER_PORT with $credential: set KUBELET_VERSION, or check APISERVER_URL and CLUSTER_CA"
   status=$(printf '%s\n' "$response" | head -n 1 | tr -d '\r' | awk '{ print $2 }')
   [ "$status" = 200 ] || die "GET /api/v1/nodes/$NODE_NAME answered \`$status\`: set KUBELET_VERSION or fix the node's access"
   KUBELET_VERSION=$(printf '%s' "$response" | tr -d '\r\n' |
@@ -173,11 +207,14 @@ NODE_CLIENT_CN=$(printf 'system:node:%s' "$NODE_NAME" | sed 's/[.]/\\\\./g')
 
 tmp="$OUTPUT_DIR/envoy.yaml.tmp"
 cp "$TEMPLATE" "$tmp"
+# Keep the lines of the chosen APISERVER_AUTH, drop the other mode's.
+case "$APISERVER_AUTH" in node-cert) other=serviceaccount-token ;; *) other=node-cert ;; esac
+sed -i "/# >>> APISERVER_AUTH=$other\$/,/# <<< APISERVER_AUTH=$other\$/d; /# [<>][<>][<>] APISERVER_AUTH=$APISERVER_AUTH\$/d" "$tmp"
 for v in NODE_NAME LISTEN_ADDRESS LISTEN_PORT METRICS_PORT ADMIN_SOCKET SDS_DIR FILTER_WASM \
          KUBELET_VERSION ANONYMOUS_ENABLED STRICT_UPGRADE_VERB ENFORCEMENT LIMITS TLS_MIN_VERSION \
          TLS_CIPHER_SUITES MAX_CONNECTIONS MAX_HEAP_BYTES APISERVER_ADDRESS APISERVER_PORT \
          APISERVER_NAME APISERVER_TIMEOUT NODE_CLIENT_CN KUBELET_ADDRESS KUBELET_PORT \
-         KUBELET_SERVER_NAME; do
+         KUBELET_SERVER_NAME UPSTREAM_MAX_CONNECTION_AGE; do
   eval "val=\${$v}"
   val=$(printf '%s' "$val" | sed 's/[\\|&]/\\&/g')
   sed -i "s|\${$v}|$val|g" "$tmp"
@@ -212,11 +249,26 @@ EOF
   mv -f "$SDS_DIR/$1.yaml.tmp" "$SDS_DIR/$1.yaml"
 }
 tls_secret kubelet-serving "$SERVING_CERT"
-tls_secret node-client "$NODE_CLIENT_CERT"
+if [ "$APISERVER_AUTH" = node-cert ]; then
+  tls_secret node-client "$NODE_CLIENT_CERT"
+  rm -f "$SDS_DIR/apiserver-token.yaml"
+else
+  # A generic secret has no watched_directory: Envoy watches the file's directory for renames,
+  # which is where the kubelet swaps a projected volume's `..data` (docs/DEPLOY.md).
+  cat >"$SDS_DIR/apiserver-token.yaml.tmp" <<EOF
+resources:
+- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret
+  name: apiserver-token
+  generic_secret:
+    secret: { filename: "$APISERVER_TOKEN" }
+EOF
+  mv -f "$SDS_DIR/apiserver-token.yaml.tmp" "$SDS_DIR/apiserver-token.yaml"
+  rm -f "$SDS_DIR/node-client.yaml"
+fi
 tls_secret proxy-local "$PROXY_CERT"
 ca_secret cluster-ca "$CLUSTER_CA"
 mv -f "$tmp" "$OUTPUT_DIR/envoy.yaml"
-say "wrote $OUTPUT_DIR/envoy.yaml for node $NODE_NAME (kubelet $KUBELET_VERSION, $ENFORCEMENT, API server $APISERVER_ADDRESS:$APISERVER_PORT, TLS $TLS_MIN_VERSION)"
+say "wrote $OUTPUT_DIR/envoy.yaml for node $NODE_NAME (kubelet $KUBELET_VERSION, $ENFORCEMENT, API server $APISERVER_ADDRESS:$APISERVER_PORT with $APISERVER_AUTH, TLS $TLS_MIN_VERSION)"
 
 # --- wait until the kubelet listens on loopback only ---------------------------------------------
 if [ "$WAIT_FOR_LOOPBACK_KUBELET" = true ]; then

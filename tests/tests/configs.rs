@@ -104,6 +104,8 @@ async fn every_envoy_bootstrap_in_envoy_dir_renders_and_validates() {
         "kubernetes/daemonset.yaml",
         "kubernetes/namespace.yaml",
         "kubernetes/rbac.yaml",
+        // Loaded into the stand-in API server by daemonset_serviceaccount_token_mode.
+        "kubernetes/rbac-serviceaccount-token.yaml",
         "kubernetes/configmap.yaml",
         "kubernetes/node-proxy.yaml",
         "kubernetes/node/kubelet-config.yaml",
@@ -453,6 +455,11 @@ struct Node {
 
 impl Node {
     async fn start() -> Node {
+        Node::start_with("", "").await
+    }
+
+    /// With more RBAC objects and a bearer-token CSV for the stand-in API server.
+    async fn start_with(extra_rbac: &str, tokens_csv: &str) -> Node {
         use kubelet_authz_standins::apiserver::{ApiServer, ApiServerConfig};
         use kubelet_authz_standins::pki::{ClientSubject, Pki};
         let dir = tempfile::tempdir().unwrap();
@@ -482,13 +489,16 @@ impl Node {
             "apiVersion: v1\nkind: Node\nmetadata: {{name: {NODE_NAME}}}\n\
              status: {{nodeInfo: {{kubeletVersion: v1.34.2}}}}\n"
         );
-        let api = ApiServer::start(
-            ApiServerConfig::new(&pki_dir)
-                .rbac_yaml(&rbac, "node-read")
-                .nodes_yaml(&nodes, "nodes"),
-        )
-        .await
-        .unwrap();
+        let mut config = ApiServerConfig::new(&pki_dir)
+            .rbac_yaml(&rbac, "node-read")
+            .nodes_yaml(&nodes, "nodes");
+        if !extra_rbac.is_empty() {
+            config = config.rbac_yaml(extra_rbac, "extra-rbac");
+        }
+        if !tokens_csv.is_empty() {
+            config = config.tokens_csv(tokens_csv);
+        }
+        let api = ApiServer::start(config).await.unwrap();
         std::fs::write(
             dir.path().join("kubelet.conf"),
             format!(
@@ -541,6 +551,7 @@ impl Node {
                     "KUBELET_KUBECONFIG" => self.path("kubelet.conf"),
                     "SERVING_CERT" => self.path("kubelet-server-current.pem"),
                     "NODE_CLIENT_CERT" => self.path("kubelet-client-current.pem"),
+                    "APISERVER_TOKEN" => self.path("sa-token/token"),
                     "PROXY_CERT" => self.path("node-ca/proxy-current.pem"),
                     "CLUSTER_CA" => self.ca.clone(),
                     "STATE_DIR" => self.path("node-ca"),
@@ -620,6 +631,7 @@ async fn daemonset_init_containers_render_a_valid_bootstrap() {
     let (ok, err) = node.run("initContainers", "render", &[]);
     assert!(ok, "render: {err}");
     assert!(err.contains("kubelet version 1.34"), "{err}");
+    assert!(err.contains("APISERVER_AUTH=auto: node-cert"), "{err}");
     let file = node.path("rendered/envoy.yaml");
     validate_ok(&file);
     let b = rendered(&node);
@@ -688,6 +700,28 @@ async fn daemonset_init_containers_render_a_valid_bootstrap() {
     let addr = &api["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
         ["socket_address"];
     assert_eq!(addr["port_value"], node.api.addr().port());
+    // node-cert mode: the node's certificate, no injected header.
+    assert_eq!(
+        api["transport_socket"]["typed_config"]["common_tls_context"]
+            ["tls_certificate_sds_secret_configs"][0]["name"],
+        "node-client"
+    );
+    let protocol = |c: &Value| {
+        c["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .clone()
+    };
+    assert!(protocol(api).get("http_filters").is_none(), "{api}");
+    assert!(!node.path("rendered/sds/apiserver-token.yaml").exists());
+    // Rotated client certificates reach every pooled upstream connection within the hour.
+    for c in [api, kubelet] {
+        assert_eq!(
+            protocol(c)["common_http_protocol_options"]["max_connection_duration"],
+            "3600s",
+            "{}",
+            c["name"]
+        );
+    }
     let text = std::fs::read_to_string(&file).unwrap();
     for inline in ["certificate_chain", "private_key", "trusted_ca"] {
         assert!(
@@ -777,6 +811,11 @@ async fn daemonset_render_refuses_broken_inputs() {
             "TLS_RSA_WITH_RC4_128_SHA",
         ),
         (vec![("ENFORCEMENT", "enforce".into())], "ENFORCEMENT"),
+        (vec![("APISERVER_AUTH", "iam".into())], "APISERVER_AUTH"),
+        (
+            vec![("APISERVER_AUTH", "serviceaccount-token".into())],
+            "ServiceAccount token",
+        ),
     ];
     for (overrides, expected) in cases {
         let _ = std::fs::remove_file(node.path("rendered/envoy.yaml"));
@@ -971,46 +1010,9 @@ fn served_serial(port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// "Node in a box": the DaemonSet's own containers (init scripts, then Envoy with the manifest's
-/// command line) on this machine, host paths mapped onto a temporary directory, against the
-/// stand-in API server and a stand-in kubelet on 127.0.0.1 that trusts only the per-node CA.
-/// It starts; the metrics listener serves only GET /ready and /stats/prometheus; Shadow forwards
-/// with the proxy's local identity (the kubelet accepts it); the node's own client certificate
-/// (403) and the proxy's local one (handshake) are refused downstream; a kubelet-style rotation of the serving certificate (new file, symlink
-/// swap) is served without a restart; the connection cap closes connections beyond it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemonset_node_in_a_box() {
-    use kubelet_authz_standins::client::Client;
-    use kubelet_authz_standins::kubelet::{Kubelet, KubeletConfig};
-    use kubelet_authz_standins::pki::CertPaths;
-    let node = Node::start().await;
-    let (ok, err) = node.run("initContainers", "node-ca", &[]);
-    assert!(ok, "node-ca: {err}");
-    let kubelet = Kubelet::start(
-        KubeletConfig::new(node.path("pki")).client_ca(&node.path("node-ca/ca.crt"), true),
-    )
-    .await
-    .unwrap();
-    // The serving certificate as the kubelet keeps it: a stamped file behind a symlink.
-    let serving = node.path("kubelet-server-current.pem");
-    let first = node.path("kubelet-server-1.pem");
-    std::fs::rename(&serving, &first).unwrap();
-    std::os::unix::fs::symlink(&first, &serving).unwrap();
-
-    let (listen, metrics) = (free_port(), free_port());
-    let (listen_s, metrics_s) = (listen.to_string(), metrics.to_string());
-    let kubelet_port = kubelet.addr().port().to_string();
-    let overrides = [
-        ("LISTEN_PORT", listen_s.as_str()),
-        ("METRICS_PORT", metrics_s.as_str()),
-        ("KUBELET_PORT", kubelet_port.as_str()),
-        ("KUBELET_SERVER_NAME", "localhost"),
-        ("MAX_CONNECTIONS", "8"),
-    ];
-    let (ok, err) = node.run("initContainers", "render", &overrides);
-    assert!(ok, "render: {err}");
-
-    // Envoy with the container's own command line.
+/// Envoy with the DaemonSet's own command line (`/rendered/...` mapped onto the node's directory),
+/// its output in `envoy.log`, once its metrics listener answers GET /ready.
+async fn start_envoy(node: &Node, metrics: u16) -> tokio::process::Child {
     let pod = daemonset_pod();
     let c = container(&pod, "containers", "envoy");
     let mut argv: Vec<String> = c["command"]
@@ -1043,21 +1045,180 @@ async fn daemonset_node_in_a_box() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let logs = || std::fs::read_to_string(node.path("envoy.log")).unwrap_or_default();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while plain(metrics, "GET", "/ready").await != 200 {
         assert!(
             envoy.try_wait().unwrap().is_none(),
             "envoy exited:\n{}",
-            logs()
+            envoy_log(node)
         );
         assert!(
             std::time::Instant::now() < deadline,
             "not ready:\n{}",
-            logs()
+            envoy_log(node)
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    envoy
+}
+
+fn envoy_log(node: &Node) -> String {
+    std::fs::read_to_string(node.path("envoy.log")).unwrap_or_default()
+}
+
+/// The kubelet's certificate rotation (its certificate store): the new certificate in a new file,
+/// then a fresh symlink renamed over `link` (one atomic rename in the link's directory).
+fn swap_symlink(link: &Path, target: &Path) {
+    let tmp = PathBuf::from(format!("{}.updated", link.display()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+/// A projected volume as the kubelet writes and refreshes it (its atomic writer): the payload in
+/// a new timestamped directory `..<stamp>`, a fresh `..data_tmp` symlink to it renamed over
+/// `..data`, the visible `token` a symlink to `..data/token` (made once), the previous payload
+/// directory removed afterwards. The file `token` itself is never written or renamed.
+fn write_projected_token(dir: &Path, stamp: &str, token: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let payload = format!("..{stamp}");
+    std::fs::create_dir(dir.join(&payload)).unwrap();
+    std::fs::write(dir.join(&payload).join("token"), token).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&payload, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    if std::fs::symlink_metadata(dir.join("token")).is_err() {
+        std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+/// The SHA-256 of a PEM certificate's DER (the first certificate of the file), hex.
+fn cert_sha256(pem: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl x509 {}", pem.display());
+    kubelet_authz::identity::x509::sha256_hex(&out.stdout)
+}
+
+/// Send requests with fresh bearer tokens (each one a TokenReview the filter has not cached)
+/// until a review reaches the stand-in API server with `credential`, within `secs`; answers the
+/// number of requests sent. Panics with the credentials seen.
+async fn await_review_credential(
+    node: &Node,
+    url: &str,
+    credential: &str,
+    secs: u64,
+    what: &str,
+) -> usize {
+    use kubelet_authz_standins::client::Client;
+    let client = Client::new(&node.ca, None).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    for n in 1.. {
+        let mark = node.api.records().len();
+        let token = format!("probe-{what}-{n}");
+        let auth = format!("Bearer {token}");
+        let answer = match client.get(url, &[("authorization", &auth)]).await {
+            Ok(r) => format!("{}", r.status),
+            Err(e) => format!("{e}"),
+        };
+        let seen: Vec<String> = node.api.records()[mark..]
+            .iter()
+            .filter(|r| r.kind == "TokenReview")
+            .map(|r| r.caller_credential.clone())
+            .collect();
+        if seen.iter().any(|c| c == credential) {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: no review with {credential} within {secs} s; the last one: {seen:?} \
+             (the proxy answered {answer})\n{}",
+            envoy_log(node)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    unreachable!()
+}
+
+/// "Node in a box": the DaemonSet's own containers (init scripts, then Envoy with the manifest's
+/// command line) on this machine, host paths mapped onto a temporary directory, against the
+/// stand-in API server and a stand-in kubelet on 127.0.0.1 that trusts only the per-node CA.
+/// It starts; the metrics listener serves only GET /ready and /stats/prometheus; Shadow forwards
+/// with the proxy's local identity (the kubelet accepts it); the node's own client certificate
+/// (403) and the proxy's local one (handshake) are refused downstream; the connection cap closes
+/// connections beyond it. Three rotations are each observed without a restart, within seconds:
+/// - the kubelet's serving certificate (new file, symlink swap): the new serial is served;
+/// - the node's client certificate (`kubelet-client-current.pem` swapped to a new certificate of
+///   the same user `system:node:worker-1`): the stand-in API server records each review caller's
+///   certificate (`X509SHA256=`), and the new one appears;
+/// - the proxy's local certificate, re-issued by node-ca.sh (the script of the renewal sidecar,
+///   run once with a renewal window longer than the validity so that it renews now): the
+///   stand-in kubelet echoes the presented client certificate, and the new one appears.
+///
+/// What this test cannot catch: an SDS file without `watched_directory`. Envoy 1.40
+/// (`source/common/secret/sds_api.cc`, `SdsApi::onConfigUpdate`) watches, for a secret without
+/// one, the *parent directory* of every file the secret names, for `MovedTo` of any entry in it
+/// ("Watch for directory instead of file ... Kubernetes secret update"), and re-reads the files
+/// when their hash changed. Every rotation a node makes is such a rename in that very directory:
+/// the kubelet renames a new `*-current.pem` symlink into `/var/lib/kubelet/pki`, node-ca.sh into
+/// its state directory, and a projected volume renames `..data` in the volume's root, which is
+/// the parent of `token`. A layout where only `watched_directory` would see the change (the
+/// swapped symlink in an ancestor directory) is one no node produces, and render.sh sets
+/// `watched_directory` to the file's own directory anyway, so both configurations watch the same
+/// inotify directory. What `watched_directory` adds is reading certificate and key together, with
+/// one hash check (no torn pair while a rename is in flight); a kubelet PEM holds both in one
+/// file. `daemonset_init_containers_render_a_valid_bootstrap` asserts the setting instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_node_in_a_box() {
+    use kubelet_authz_standins::client::Client;
+    use kubelet_authz_standins::kubelet::{Kubelet, KubeletConfig};
+    use kubelet_authz_standins::pki::{CertPaths, ClientSubject, Pki};
+    let started = std::time::Instant::now();
+    let node = Node::start().await;
+    let (ok, err) = node.run("initContainers", "node-ca", &[]);
+    assert!(ok, "node-ca: {err}");
+    let kubelet = Kubelet::start(
+        KubeletConfig::new(node.path("pki")).client_ca(&node.path("node-ca/ca.crt"), true),
+    )
+    .await
+    .unwrap();
+    // The serving and the client certificate as the kubelet keeps them: stamped files behind
+    // symlinks.
+    let serving = node.path("kubelet-server-current.pem");
+    let first = node.path("kubelet-server-1.pem");
+    std::fs::rename(&serving, &first).unwrap();
+    std::os::unix::fs::symlink(&first, &serving).unwrap();
+    let client_current = node.path("kubelet-client-current.pem");
+    let client_first = node.path("kubelet-client-1.pem");
+    std::fs::rename(&client_current, &client_first).unwrap();
+    std::os::unix::fs::symlink(&client_first, &client_current).unwrap();
+
+    let (listen, metrics) = (free_port(), free_port());
+    let (listen_s, metrics_s) = (listen.to_string(), metrics.to_string());
+    let kubelet_port = kubelet.addr().port().to_string();
+    let overrides = [
+        ("LISTEN_PORT", listen_s.as_str()),
+        ("METRICS_PORT", metrics_s.as_str()),
+        ("KUBELET_PORT", kubelet_port.as_str()),
+        ("KUBELET_SERVER_NAME", "localhost"),
+        ("MAX_CONNECTIONS", "8"),
+        // Seconds here, an hour in the manifest: how long a pooled upstream connection may keep
+        // presenting a client certificate that has been rotated.
+        ("UPSTREAM_MAX_CONNECTION_AGE", "2s"),
+    ];
+    let (ok, err) = node.run("initContainers", "render", &overrides);
+    assert!(ok, "render: {err}");
+    assert!(err.contains("APISERVER_AUTH=auto: node-cert"), "{err}");
+
+    let mut envoy = start_envoy(&node, metrics).await;
+    let logs = || envoy_log(&node);
 
     // The metrics listener: two read-only paths, nothing else of the admin API.
     assert_eq!(plain(metrics, "GET", "/stats/prometheus").await, 200);
@@ -1093,7 +1254,7 @@ async fn daemonset_node_in_a_box() {
     let local = node.path("node-ca/proxy-current.pem");
     let proxy_cert = CertPaths {
         cert: local.clone(),
-        key: local,
+        key: local.clone(),
     };
     let as_proxy = Client::new(&node.ca, Some(&proxy_cert)).unwrap();
     assert!(
@@ -1101,24 +1262,22 @@ async fn daemonset_node_in_a_box() {
         "the proxy's local identity was accepted downstream"
     );
 
-    // Rotation: a new serving certificate moved in by a symlink swap is served without a restart.
+    // Rotation 1: a new serving certificate (same CA, same names) moved in by a symlink swap is
+    // served.
+    let pki = Pki::open(&node.path("pki")).unwrap();
     let before = served_serial(listen);
     assert!(before.starts_with("serial="), "{before}");
     let second = node.path("kubelet-server-2.pem");
-    let made = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-             -subj /CN=rotated -keyout {k} -out {c} 2>/dev/null && cat {k} >> {c}",
-            k = node.path("rotated.key").display(),
-            c = second.display()
-        ))
-        .status()
+    let renewed = pki
+        .write_server_cert("serving-renewed", &["localhost", "127.0.0.1"])
         .unwrap();
-    assert!(made.success());
-    let tmp = node.path("kubelet-server-current.pem.tmp");
-    std::os::unix::fs::symlink(&second, &tmp).unwrap();
-    std::fs::rename(&tmp, &serving).unwrap();
+    std::fs::write(
+        &second,
+        std::fs::read_to_string(&renewed.cert).unwrap()
+            + &std::fs::read_to_string(&renewed.key).unwrap(),
+    )
+    .unwrap();
+    swap_symlink(&serving, &second);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let now = served_serial(listen);
@@ -1132,6 +1291,81 @@ async fn daemonset_node_in_a_box() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+
+    // Rotation 2: the node's client certificate. The reviews are made with the first one ...
+    let node_user = format!("system:node:{NODE_NAME}");
+    let first_client = format!("X509SHA256={}", cert_sha256(&client_first));
+    await_review_credential(&node, &url, &first_client, 10, "node-cert-1").await;
+    // ... then the kubelet moves a new certificate of the same user in.
+    let renewed = pki
+        .client_cert(
+            "node-renewed",
+            &ClientSubject::new(&node_user, &["system:nodes"]),
+        )
+        .unwrap();
+    let client_second = node.path("kubelet-client-2.pem");
+    std::fs::write(
+        &client_second,
+        std::fs::read_to_string(&renewed.cert).unwrap()
+            + &std::fs::read_to_string(&renewed.key).unwrap(),
+    )
+    .unwrap();
+    let second_client = format!("X509SHA256={}", cert_sha256(&client_second));
+    assert_ne!(first_client, second_client);
+    swap_symlink(&client_current, &client_second);
+    let swapped = std::time::Instant::now();
+    await_review_credential(&node, &url, &second_client, 15, "node-cert-2").await;
+    let took = swapped.elapsed();
+    let last = node
+        .api
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == "TokenReview")
+        .unwrap();
+    assert_eq!(last.caller, node_user, "the renewed certificate's user");
+    eprintln!("node client certificate rotation seen after {took:?}");
+
+    // Rotation 3: the proxy's local certificate, re-issued by node-ca.sh.
+    let kubelet_saw = |kubelet: &Kubelet| -> Option<String> {
+        kubelet
+            .records()
+            .last()
+            .and_then(|r| r["clientCert"]["sha256"].as_str().map(str::to_string))
+    };
+    let local_first = cert_sha256(&local);
+    let r = anonymous.get(&url, &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(kubelet_saw(&kubelet).as_deref(), Some(local_first.as_str()));
+    let link_before = std::fs::read_link(&local).unwrap();
+    // node-ca.sh names certificates by the second: make sure the new one gets a new name.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (ok, err) = node.run("initContainers", "node-ca", &[("RENEW_DAYS", "31")]);
+    assert!(ok, "node-ca renewal: {err}");
+    assert!(err.contains("issued"), "{err}");
+    assert_ne!(std::fs::read_link(&local).unwrap(), link_before);
+    let local_second = cert_sha256(&local);
+    assert_ne!(local_first, local_second);
+    let swapped = std::time::Instant::now();
+    let deadline = swapped + std::time::Duration::from_secs(15);
+    loop {
+        let r = anonymous.get(&url, &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}\n{}", logs());
+        let seen = kubelet_saw(&kubelet);
+        if seen.as_deref() == Some(local_second.as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kubelet still sees {seen:?}, not the renewed {local_second}\n{}",
+            logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "proxy local certificate rotation seen after {:?}",
+        swapped.elapsed()
+    );
     assert!(envoy.try_wait().unwrap().is_none(), "envoy restarted");
 
     // The connection cap (8 here): connections beyond it are closed at once; probes still work.
@@ -1164,4 +1398,145 @@ async fn daemonset_node_in_a_box() {
     );
     drop(held);
     envoy.kill().await.unwrap();
+    eprintln!("node in a box: {:?}", started.elapsed());
+}
+
+/// Nodes without a kubelet client certificate (EKS authenticates nodes with IAM exec
+/// credentials): the render step, finding no `kubelet-client-current.pem`, takes
+/// APISERVER_AUTH=serviceaccount-token. It reads its Node with the pod's projected ServiceAccount
+/// token (allowed by the shipped rbac-serviceaccount-token.yaml, loaded into the stand-in API
+/// server), and its bootstrap presents no client certificate to the API server but injects the
+/// token with an upstream HTTP filter of the kube-apiserver cluster (the filter's reviews are
+/// async-client requests: only upstream filters see them). Through Envoy, the TokenReview and
+/// SubjectAccessReview arrive authenticated as the ServiceAccount with that token; after the
+/// kubelet's refresh of the projected volume (a new `..data` directory swapped in by rename) the
+/// reviews carry the new token within seconds, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_serviceaccount_token_mode() {
+    use kubelet_authz_standins::client::Client;
+    use kubelet_authz_standins::kubelet::{Kubelet, KubeletConfig};
+    const SA: &str = "system:serviceaccount:kubelet-authz:kubelet-authz";
+    let started = std::time::Instant::now();
+    let (one, two) = ("sa-token-one.jwt", "sa-token-two.jwt");
+    let groups = "\"system:serviceaccounts,system:serviceaccounts:kubelet-authz\"";
+    let tokens = format!(
+        "{one},{SA},uid-sa,{groups}\n{two},{SA},uid-sa,{groups}\nalice-token,alice,uid-alice\n"
+    );
+    let rbac = std::fs::read_to_string(k8s_dir().join("rbac-serviceaccount-token.yaml")).unwrap();
+    let node = Node::start_with(&rbac, &tokens).await;
+    // An EKS node: no kubelet client certificate; the projected token volume.
+    std::fs::remove_file(node.path("kubelet-client-current.pem")).unwrap();
+    let token_dir = node.path("sa-token");
+    write_projected_token(&token_dir, "2026_01_01_00_00_00.000000001", one);
+    let (ok, err) = node.run("initContainers", "node-ca", &[]);
+    assert!(ok, "node-ca: {err}");
+    let kubelet = Kubelet::start(
+        KubeletConfig::new(node.path("pki")).client_ca(&node.path("node-ca/ca.crt"), true),
+    )
+    .await
+    .unwrap();
+    let (listen, metrics) = (free_port(), free_port());
+    let (listen_s, metrics_s) = (listen.to_string(), metrics.to_string());
+    let kubelet_port = kubelet.addr().port().to_string();
+    let overrides = [
+        ("LISTEN_PORT", listen_s.as_str()),
+        ("METRICS_PORT", metrics_s.as_str()),
+        ("KUBELET_PORT", kubelet_port.as_str()),
+        ("KUBELET_SERVER_NAME", "localhost"),
+    ];
+    let (ok, err) = node.run("initContainers", "render", &overrides);
+    assert!(ok, "render: {err}");
+    assert!(
+        err.contains("APISERVER_AUTH=auto: serviceaccount-token"),
+        "{err}"
+    );
+    // Read with the token (there is no certificate): the shipped node-reader binding works.
+    assert!(err.contains("kubelet version 1.34"), "{err}");
+    let file = node.path("rendered/envoy.yaml");
+    validate_ok(&file);
+    let b = rendered(&node);
+    let api = b["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "kube-apiserver")
+        .unwrap()
+        .clone();
+    let tls = &api["transport_socket"]["typed_config"]["common_tls_context"];
+    assert!(
+        tls.get("tls_certificate_sds_secret_configs").is_none(),
+        "no client certificate in token mode: {tls}"
+    );
+    let filters = api["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+        .as_array()
+        .unwrap();
+    assert_eq!(filters[0]["name"], "envoy.filters.http.credential_injector");
+    assert_eq!(filters[0]["typed_config"]["overwrite"], true);
+    assert_eq!(
+        filters.last().unwrap()["name"],
+        "envoy.filters.http.upstream_codec"
+    );
+    assert!(!node.path("rendered/sds/node-client.yaml").exists());
+    let sds = std::fs::read_to_string(node.path("rendered/sds/apiserver-token.yaml")).unwrap();
+    assert!(
+        sds.contains(&node.path("sa-token/token").display().to_string()),
+        "{sds}"
+    );
+
+    let mut envoy = start_envoy(&node, metrics).await;
+    let url = format!("https://localhost:{listen}/pods");
+    let client = Client::new(&node.ca, None).unwrap();
+    let cred = |t: &str| {
+        format!(
+            "TokenSHA256={}",
+            kubelet_authz::identity::x509::sha256_hex(t.as_bytes())
+        )
+    };
+    // A user's request: TokenReview and SubjectAccessReview, both made as the ServiceAccount
+    // with the first token (Shadow forwards alice's request whatever the decision).
+    let mark = node.api.records().len();
+    let r = client
+        .get(&url, &[("authorization", "Bearer alice-token")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}\n{}", envoy_log(&node));
+    let records = node.api.records()[mark..].to_vec();
+    let kinds: BTreeSet<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    assert!(
+        kinds.contains("TokenReview") && kinds.contains("SubjectAccessReview"),
+        "{kinds:?}"
+    );
+    for r in &records {
+        assert_eq!(r.caller, SA, "{r:?}");
+        assert_eq!(r.caller_credential, cred(one), "{r:?}");
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    assert_eq!(
+        records[0].response.as_ref().unwrap()["status"]["user"]["username"],
+        "alice"
+    );
+
+    // The kubelet refreshes the projected volume: new reviews carry the second token.
+    write_projected_token(&token_dir, "2026_01_01_00_48_00.000000002", two);
+    let swapped = std::time::Instant::now();
+    await_review_credential(&node, &url, &cred(two), 15, "sa-token-2").await;
+    eprintln!(
+        "ServiceAccount token refresh seen after {:?}",
+        swapped.elapsed()
+    );
+    let mark = node.api.records().len();
+    let r = client
+        .get(&url, &[("authorization", "Bearer probe-after")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let after = node.api.records()[mark..].to_vec();
+    assert!(!after.is_empty());
+    for r in &after {
+        assert_eq!(r.caller_credential, cred(two), "{r:?}");
+    }
+    assert!(envoy.try_wait().unwrap().is_none(), "envoy restarted");
+    envoy.kill().await.unwrap();
+    eprintln!("token mode: {:?}", started.elapsed());
 }

@@ -22,6 +22,10 @@ pub struct ReviewRecord {
     pub fault: Option<String>,
     /// The authenticated caller's user name.
     pub caller: String,
+    /// The credential that authenticated the caller: `X509SHA256=<hex of the certificate's DER>`
+    /// or `TokenSHA256=<hex of the bearer token>`.
+    #[serde(default)]
+    pub caller_credential: String,
     /// When the request was received, RFC 3339 in UTC with milliseconds.
     pub timestamp: String,
     /// The same instant in milliseconds since the Unix epoch.

@@ -543,11 +543,20 @@ impl State {
     /// filter runs, at the newest version: CN, every O, the UID attribute, the credential id), then
     /// a bearer token from the CSV. `Err` for a token that is not in the file, or for a
     /// certificate the conversion refuses when no token authenticates the caller instead.
-    fn authenticate(&self, headers: &HeaderMap, conn: &ConnInfo) -> Result<Option<UserInfo>, ()> {
+    /// With the user, the credential that authenticated it: `X509SHA256=<hex of the DER>` (as
+    /// kube-apiserver's credential id) or `TokenSHA256=<hex of the token>`.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        conn: &ConnInfo,
+    ) -> Result<Option<(UserInfo, String)>, ()> {
         let mut cert_failed = false;
         if let Some(der) = &conn.peer_cert {
             match x509::user_from_der(der, KubeletVersion::LATEST) {
-                Ok(Some(user)) => return Ok(Some(add_authenticated_group(user))),
+                Ok(Some(user)) => {
+                    let credential = format!("X509SHA256={}", x509::sha256_hex(der));
+                    return Ok(Some((add_authenticated_group(user), credential)));
+                }
                 Ok(None) => {}
                 Err(_) => cert_failed = true,
             }
@@ -557,7 +566,10 @@ impl State {
             .and_then(|v| v.to_str().ok());
         match parse_bearer(auth) {
             BearerHeader::Token(t) => match self.data.tokens.get(t) {
-                Some(u) => Ok(Some(add_authenticated_group(u.clone()))),
+                Some(u) => Ok(Some((
+                    add_authenticated_group(u.clone()),
+                    format!("TokenSHA256={}", x509::sha256_hex(t.as_bytes())),
+                ))),
                 None => Err(()),
             },
             _ if cert_failed => Err(()),
@@ -688,8 +700,8 @@ impl State {
         self.total.fetch_add(1, Ordering::SeqCst);
         *lock(&self.counts).entry(path.clone()).or_default() += 1;
 
-        let caller = match self.authenticate(&parts.headers, &conn) {
-            Ok(Some(u)) => u,
+        let (caller, credential) = match self.authenticate(&parts.headers, &conn) {
+            Ok(Some(c)) => c,
             Ok(None) if PUBLIC_PATHS.contains(&path.as_str()) => {
                 return Ok(self.public(&path));
             }
@@ -716,7 +728,7 @@ impl State {
                 serde_json::from_slice(&body).ok()
             }
             .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned()));
-            return self.review(kind, request, &user).await;
+            return self.review(kind, request, &user, &credential).await;
         }
         if parts.method != Method::GET {
             return Ok(if self.known_read_path(&path) {
@@ -777,7 +789,7 @@ impl State {
         response: Option<Value>,
         status: u16,
         fault: Option<FaultKind>,
-        caller: &UserInfo,
+        (caller, credential): (&UserInfo, &str),
     ) {
         let (timestamp, unix_millis) = faults::now_stamp();
         lock(&self.records).push(ReviewRecord {
@@ -787,22 +799,36 @@ impl State {
             status,
             fault: fault.map(|f| f.name().to_string()),
             caller: caller.name.clone(),
+            caller_credential: credential.to_string(),
             timestamp,
             unix_millis,
         });
     }
 
-    async fn review(&self, kind: &str, request: Value, user: &UserInfo) -> HandlerResult {
+    async fn review(
+        &self,
+        kind: &str,
+        request: Value,
+        user: &UserInfo,
+        credential: &str,
+    ) -> HandlerResult {
         let fault = faults::take(&mut lock(&self.fault), kind);
         let (code, mut response) = self.answer_review(kind, &request, user);
         let Some(fault) = fault else {
-            self.record(kind, &request, Some(response.clone()), code, None, user);
+            self.record(
+                kind,
+                &request,
+                Some(response.clone()),
+                code,
+                None,
+                (user, credential),
+            );
             return Ok(serve::json(code, &response));
         };
         let fk = fault.kind;
         match fk {
             FaultKind::Error500 => {
-                self.record(kind, &request, None, 500, Some(fk), user);
+                self.record(kind, &request, None, 500, Some(fk), (user, credential));
                 Ok(status(
                     500,
                     "InternalError",
@@ -811,7 +837,7 @@ impl State {
                 ))
             }
             FaultKind::TooManyRequests => {
-                self.record(kind, &request, None, 429, Some(fk), user);
+                self.record(kind, &request, None, 429, Some(fk), (user, credential));
                 let mut resp = status(
                     429,
                     "TooManyRequests",
@@ -823,16 +849,16 @@ impl State {
                 Ok(resp)
             }
             FaultKind::Hang => {
-                self.record(kind, &request, None, 0, Some(fk), user);
+                self.record(kind, &request, None, 0, Some(fk), (user, credential));
                 std::future::pending::<()>().await;
                 Err(CloseConnection)
             }
             FaultKind::Close => {
-                self.record(kind, &request, None, 0, Some(fk), user);
+                self.record(kind, &request, None, 0, Some(fk), (user, credential));
                 Err(CloseConnection)
             }
             FaultKind::MalformedJson => {
-                self.record(kind, &request, None, 200, Some(fk), user);
+                self.record(kind, &request, None, 200, Some(fk), (user, credential));
                 let text = response.to_string();
                 let cut = text.len() / 2;
                 let truncated = text.get(..cut).unwrap_or("{").to_string();
@@ -845,7 +871,14 @@ impl State {
                         json!({"allowed": true, "denied": true, "reason": "injected by the stand-in"}),
                     );
                 }
-                self.record(kind, &request, Some(response.clone()), 200, Some(fk), user);
+                self.record(
+                    kind,
+                    &request,
+                    Some(response.clone()),
+                    200,
+                    Some(fk),
+                    (user, credential),
+                );
                 Ok(serve::json(200, &response))
             }
             FaultKind::BadGateway => {
@@ -879,7 +912,7 @@ impl State {
                 Ok(resp)
             }
             FaultKind::HugeBody => {
-                self.record(kind, &request, None, 200, Some(fk), user);
+                self.record(kind, &request, None, 200, Some(fk), (user, credential));
                 let size = fault.huge_bytes.unwrap_or(16 * 1024 * 1024);
                 if let Some(obj) = response.as_object_mut() {
                     obj.insert("padding".into(), json!("x".repeat(size)));
