@@ -17,7 +17,7 @@ fn answer(kind: CalloutKind) -> CalloutResponse {
     };
     CalloutResponse::Http {
         status: 201,
-        retry_after: false,
+        retry_after: None,
         body: body.as_bytes().to_vec(),
     }
 }

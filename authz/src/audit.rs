@@ -306,7 +306,7 @@ mod tests {
             };
             CalloutResponse::Http {
                 status: 201,
-                retry_after: false,
+                retry_after: None,
                 body: body.into(),
             }
         });

@@ -31,7 +31,7 @@ fn rbac(case: &Case) -> RbacStore {
 fn ok(v: serde_json::Value) -> CalloutResponse {
     CalloutResponse::Http {
         status: 201,
-        retry_after: false,
+        retry_after: None,
         body: v.to_string().into_bytes(),
     }
 }

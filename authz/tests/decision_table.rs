@@ -77,7 +77,7 @@ impl World {
     fn answer(&mut self, c: &Callout) -> CalloutResponse {
         self.calls.push(c.clone());
         if self.api_down {
-            return CalloutResponse::Failed("connection refused".into());
+            return CalloutResponse::Failed("connection reset".into());
         }
         match c.kind {
             CalloutKind::TokenReview => {
@@ -116,7 +116,7 @@ impl World {
                     Sar::Fail => {
                         return CalloutResponse::Http {
                             status: 403,
-                            retry_after: false,
+                            retry_after: None,
                             body: b"{}".to_vec(),
                         }
                     }
@@ -146,7 +146,7 @@ impl World {
 fn ok(v: serde_json::Value) -> CalloutResponse {
     CalloutResponse::Http {
         status: 201,
-        retry_after: false,
+        retry_after: None,
         body: v.to_string().into_bytes(),
     }
 }
@@ -921,7 +921,7 @@ fn retries_with_backoff_then_success() {
     assert!(matches!(step_of(s.start(&mut e, 0)), Step::Call(c) if c.attempt == 1));
     let fail = CalloutResponse::Http {
         status: 500,
-        retry_after: false,
+        retry_after: None,
         body: vec![],
     };
     let mut delays = vec![];
@@ -949,15 +949,22 @@ fn retries_with_backoff_then_success() {
 }
 
 #[rstest]
-#[case::status_500(CalloutResponse::Http { status: 500, retry_after: false, body: vec![] }, true)]
-#[case::status_429(CalloutResponse::Http { status: 429, retry_after: false, body: vec![] }, true)]
-#[case::status_504(CalloutResponse::Http { status: 504, retry_after: false, body: vec![] }, true)]
-#[case::retry_after(CalloutResponse::Http { status: 503, retry_after: true, body: vec![] }, true)]
+// The retry table of DESIGN.md (client-go's webhook rules; every row in retry_table.rs): the
+// session schedules a retry (backoff or Retry-After resend) or answers at once.
+#[case::status_500(CalloutResponse::Http { status: 500, retry_after: None, body: vec![] }, true)]
+#[case::status_429(CalloutResponse::Http { status: 429, retry_after: None, body: vec![] }, true)]
+#[case::status_504(CalloutResponse::Http { status: 504, retry_after: None, body: vec![] }, true)]
+#[case::status_502(CalloutResponse::Http { status: 502, retry_after: None, body: vec![] }, true)]
+#[case::status_501(CalloutResponse::Http { status: 501, retry_after: None, body: vec![] }, true)]
+#[case::status_505(CalloutResponse::Http { status: 505, retry_after: None, body: vec![] }, true)]
+#[case::retry_after(CalloutResponse::Http { status: 503, retry_after: Some("1".into()), body: vec![] }, true)]
 #[case::reset(CalloutResponse::Failed("reset".into()), true)]
-#[case::status_503_envoy_cannot_reach(CalloutResponse::Http { status: 503, retry_after: false, body: vec![] }, true)]
-#[case::status_502(CalloutResponse::Http { status: 502, retry_after: false, body: vec![] }, false)]
-#[case::status_403(CalloutResponse::Http { status: 403, retry_after: false, body: vec![] }, false)]
-#[case::malformed(CalloutResponse::Http { status: 201, retry_after: false, body: b"{not json".to_vec() }, false)]
+#[case::status_503_without_retry_after(CalloutResponse::Http { status: 503, retry_after: None, body: vec![] }, false)]
+#[case::created_with_retry_after(CalloutResponse::Http { status: 201, retry_after: Some("1".into()), body: b"{not json".to_vec() }, false)]
+#[case::connection_refused(CalloutResponse::ConnectFailed("refused".into()), false)]
+#[case::client_timeout(CalloutResponse::TimedOut("timeout".into()), false)]
+#[case::status_403(CalloutResponse::Http { status: 403, retry_after: None, body: vec![] }, false)]
+#[case::malformed(CalloutResponse::Http { status: 201, retry_after: None, body: b"{not json".to_vec() }, false)]
 fn which_failures_retry(#[case] response: CalloutResponse, #[case] retried: bool) {
     let mut e = engine(r#""authentication":{"anonymous":{"enabled":true}}"#);
     let mut s = Session::new(1, bearer(get("/pods"), "tok-alice"));

@@ -106,7 +106,7 @@ proptest! {
         let mut failed_call = false;
         let v = run_to_end(&mut e, &mut s, 0, &mut |_c| {
             if status >= 400 { failed_call = true; }
-            CalloutResponse::Http { status, retry_after: false, body: body.clone().into_bytes() }
+            CalloutResponse::Http { status, retry_after: None, body: body.clone().into_bytes() }
         });
         if v.outcome == Outcome::Allowed {
             // An allow needs a real answer: anonymous with no callout, or a 2xx review that allowed.

@@ -30,7 +30,7 @@ fn engine(extra: &str) -> Engine {
 fn ok(v: serde_json::Value) -> CalloutResponse {
     CalloutResponse::Http {
         status: 201,
-        retry_after: false,
+        retry_after: None,
         body: v.to_string().into_bytes(),
     }
 }

@@ -84,8 +84,25 @@ fn text(bytes: Option<&[u8]>) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// The response to a callout. No headers at all means the proxy got no response (timeout,
-/// reset, connection failure).
+/// Envoy's own answer when it could not connect to the cluster (its router's local reply).
+const ENVOY_CONNECT_ERROR: &[u8] = b"upstream connect error or disconnect/reset before headers.";
+/// Envoy's own answer when the callout's timeout fired.
+const ENVOY_TIMEOUT: &[u8] = b"upstream request timeout";
+/// Envoy's own answer when the cluster has no endpoint to use.
+const ENVOY_NO_HEALTHY_UPSTREAM: &[u8] = b"no healthy upstream";
+
+/// The response to a callout, with Envoy's own answers told apart from the API server's (the
+/// kubelet's clients treat them differently, [`kubelet_authz::webhook`]):
+/// - no headers at all: the stream was reset (Envoy's async client failure): a reset;
+/// - 503 `upstream connect error or disconnect/reset before headers. reset reason: R`: R
+///   `remote connection failure` (Envoy 1.40's words for a refused connection), `connection
+///   failure`, `local connection failure`, `connection timeout` or `overflow` is a connection that
+///   could not be made (the kubelet's dial error: not retried); any other reason (`connection
+///   termination`, `remote reset`, `protocol error`, ...) a reset (retried);
+/// - 503 `no healthy upstream`: no connection;
+/// - 504 `upstream request timeout`: the callout's own timeout (not retried).
+///
+/// The API server answers JSON, never these texts.
 pub fn callout_response(headers: &[(Vec<u8>, Vec<u8>)], body: Vec<u8>) -> CalloutResponse {
     if headers.is_empty() {
         return no_response();
@@ -95,21 +112,47 @@ pub fn callout_response(headers: &[(Vec<u8>, Vec<u8>)], body: Vec<u8>) -> Callou
         .find(|(k, _)| k == b":status")
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<u16>().ok());
+    let Some(status) = status else {
+        return CalloutResponse::Failed("response without a valid :status".into());
+    };
+    let text = body.trim_ascii();
     match status {
-        None => CalloutResponse::Failed("response without a valid :status".into()),
-        Some(status) => CalloutResponse::Http {
+        503 if text.starts_with(ENVOY_CONNECT_ERROR) => {
+            let why = String::from_utf8_lossy(text).into_owned();
+            let reason = why.split("reset reason: ").nth(1).unwrap_or_default();
+            if [
+                "connection failure",
+                "remote connection failure",
+                "local connection failure",
+                "connection timeout",
+                "overflow",
+            ]
+            .iter()
+            .any(|r| reason.starts_with(r))
+            {
+                CalloutResponse::ConnectFailed(why)
+            } else {
+                CalloutResponse::Failed(why)
+            }
+        }
+        503 if text == ENVOY_NO_HEALTHY_UPSTREAM => {
+            CalloutResponse::ConnectFailed("no healthy upstream".into())
+        }
+        504 if text == ENVOY_TIMEOUT => CalloutResponse::TimedOut("callout timeout".into()),
+        _ => CalloutResponse::Http {
             status,
             retry_after: headers
                 .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case(b"retry-after")),
+                .find(|(k, _)| k.eq_ignore_ascii_case(b"retry-after"))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
             body,
         },
     }
 }
 
-/// The failure for a callout that got no response.
+/// The failure for a callout that got no response (the stream was reset).
 pub fn no_response() -> CalloutResponse {
-    CalloutResponse::Failed("no response (timeout, reset or connection failure)".into())
+    CalloutResponse::Failed("no response (the stream was reset)".into())
 }
 
 #[cfg(test)]
@@ -176,10 +219,58 @@ mod tests {
             ),
             CalloutResponse::Http {
                 status: 201,
-                retry_after: true,
+                retry_after: Some("1".into()),
                 body: b"{}".to_vec()
             }
         );
+        assert_eq!(
+            callout_response(
+                &h(&[(":status", "503"), ("content-type", "text/plain")]),
+                b"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: Connection refused".to_vec()
+            ),
+            CalloutResponse::ConnectFailed("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: Connection refused".into())
+        );
+        assert!(matches!(
+            callout_response(
+                &h(&[(":status", "503")]),
+                b"upstream connect error or disconnect/reset before headers. reset reason: connection termination".to_vec()
+            ),
+            CalloutResponse::Failed(_)
+        ));
+        assert!(matches!(
+            callout_response(
+                &h(&[(":status", "503")]),
+                b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure".to_vec()
+            ),
+            CalloutResponse::ConnectFailed(_)
+        ));
+        assert!(matches!(
+            callout_response(
+                &h(&[(":status", "503")]),
+                b"upstream connect error or disconnect/reset before headers. reset reason: remote reset".to_vec()
+            ),
+            CalloutResponse::Failed(_)
+        ));
+        assert_eq!(
+            callout_response(
+                &h(&[(":status", "504")]),
+                b"upstream request timeout".to_vec()
+            ),
+            CalloutResponse::TimedOut("callout timeout".into())
+        );
+        assert_eq!(
+            callout_response(&h(&[(":status", "503")]), b"no healthy upstream".to_vec()),
+            CalloutResponse::ConnectFailed("no healthy upstream".into())
+        );
+        // The API server's own 503 and 504 are its answers.
+        assert!(matches!(
+            callout_response(&h(&[(":status", "503")]), br#"{"kind":"Status"}"#.to_vec()),
+            CalloutResponse::Http {
+                status: 503,
+                retry_after: None,
+                ..
+            }
+        ));
         assert!(matches!(
             callout_response(&h(&[("content-type", "x")]), Vec::new()),
             CalloutResponse::Failed(_)

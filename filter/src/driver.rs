@@ -226,7 +226,9 @@ impl Filter {
             return;
         };
         let failed = match &response {
-            CalloutResponse::Failed(why) => {
+            CalloutResponse::Failed(why)
+            | CalloutResponse::ConnectFailed(why)
+            | CalloutResponse::TimedOut(why) => {
                 host.log(
                     Level::Warn,
                     &format!("kubelet-authz: callout {token} failed: {why}"),

@@ -686,7 +686,7 @@ fn a_waiter_leads_when_the_leader_goes_away() {
 #[derive(Clone, Copy, Debug)]
 enum Failure {
     Status(u16),
-    RetryAfter,
+    RetryAfter(u16),
     Reset,
     Timeout,
 }
@@ -702,22 +702,26 @@ fn fail_first(vm: &Host, f: Failure) {
                 "{}",
             )
             .unwrap(),
-        Failure::RetryAfter => vm
-            .reply_call(call.token, 409, &[("retry-after", "1")], "")
+        Failure::RetryAfter(code) => vm
+            .reply_call(call.token, code, &[("retry-after", "1")], "")
             .unwrap(),
         Failure::Reset => vm.fail_call(call.token).unwrap(),
         Failure::Timeout => vm.advance_clock(call.timeout).unwrap(),
     }
 }
 
+// The retry table of DESIGN.md (the kubelet's client-go webhook rules) through the real .wasm:
+// retried rows, then success.
 #[rstest]
 #[case::status_500(Failure::Status(500))]
+#[case::status_502(Failure::Status(502))]
+#[case::status_501(Failure::Status(501))]
+#[case::status_505(Failure::Status(505))]
 #[case::status_429(Failure::Status(429))]
-#[case::status_503_envoy_unreachable(Failure::Status(503))]
 #[case::status_504(Failure::Status(504))]
-#[case::retry_after(Failure::RetryAfter)]
+#[case::unavailable_retry_after(Failure::RetryAfter(503))]
+#[case::too_many_retry_after(Failure::RetryAfter(429))]
 #[case::reset(Failure::Reset)]
-#[case::timeout(Failure::Timeout)]
 fn token_review_retried_then_allowed(#[case] failure: Failure) {
     let vm = vm_136();
     let api = api();
@@ -745,6 +749,23 @@ fn token_review_retried_then_allowed(#[case] failure: Failure) {
     assert_eq!(metric(&vm, "callout_failures"), 1);
 }
 
+/// A `Retry-After: 1` is the REST client's resend after one second, not the 500ms backoff.
+#[test]
+fn retry_after_is_waited_for_then_resent() {
+    let vm = vm_136();
+    let api = api();
+    let s = bearer(req(&vm, "GET", "/pods"), "tok-prom")
+        .send_headers(true)
+        .unwrap();
+    fail_first(&vm, Failure::RetryAfter(429));
+    vm.advance_clock(Duration::from_millis(900)).unwrap();
+    assert!(vm.pending_calls().is_empty(), "waits the full second");
+    vm.advance_clock(Duration::from_millis(200)).unwrap();
+    assert_eq!(vm.pending_calls().len(), 1, "resent after 1s");
+    api.drive(&vm, &[&s]).unwrap();
+    assert_forwarded(&s);
+}
+
 #[test]
 fn sar_retried_then_allowed() {
     let vm = vm_136();
@@ -766,9 +787,15 @@ fn sar_retried_then_allowed() {
     assert_eq!(sent(&vm), ["TokenReview", "SAR get pods", "SAR get pods"]);
 }
 
+// Rows that are not retried: the kubelet's error answer at once.
 #[rstest]
-#[case::status_502_token(Failure::Status(502), true)]
+#[case::status_503_token(Failure::Status(503), true)]
+#[case::status_403_token(Failure::Status(403), true)]
+#[case::retry_after_on_409_token(Failure::RetryAfter(409), true)]
+#[case::timeout_token(Failure::Timeout, true)]
 #[case::status_403_sar(Failure::Status(403), false)]
+#[case::status_503_sar(Failure::Status(503), false)]
+#[case::timeout_sar(Failure::Timeout, false)]
 fn non_retryable_failures_fail_at_once(#[case] failure: Failure, #[case] in_authn: bool) {
     let vm = vm_136();
     let api = api();

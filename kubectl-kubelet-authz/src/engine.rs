@@ -147,7 +147,7 @@ fn reply(status: SubjectAccessReviewStatus) -> CalloutResponse {
     };
     CalloutResponse::Http {
         status: 200,
-        retry_after: false,
+        retry_after: None,
         body: serde_json::to_vec(&sar).unwrap_or_default(),
     }
 }

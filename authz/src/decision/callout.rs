@@ -89,20 +89,47 @@ impl Callout {
     }
 }
 
-/// What came back for a callout.
+/// What came back for a callout, as the driver saw it. The driver owns the wire: it tells the
+/// proxy's own answers (a connection it could not make, its own timeout) apart from the API
+/// server's, because the kubelet's clients treat them differently ([`crate::webhook`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CalloutResponse {
-    /// An HTTP response.
+    /// The API server's HTTP response.
     Http {
         /// Status code.
         status: u16,
-        /// Whether it had a `Retry-After` header.
-        retry_after: bool,
+        /// The `Retry-After` header as sent, when there was one.
+        retry_after: Option<String>,
         /// Body.
         body: Vec<u8>,
     },
-    /// No response: timeout, reset, refused, or the proxy could not send it.
+    /// No connection: refused, unresolvable, TLS failure, no healthy upstream (not retried).
+    ConnectFailed(String),
+    /// No answer within the callout timeout: the client's own timeout (not retried).
+    TimedOut(String),
+    /// The connection was reset or closed before a full answer, or the answer could not be read
+    /// (retried, as a connection reset).
     Failed(String),
+}
+
+impl CalloutResponse {
+    /// The result as the kubelet's webhook retry rules see it.
+    pub fn result(&self) -> crate::webhook::CalloutResult {
+        use crate::webhook::CalloutResult;
+        match self {
+            CalloutResponse::Http {
+                status,
+                retry_after,
+                ..
+            } => CalloutResult::Answered {
+                status: *status,
+                retry_after: retry_after.clone(),
+            },
+            CalloutResponse::ConnectFailed(_) => CalloutResult::ConnectFailed,
+            CalloutResponse::TimedOut(_) => CalloutResult::TimedOut,
+            CalloutResponse::Failed(_) => CalloutResult::Reset,
+        }
+    }
 }
 
 /// A finished lookup, shared with waiters.

@@ -10,11 +10,12 @@ use crate::path;
 use crate::review::{SubjectAccessReview, SubjectAccessReviewStatus, TokenReview};
 
 use super::engine::{ms, sar_spec, should_cache, CalloutKey, SarKey};
-use super::retry::{is_retryable, retry_delay, sar_status, token_outcome, MAX_ATTEMPTS};
+use super::retry::{sar_status, token_outcome};
 use super::{
     request_attributes, AuthnMethod, Callout, CalloutKind, CalloutResponse, Check, Decision,
     Engine, Outcome, Progress, Request, Shared, SharedUser, Step, TokenOutcome, Wake,
 };
+use crate::webhook::{self, Next};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -31,6 +32,10 @@ pub(super) struct Pending {
     key: CalloutKey,
     /// The callout this session leads (`None` while it waits for another session's).
     led: Option<Callout>,
+    /// The REST client's resends (after a `Retry-After`) made in the current attempt.
+    resends: u32,
+    /// Whether the retry scheduled is such a resend (same attempt) rather than a new attempt.
+    resend_next: bool,
 }
 
 /// One request's decision in progress.
@@ -124,8 +129,20 @@ impl Session {
         let Some(led) = &pending.led else {
             return Progress::step(self.fail_internal("callout response for a waiting request"));
         };
-        if is_retryable(&response) && led.attempt < MAX_ATTEMPTS {
-            return Progress::step(Step::RetryAfter(retry_delay(led.attempt, rand)));
+        match webhook::next(&response.result(), pending.resends, led.attempt) {
+            Next::Resend { after_ms } => {
+                if let Some(p) = self.pending.as_mut() {
+                    p.resend_next = true;
+                }
+                return Progress::step(Step::RetryAfter(after_ms));
+            }
+            Next::Retry => {
+                if let Some(p) = self.pending.as_mut() {
+                    p.resend_next = false;
+                }
+                return Progress::step(Step::RetryAfter(webhook::backoff_ms(led.attempt, rand)));
+            }
+            Next::Use | Next::Fail => {}
         }
         let shared = match pending.key {
             CalloutKey::Token(k) => {
@@ -181,9 +198,19 @@ impl Session {
 
     /// The retry timer fired: send the callout again.
     pub fn on_retry(&mut self, _engine: &mut Engine, _now: Millis) -> Progress {
-        match self.pending.as_mut().and_then(|p| p.led.as_mut()) {
+        let Some(p) = self.pending.as_mut() else {
+            return Progress::step(self.fail_internal("retry with no callout pending"));
+        };
+        let resend = p.resend_next;
+        match p.led.as_mut() {
             Some(callout) => {
-                callout.attempt += 1;
+                if resend {
+                    p.resends += 1;
+                } else {
+                    callout.attempt += 1;
+                    p.resends = 0;
+                }
+                p.resend_next = false;
                 Progress::step(Step::Call(callout.clone()))
             }
             _ => Progress::step(self.fail_internal("retry with no callout pending")),
@@ -533,7 +560,12 @@ impl Session {
         match engine.inflight.join(&key, self.id) {
             Join::Full => full(self),
             Join::Waiting => {
-                self.pending = Some(Pending { key, led: None });
+                self.pending = Some(Pending {
+                    key,
+                    led: None,
+                    resends: 0,
+                    resend_next: false,
+                });
                 Lookup::Blocked(Box::new(Step::Wait))
             }
             Join::Leader => {
@@ -541,6 +573,8 @@ impl Session {
                 self.pending = Some(Pending {
                     key,
                     led: Some(callout.clone()),
+                    resends: 0,
+                    resend_next: false,
                 });
                 Lookup::Blocked(Box::new(Step::Call(callout)))
             }

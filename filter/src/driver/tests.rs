@@ -159,7 +159,7 @@ fn bearer(token: &str) -> Request {
 fn http(body: &str) -> CalloutResponse {
     CalloutResponse::Http {
         status: 201,
-        retry_after: false,
+        retry_after: None,
         body: body.as_bytes().to_vec(),
     }
 }

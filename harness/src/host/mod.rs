@@ -48,9 +48,10 @@
 //! - [`Stream::action`] is what the last request-path callback returned, turned into
 //!   `Continue` by `proxy_continue_stream`; [`Stream::outcome`] folds in local replies and resets.
 //! - `proxy_http_call` needs `:method`, `:path`, `:authority` (else `BadArgument`, with a host log
-//!   line saying why). A failed call ([`Host::fail_call`], or a timeout while
-//!   [`Host::advance_clock`] runs) calls `proxy_on_http_call_response` with 0 headers, 0 body
-//!   bytes, and the response maps absent. Finishing a stream cancels its pending calls.
+//!   line saying why). A failed call ([`Host::fail_call`]: a reset) calls
+//!   `proxy_on_http_call_response` with 0 headers, 0 body bytes, and the response maps absent; a
+//!   timeout while [`Host::advance_clock`] runs is answered as Envoy does, with its local reply
+//!   `504 upstream request timeout`. Finishing a stream cancels its pending calls.
 //! - A trap (panic, abort, `proc_exit`, an unimplemented import) is [`HostError::Trap`] with all
 //!   logs (a Rust panic message arrives on stderr); the VM is then dead and every later call is
 //!   [`HostError::Dead`].
@@ -333,7 +334,7 @@ impl Host {
         self.vm().answer_call(token, Some(response))
     }
 
-    /// Fails callout `token` (reset or timeout): `proxy_on_http_call_response` with no headers.
+    /// Fails callout `token` (a reset): `proxy_on_http_call_response` with no headers.
     ///
     /// # Errors
     /// As [`Host::reply_call`].
@@ -496,7 +497,14 @@ impl Vm {
                 }
                 (_, Some((deadline, token))) => {
                     self.store.data_mut().elapsed = deadline;
-                    self.answer_call(token, None)?;
+                    // As Envoy 1.40 answers a callout whose timeout fired: its router's local
+                    // reply (tests/tests/hardening_retries.rs observes it through Envoy).
+                    let timed_out = CallResponse::new(
+                        504,
+                        &[("content-type", "text/plain")],
+                        "upstream request timeout",
+                    );
+                    self.answer_call(token, Some(timed_out))?;
                 }
                 _ => break,
             }

@@ -882,7 +882,7 @@ impl State {
                 Ok(serve::json(200, &response))
             }
             FaultKind::BadGateway => {
-                self.record(kind, &request, None, 502, Some(fk), user);
+                self.record(kind, &request, None, 502, Some(fk), (user, credential));
                 Ok(status(
                     502,
                     "InternalError",
@@ -891,7 +891,7 @@ impl State {
                 ))
             }
             FaultKind::Unavailable | FaultKind::UnavailableRetryAfter => {
-                self.record(kind, &request, None, 503, Some(fk), user);
+                self.record(kind, &request, None, 503, Some(fk), (user, credential));
                 let mut resp = status(
                     503,
                     "ServiceUnavailable",
@@ -905,7 +905,14 @@ impl State {
                 Ok(resp)
             }
             FaultKind::CreatedRetryAfter => {
-                self.record(kind, &request, Some(response.clone()), code, Some(fk), user);
+                self.record(
+                    kind,
+                    &request,
+                    Some(response.clone()),
+                    code,
+                    Some(fk),
+                    (user, credential),
+                );
                 let mut resp = serve::json(code, &response);
                 resp.headers_mut()
                     .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
