@@ -97,6 +97,40 @@ fn seed_observability_group_reads_pods_without_proxy() {
     .code(1);
 }
 
+/// `/statusz` and `/flagz` on 1.33-1.35: the mapping is not settled by a source at the release tag
+/// (README), and `can-i` says so beside the answer, in the table and in JSON; not on 1.36.
+#[test]
+fn uncertain_statusz_and_flagz_mapping_is_said() {
+    for (version, path, uncertain) in [
+        ("1.34", "/statusz", true),
+        ("1.33", "/flagz", true),
+        ("1.35", "/statusz", true),
+        ("1.36", "/statusz", false),
+        ("1.34", "/pods", false),
+    ] {
+        let out = can_i(&[path, "--as", "carol", "--kubelet-version", version])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.contains("uncertain mapping"),
+            uncertain,
+            "{version} {path}: {text}"
+        );
+        let v = json_of(&mut can_i(&[
+            path,
+            "--as",
+            "carol",
+            "--kubelet-version",
+            version,
+            "-o",
+            "json",
+        ]));
+        let noted = v.to_string().contains("uncertain mapping");
+        assert_eq!(noted, uncertain, "{version} {path}: {v}");
+    }
+}
+
 #[test]
 fn old_kubelet_needs_proxy_for_pods_and_says_why() {
     can_i(&[

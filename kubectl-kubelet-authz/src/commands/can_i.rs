@@ -179,6 +179,9 @@ pub fn notes(
             verb.method.as_deref().unwrap_or("this method")
         ));
     }
+    if let Some(why) = kubelet::uncertain_mapping(model.version(), path) {
+        notes.push(format!("uncertain mapping: {why}"));
+    }
     if !model.fine_grained() {
         let fine = KubeletModel::for_version(kubelet::KubeletVersion::LATEST).subresources(path);
         if fine.len() > 1 {
