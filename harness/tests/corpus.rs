@@ -29,22 +29,16 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
-
 use kubelet_authz::review::{SubjectAccessReview, TokenReview};
-use kubelet_authz_harness::host::{CallResponse, Host, HttpCall, Outcome, Stream};
+use kubelet_authz_harness::host::{Host, HttpCall, Outcome, Stream};
 use rstest::rstest;
-use serde_json::json;
 
 use kubelet_authz_test_support::oracle::{checks_136, resolved};
 
 mod host_support;
 
-const NODE: &str = "worker-1";
-const TOKEN: &str = "tok-podlister";
-const PODLISTER: &str = "podlister";
-const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
-const SAR_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+use host_support::podlister::{NODE, TOKEN, USER as PODLISTER};
+use kubelet_authz::review::{SUBJECT_ACCESS_REVIEW_PATH as SAR_PATH, TOKEN_REVIEW_PATH};
 
 // Why a target is refused (the filter's 400 body is `Bad Request: non-canonical path: <why>\n`).
 const NOT_ORIGIN: &str = "request target is not an absolute path";
@@ -80,54 +74,7 @@ fn served(path: &'static str, verb: &'static str) -> Want {
 // ---------------------------------------------------------------------------------------------
 // Setup.
 
-fn wasm() -> PathBuf {
-    host_support::filter_module()
-}
-
-/// A fresh VM for a 1.36 kubelet, everything else default.
-fn vm() -> Host {
-    let vm = Host::load(wasm()).unwrap();
-    vm.configure(format!(
-        r#"{{"nodeName":"{NODE}","kubeletVersion":"1.36"}}"#
-    ))
-    .unwrap_or_else(|e| panic!("configuration: {e}"));
-    vm
-}
-
-/// The API server: `TOKEN` is the pod lister; the pod lister may `get nodes/pods`, nothing else.
-fn api(call: &HttpCall) -> CallResponse {
-    match call.path() {
-        Some(TOKEN_REVIEW_PATH) => {
-            let review: TokenReview = call.body_json().unwrap();
-            let status = if review.spec.token == TOKEN {
-                json!({"authenticated": true,
-                       "user": {"username": PODLISTER, "groups": ["system:authenticated"]}})
-            } else {
-                json!({"authenticated": false})
-            };
-            CallResponse::json(
-                201,
-                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                        "status": status}),
-            )
-        }
-        Some(SAR_PATH) => {
-            let review: SubjectAccessReview = call.body_json().unwrap();
-            let a = review.spec.resource_attributes.unwrap_or_default();
-            let allowed = review.spec.user == PODLISTER
-                && a.resource == "nodes"
-                && a.name == NODE
-                && a.verb == "get"
-                && a.subresource == "pods";
-            CallResponse::json(
-                201,
-                &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                        "status": {"allowed": allowed}}),
-            )
-        }
-        other => panic!("unexpected callout to {other:?}: {call:#?}"),
-    }
-}
+use host_support::podlister::{api, vm};
 
 /// Answers callouts until the request is decided.
 fn drive(vm: &Host, s: &Stream) {

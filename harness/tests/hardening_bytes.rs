@@ -24,59 +24,11 @@ use kubelet_authz::review::{SubjectAccessReview, TokenReview};
 use kubelet_authz_harness::host::{CallResponse, Host, HttpCall, Outcome, Stream};
 use proptest::prelude::*;
 use rstest::rstest;
-use serde_json::json;
 
 mod host_support;
 
-const NODE: &str = "worker-1";
-const TOKEN: &str = "tok-podlister";
-const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
-const SAR_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
-
-fn vm() -> Host {
-    let vm = Host::load(host_support::filter_module()).unwrap();
-    vm.configure(format!(
-        r#"{{"nodeName":"{NODE}","kubeletVersion":"1.36"}}"#
-    ))
-    .unwrap_or_else(|e| panic!("configuration: {e}"));
-    vm
-}
-
-/// The API server: `TOKEN` is the pod lister, who may `get nodes/pods` and nothing else; every
-/// other token is not authenticated.
-fn api(call: &HttpCall) -> CallResponse {
-    match call.path() {
-        Some(TOKEN_REVIEW_PATH) => {
-            let review: TokenReview = call.body_json().unwrap();
-            let status = if review.spec.token == TOKEN {
-                json!({"authenticated": true,
-                       "user": {"username": "podlister", "groups": ["system:authenticated"]}})
-            } else {
-                json!({"authenticated": false})
-            };
-            CallResponse::json(
-                201,
-                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                        "status": status}),
-            )
-        }
-        Some(SAR_PATH) => {
-            let review: SubjectAccessReview = call.body_json().unwrap();
-            let a = review.spec.resource_attributes.unwrap_or_default();
-            let allowed = review.spec.user == "podlister"
-                && a.resource == "nodes"
-                && a.name == NODE
-                && a.verb == "get"
-                && a.subresource == "pods";
-            CallResponse::json(
-                201,
-                &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                        "status": {"allowed": allowed}}),
-            )
-        }
-        other => panic!("unexpected callout to {other:?}: {call:#?}"),
-    }
-}
+use host_support::podlister::{api, vm, TOKEN};
+use kubelet_authz::review::{SUBJECT_ACCESS_REVIEW_PATH as SAR_PATH, TOKEN_REVIEW_PATH};
 
 /// Answers callouts with `answer` (and fires retry timers) until the request is decided.
 fn drive(vm: &Host, s: &Stream, answer: &dyn Fn(&HttpCall) -> CallResponse) {

@@ -89,3 +89,66 @@ pub fn header(headers: &Headers, name: &str) -> String {
         .unwrap_or_else(|| panic!("no header {name} in {headers:?}"))
         .to_owned()
 }
+
+/// The pod lister's world, shared by the corpus and the byte-level hardening tests: a 1.36 kubelet
+/// on node `worker-1`; the API server knows one token, the pod lister's, who may `get nodes/pods`
+/// and nothing else (a one-line RBAC rule, not canned answers).
+pub mod podlister {
+    use kubelet_authz::review::{
+        SubjectAccessReview, TokenReview, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH,
+    };
+    use kubelet_authz_harness::host::{CallResponse, Host, HttpCall};
+    use serde_json::json;
+
+    /// The node name every SubjectAccessReview names.
+    pub const NODE: &str = "worker-1";
+    /// The pod lister's bearer token.
+    pub const TOKEN: &str = "tok-podlister";
+    /// The pod lister's user name.
+    pub const USER: &str = "podlister";
+
+    /// A fresh VM of the real filter for a 1.36 kubelet, everything else default.
+    pub fn vm() -> Host {
+        let vm = Host::load(super::filter_module()).unwrap();
+        vm.configure(format!(
+            r#"{{"nodeName":"{NODE}","kubeletVersion":"1.36"}}"#
+        ))
+        .unwrap_or_else(|e| panic!("configuration: {e}"));
+        vm
+    }
+
+    /// The API server's answer to a callout.
+    pub fn api(call: &HttpCall) -> CallResponse {
+        match call.path() {
+            Some(TOKEN_REVIEW_PATH) => {
+                let review: TokenReview = call.body_json().unwrap();
+                let status = if review.spec.token == TOKEN {
+                    json!({"authenticated": true,
+                           "user": {"username": USER, "groups": ["system:authenticated"]}})
+                } else {
+                    json!({"authenticated": false})
+                };
+                CallResponse::json(
+                    201,
+                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                            "status": status}),
+                )
+            }
+            Some(SUBJECT_ACCESS_REVIEW_PATH) => {
+                let review: SubjectAccessReview = call.body_json().unwrap();
+                let a = review.spec.resource_attributes.unwrap_or_default();
+                let allowed = review.spec.user == USER
+                    && a.resource == "nodes"
+                    && a.name == NODE
+                    && a.verb == "get"
+                    && a.subresource == "pods";
+                CallResponse::json(
+                    201,
+                    &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                            "status": {"allowed": allowed}}),
+                )
+            }
+            other => panic!("unexpected callout to {other:?}: {call:#?}"),
+        }
+    }
+}
