@@ -159,14 +159,8 @@ impl KubeletSettings {
     }
 }
 
-/// Go's `strconv.ParseBool`, which both pflag and feature gates use.
-pub fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
+/// Go's `strconv.ParseBool` (the engine's one copy, in [`crate::gates`]).
+pub use crate::gates::parse_go_bool;
 
 /// Parse a KubeletConfiguration file (YAML or JSON) and apply the config-file defaults.
 ///

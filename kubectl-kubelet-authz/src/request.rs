@@ -163,26 +163,14 @@ pub fn parse_version(s: &str) -> Result<KubeletVersion, CliError> {
         .map_err(|e| usage(format!("--kubelet-version: {e}")))
 }
 
-/// Parse `--feature-gates` (`Name=bool,...`); only KubeletFineGrainedAuthz is kept, unknown
-/// names are refused so that a typo does not go unnoticed.
+/// Parse `--feature-gates` (`Name=bool,...`) with the engine's parser; unknown names are refused
+/// so that a typo does not go unnoticed.
 pub fn parse_gates(s: Option<&str>) -> Result<FeatureGates, CliError> {
-    let mut gates = FeatureGates::default();
-    let Some(s) = s else { return Ok(gates) };
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--feature-gates: `{pair}` is not NAME=true|false")))?;
-        if k.trim() != "KubeletFineGrainedAuthz" {
-            return Err(usage(format!(
-                "--feature-gates: unknown gate `{}`: only `KubeletFineGrainedAuthz` changes kubelet authorization",
-                k.trim()
-            )));
-        }
-        let v = kubelet_authz::kubeletconfig::parse_go_bool(v.trim())
-            .ok_or_else(|| usage(format!("--feature-gates: `{pair}`: expected true or false")))?;
-        gates.kubelet_fine_grained_authz = Some(v);
-    }
-    Ok(gates)
+    kubelet_authz::gates::parse_feature_gates(
+        s.unwrap_or(""),
+        kubelet_authz::gates::UnknownGates::Refuse,
+    )
+    .map_err(|e| usage(format!("--feature-gates: {e}")))
 }
 
 /// Build the kubelet model from a version and the gate flag.
@@ -214,13 +202,8 @@ pub fn user_from_args(args: &UserArgs) -> Option<UserInfo> {
     }
     let mut groups = args.as_groups.clone();
     if groups.is_empty() {
-        if let Some(ns) = name
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.split_once(':'))
-            .map(|(ns, _)| ns.to_string())
-        {
-            groups.push("system:serviceaccounts".into());
-            groups.push(format!("system:serviceaccounts:{ns}"));
+        if let Some((ns, _)) = identity::split_service_account_username(&name) {
+            groups = identity::service_account_groups(ns);
         }
     }
     let user = UserInfo {

@@ -131,20 +131,13 @@ pub fn apply_command_line(
                     .map_err(|_| bad("expected a port number (0 disables the port)".into()))?,
             ),
             "feature-gates" => {
-                for pair in flag
-                    .value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                {
-                    let Some((k, v)) = pair.split_once('=') else {
-                        return Err(bad(format!("`{pair}` is not NAME=true|false")));
-                    };
-                    if k.trim() == "KubeletFineGrainedAuthz" {
-                        let v = parse_go_bool(v.trim())
-                            .ok_or_else(|| bad(format!("`{pair}`: expected true or false")))?;
-                        base.fine_grained_authz_gate = Some(v);
-                    }
+                let gates = crate::gates::parse_feature_gates(
+                    &flag.value,
+                    crate::gates::UnknownGates::Ignore,
+                )
+                .map_err(|e| bad(e.to_string()))?;
+                if let Some(v) = gates.kubelet_fine_grained_authz {
+                    base.fine_grained_authz_gate = Some(v);
                 }
             }
             "config" => {
