@@ -19,16 +19,11 @@ use kubelet_authz_e2e::stack::{
 };
 use kubelet_authz_standins::client::ClientResponse;
 
-/// The filter configuration's `audit` member in `envoy/kubelet-front-proxy.yaml`.
-const TEMPLATE_AUDIT: &str = r#""audit": { "enabled": true }"#;
-
-/// The front proxy with `audit` (a JSON object on one line: the template embeds the filter
-/// configuration in a YAML block) in place of the template's.
+/// The front proxy (kubelet 1.36) with the filter configuration's `audit` member set to `audit`
+/// (a JSON object on one line).
 async fn front_proxy(s: &Standins, name: &str, audit: &str) -> anyhow::Result<Envoy> {
-    let yaml = s.params(&ProxyOptions::version("1.36"))?.render()?;
-    assert!(yaml.contains(TEMPLATE_AUDIT), "the template's audit member moved");
-    let yaml = yaml.replace(TEMPLATE_AUDIT, &format!(r#""audit": {audit}"#));
-    Envoy::start(&yaml, s.dir(), name).await
+    s.front_proxy(name, &ProxyOptions::version("1.36").audit(audit))
+        .await
 }
 
 async fn get(s: &Standins, envoy: &Envoy, token: &str, path: &str) -> ClientResponse {
