@@ -1,7 +1,7 @@
 //! The filter's per-VM state and the loop that drives the engine's sessions: it turns each
 //! [`Step`] into proxy actions (callouts, timers, header edits, resume, local reply), feeds the
-//! results back, wakes waiters, and audits and counts every decision. It talks to the proxy only
-//! through [`Host`], so it runs natively in tests.
+//! results back, wakes waiters, counts every decision and audits those the audit policy writes.
+//! It talks to the proxy only through [`Host`], so it runs natively in tests.
 //!
 //! Routing callouts: Envoy ties a callout to the effective context, and the SDK delivers its
 //! answer to the context whose callback dispatched it. So a callout for session `S` is sent only
@@ -105,10 +105,8 @@ pub struct Filter {
 impl Filter {
     /// A filter for the root context `root_id`. `salt` keys token hashes; `seed` the retry jitter.
     pub fn new(config: Config, root_id: u32, salt: [u8; 32], seed: u64) -> Self {
-        let audit_writer = audit::Writer::new(
-            &config.node_name,
-            config.enforcement == Enforcement::Shadow,
-        );
+        let audit_writer =
+            audit::Writer::new(&config.node_name, config.enforcement == Enforcement::Shadow);
         Filter {
             audit_writer,
             audit_buf: String::with_capacity(1024),

@@ -1379,8 +1379,20 @@ fn audit_line_and_counters_per_decision(
 #[case::metrics_denied("tok-alice", "GET", "/metrics", 403, Some("forbidden"))]
 #[case::healthz_through_proxy("tok-debugger", "GET", "/healthz", 200, Some("allowed"))]
 #[case::pods_allowed("tok-prom", "GET", "/pods", 200, Some("allowed"))]
-#[case::exec_allowed("tok-admin", "POST", "/exec/ns/pod/ctr?command=sh", 200, Some("allowed"))]
-#[case::exec_denied("tok-prom", "POST", "/exec/ns/pod/ctr?command=sh", 403, Some("forbidden"))]
+#[case::exec_allowed(
+    "tok-admin",
+    "POST",
+    "/exec/ns/pod/ctr?command=sh",
+    200,
+    Some("allowed")
+)]
+#[case::exec_denied(
+    "tok-prom",
+    "POST",
+    "/exec/ns/pod/ctr?command=sh",
+    403,
+    Some("forbidden")
+)]
 #[case::refused("tok-prom", "GET", "/metrics/../metrics", 400, Some("bad_request"))]
 #[case::unauthenticated("nope", "GET", "/metrics", 401, Some("unauthenticated"))]
 fn default_audit_policy(
@@ -1437,7 +1449,8 @@ fn default_audit_policy_writes_an_authorizer_error() {
 
 const DROP_ALICE: &str = r#""audit":{"policy":{"rules":[{"level":"None","users":["alice"]}]}}"#;
 const DROP_FORBIDDEN_PROXY: &str = r#""audit":{"policy":{"rules":[{"level":"None","outcomes":["forbidden"],"subresources":["proxy"]}]}}"#;
-const DROP_ALLOWED: &str = r#""audit":{"policy":{"rules":[{"level":"None","outcomes":["allowed"]}]}}"#;
+const DROP_ALLOWED: &str =
+    r#""audit":{"policy":{"rules":[{"level":"None","outcomes":["allowed"]}]}}"#;
 const DROP_SERVICEACCOUNTS: &str = r#""audit":{"policy":{"rules":[{"level":"Metadata","verbs":["create"]},{"level":"None","userGroups":["system:authenticated"]}]}}"#;
 const WRITE_ALL: &str = r#""audit":{"policy":{"rules":[{"level":"Metadata"}]}}"#;
 const DISABLED: &str = r#""audit":{"enabled":false,"policy":{"rules":[{"level":"Metadata"}]}}"#;
@@ -1445,15 +1458,71 @@ const DISABLED: &str = r#""audit":{"enabled":false,"policy":{"rules":[{"level":"
 /// A user policy is taken as written: a decision its first matching rule gives `None` writes
 /// nothing, and a decision no rule matches is written.
 #[rstest]
-#[case::drop_alice_denial(DROP_ALICE, "Enforce", "tok-alice", "POST", "/exec/ns/pod/ctr", 403, false)]
+#[case::drop_alice_denial(
+    DROP_ALICE,
+    "Enforce",
+    "tok-alice",
+    "POST",
+    "/exec/ns/pod/ctr",
+    403,
+    false
+)]
 #[case::drop_alice_keeps_others(DROP_ALICE, "Enforce", "tok-prom", "GET", "/metrics", 200, true)]
-#[case::drop_forbidden_proxy(DROP_FORBIDDEN_PROXY, "Enforce", "tok-alice", "GET", "/pods", 403, false)]
-#[case::drop_forbidden_proxy_keeps_unauthenticated(DROP_FORBIDDEN_PROXY, "Enforce", "nope", "GET", "/pods", 401, true)]
-#[case::drop_allowed(DROP_ALLOWED, "Enforce", "tok-admin", "POST", "/exec/ns/pod/ctr", 200, false)]
-#[case::shadow_would_deny_is_not_allowed(DROP_ALLOWED, "Shadow", "tok-alice", "GET", "/pods", 200, true)]
+#[case::drop_forbidden_proxy(
+    DROP_FORBIDDEN_PROXY,
+    "Enforce",
+    "tok-alice",
+    "GET",
+    "/pods",
+    403,
+    false
+)]
+#[case::drop_forbidden_proxy_keeps_unauthenticated(
+    DROP_FORBIDDEN_PROXY,
+    "Enforce",
+    "nope",
+    "GET",
+    "/pods",
+    401,
+    true
+)]
+#[case::drop_allowed(
+    DROP_ALLOWED,
+    "Enforce",
+    "tok-admin",
+    "POST",
+    "/exec/ns/pod/ctr",
+    200,
+    false
+)]
+#[case::shadow_would_deny_is_not_allowed(
+    DROP_ALLOWED,
+    "Shadow",
+    "tok-alice",
+    "GET",
+    "/pods",
+    200,
+    true
+)]
 #[case::shadow_allowed_dropped(DROP_ALLOWED, "Shadow", "tok-prom", "GET", "/pods", 200, false)]
-#[case::first_match_wins(DROP_SERVICEACCOUNTS, "Enforce", "tok-admin", "POST", "/exec/ns/pod/ctr", 200, true)]
-#[case::authenticated_group(DROP_SERVICEACCOUNTS, "Enforce", "tok-alice", "GET", "/pods", 403, false)]
+#[case::first_match_wins(
+    DROP_SERVICEACCOUNTS,
+    "Enforce",
+    "tok-admin",
+    "POST",
+    "/exec/ns/pod/ctr",
+    200,
+    true
+)]
+#[case::authenticated_group(
+    DROP_SERVICEACCOUNTS,
+    "Enforce",
+    "tok-alice",
+    "GET",
+    "/pods",
+    403,
+    false
+)]
 #[case::group_needs_a_user(DROP_SERVICEACCOUNTS, "Enforce", "nope", "GET", "/pods", 401, true)]
 #[case::write_all(WRITE_ALL, "Enforce", "tok-prom", "GET", "/metrics", 200, true)]
 #[case::disabled(DISABLED, "Enforce", "tok-alice", "GET", "/pods", 403, false)]

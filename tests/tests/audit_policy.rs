@@ -52,7 +52,12 @@ async fn audited(
     let mark = envoy.log_len();
     for (token, path, status) in requests {
         let r = get(s, envoy, token, path).await;
-        assert_eq!(r.status, *status, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            *status,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
     // Past the last request: a denial that is always written, as a fence.
     let fence = get(s, envoy, NOBODY_TOKEN, "/configz").await;

@@ -271,7 +271,7 @@ impl Rule {
         }
         if let Some(users) = &self.users {
             match f.user {
-                Some(u) if users.iter().any(|n| *n == u.name) => {}
+                Some(u) if users.contains(&u.name) => {}
                 _ => return false,
             }
         }
@@ -306,7 +306,11 @@ impl Policy {
             verbs: verb_bit("get"),
             ..Rule::new(Level::None)
         }
-        .subresources([Subresource::Metrics, Subresource::Stats, Subresource::Healthz])
+        .subresources([
+            Subresource::Metrics,
+            Subresource::Stats,
+            Subresource::Healthz,
+        ])
         .outcomes([AuditOutcome::Allowed]);
         Policy::new(vec![scrapes, Rule::new(Level::Metadata)])
     }
@@ -539,7 +543,9 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(Level::parse("None"), Ok(Drop));
-        assert!(Level::parse("Request").unwrap_err().contains("unknown level \"Request\""));
+        assert!(Level::parse("Request")
+            .unwrap_err()
+            .contains("unknown level \"Request\""));
         assert!(Level::parse("metadata").is_err());
         for o in AuditOutcome::ALL {
             assert_eq!(AuditOutcome::parse(o.as_str()), Ok(o));

@@ -226,8 +226,12 @@ pub fn escape(out: &mut String, s: &str) {
         start = i + 1;
         if named.is_empty() {
             out.push_str("\\u00");
-            out.push(char::from(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0')));
-            out.push(char::from(HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0')));
+            out.push(char::from(
+                HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'),
+            ));
+            out.push(char::from(
+                HEX.get(usize::from(b & 15)).copied().unwrap_or(b'0'),
+            ));
         } else {
             out.push_str(named);
         }
@@ -295,7 +299,8 @@ mod tests {
     use crate::identity::UserInfo;
     use crate::kubelet::Subresource;
 
-    const HOSTILE: &str = "q\"b\\s/\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} \u{7f}é日本\u{fffd}\u{2028}😀</script>";
+    const HOSTILE: &str =
+        "q\"b\\s/\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} \u{7f}é日本\u{fffd}\u{2028}😀</script>";
 
     fn verdict(outcome: Outcome, s: &str) -> Verdict {
         let mut extra = BTreeMap::new();
@@ -346,10 +351,22 @@ mod tests {
     #[case::plain("plain", Outcome::Allowed, Some(200), true, false)]
     #[case::empty("", Outcome::Forbidden, Some(403), false, true)]
     #[case::quotes_and_backslashes("a\"b\\c\\\"", Outcome::Forbidden, None, true, true)]
-    #[case::control_chars("\u{0}\u{1}\u{2}\u{7}\u{8}\t\n\u{b}\u{c}\r\u{e}\u{1b}\u{1f}", Outcome::Unauthenticated, Some(401), true, false)]
+    #[case::control_chars(
+        "\u{0}\u{1}\u{2}\u{7}\u{8}\t\n\u{b}\u{c}\r\u{e}\u{1b}\u{1f}",
+        Outcome::Unauthenticated,
+        Some(401),
+        true,
+        false
+    )]
     #[case::del_and_non_ascii("\u{7f}é日本", Outcome::BadRequest, Some(400), true, false)]
     #[case::replacement_char("\u{fffd}\u{fffd}x", Outcome::AuthorizerError, Some(500), true, true)]
-    #[case::separators_and_emoji("\u{2028}\u{2029}😀</script>", Outcome::Allowed, None, true, false)]
+    #[case::separators_and_emoji(
+        "\u{2028}\u{2029}😀</script>",
+        Outcome::Allowed,
+        None,
+        true,
+        false
+    )]
     #[case::everything(HOSTILE, Outcome::Forbidden, Some(403), true, true)]
     fn writer_equals_serde(
         #[case] s: &str,
@@ -396,7 +413,12 @@ mod tests {
         };
         check_bare(&v);
         // A check with no reason: the reason is made from the check.
-        v.checks = vec![Check::new(Subresource::Log, s, Decision::Deny, String::new())];
+        v.checks = vec![Check::new(
+            Subresource::Log,
+            s,
+            Decision::Deny,
+            String::new(),
+        )];
         v.user = Some(Arc::new(UserInfo::default()));
         check_bare(&v);
     }

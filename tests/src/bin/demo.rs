@@ -76,7 +76,8 @@ const ENDPOINTS: &[&str] = &[
 ];
 
 /// The demo's audit policy: every decision at `Metadata`.
-const AUDIT_EVERYTHING: &str = r#"{ "enabled": true, "policy": { "rules": [ { "level": "Metadata" } ] } }"#;
+const AUDIT_EVERYTHING: &str =
+    r#"{ "enabled": true, "policy": { "rules": [ { "level": "Metadata" } ] } }"#;
 
 const EXEC_PATH: &str = "/exec/default/web-0/app?command=id&stdout=1";
 
@@ -294,14 +295,17 @@ async fn run() -> anyhow::Result<()> {
 fn written_by_builtin_policy(event: &Value) -> bool {
     use kubelet_authz::audit::policy::{parse_subresource, AuditOutcome, Facts, Level, Policy};
     let text = |p: &str| event.pointer(p).and_then(Value::as_str).unwrap_or("");
-    let user = event.pointer("/user/username").and_then(Value::as_str).map(|name| {
-        let groups: Vec<&str> = event
-            .pointer("/user/groups")
-            .and_then(Value::as_array)
-            .map(|g| g.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        kubelet_authz::UserInfo::new(name, &groups)
-    });
+    let user = event
+        .pointer("/user/username")
+        .and_then(Value::as_str)
+        .map(|name| {
+            let groups: Vec<&str> = event
+                .pointer("/user/groups")
+                .and_then(Value::as_array)
+                .map(|g| g.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            kubelet_authz::UserInfo::new(name, &groups)
+        });
     let outcome = match text("/annotations/kubelet-authz.io~1outcome") {
         "allowed" => AuditOutcome::Allowed,
         "forbidden" => AuditOutcome::Forbidden,
