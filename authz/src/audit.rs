@@ -1,11 +1,19 @@
-//! One audit event per decision, as a JSON line in the audit.k8s.io/v1 `Event` shape (level
-//! `Metadata`): who, what, from where, the decision and its reason. Never the token: only the
-//! verdict's user and checks go in.
+//! One audit event per written decision, as a JSON line in the audit.k8s.io/v1 `Event` shape
+//! (level `Metadata`): who, what, from where, the decision and its reason. Never the token: only
+//! the verdict's user and checks go in. Which decisions are written is the audit [`policy`]; the
+//! line is written by hand ([`writer`]), and the serde structs here are its reference shape
+//! ([`event`]).
+
+pub mod policy;
+pub mod writer;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::decision::{Decision, Outcome, Request, Verdict};
+
+pub use policy::{AuditOutcome, Facts, Level, Policy, Rule};
+pub use writer::Writer;
 
 /// The prefix of every audit line in the proxy's log, so that `audit-log` can find them.
 pub const AUDIT_LOG_PREFIX: &str = "kubelet-authz audit: ";
@@ -200,16 +208,18 @@ pub fn event(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Value {
     serde_json::to_value(build(verdict, request, ctx)).unwrap_or(Value::Null)
 }
 
-/// The audit event as one log line with [`AUDIT_LOG_PREFIX`]. Written straight from borrowed
-/// fields: this runs for every decision in the filter, so it builds no intermediate maps.
+/// The audit event as one log line with [`AUDIT_LOG_PREFIX`], through a [`Writer`] made for this
+/// one line (the filter keeps one writer and one buffer per VM instead).
 pub fn log_line(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> String {
-    let mut out = Vec::with_capacity(768);
-    out.extend_from_slice(AUDIT_LOG_PREFIX.as_bytes());
-    if serde_json::to_writer(&mut out, &build(verdict, request, ctx)).is_err() {
-        return format!("{AUDIT_LOG_PREFIX}{{}}");
-    }
-    // serde_json writes valid UTF-8; fall back to a lossy copy rather than fail.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    let mut out = String::with_capacity(768);
+    Writer::new(ctx.node_name, ctx.shadow).write(&mut out, verdict, request, ctx);
+    out
+}
+
+/// The same line through serde_json: the reference the hand-written [`Writer`] is tested against.
+pub fn serde_log_line(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> String {
+    let json = serde_json::to_string(&build(verdict, request, ctx)).unwrap_or_default();
+    format!("{AUDIT_LOG_PREFIX}{json}")
 }
 
 /// The reason annotation: the deciding check's reason, or why authentication failed.

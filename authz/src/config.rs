@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::audit::policy::{self, AuditOutcome, Level, Policy, Rule};
 use crate::kubelet::{FeatureGates, KubeletModel, KubeletVersion};
 pub use duration::parse_go_duration;
-use raw::{GoDuration, RawConfig};
+use raw::{GoDuration, RawAuditPolicy, RawAuditRule, RawConfig};
 
 /// A configuration error: the dotted field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +120,8 @@ pub struct Config {
     pub enforcement: Enforcement,
     /// `audit.enabled`.
     pub audit_enabled: bool,
+    /// `audit.policy` (the built-in policy when absent).
+    pub audit_policy: Policy,
     /// `limits`.
     pub limits: Limits,
 }
@@ -146,6 +149,7 @@ impl Config {
             },
             enforcement: Enforcement::Enforce,
             audit_enabled: true,
+            audit_policy: Policy::builtin(),
             limits: Limits::default(),
         }
     }
@@ -290,7 +294,11 @@ impl Config {
                 }
             };
         }
-        c.audit_enabled = raw.audit.and_then(|a| a.enabled).unwrap_or(c.audit_enabled);
+        let audit = raw.audit.unwrap_or_default();
+        c.audit_enabled = audit.enabled.unwrap_or(c.audit_enabled);
+        if let Some(p) = audit.policy {
+            c.audit_policy = audit_policy(p)?;
+        }
         let limits = raw.limits.unwrap_or_default();
         let l = &mut c.limits;
         l.token_cache_size = limits.token_cache_size.map_or(l.token_cache_size, |s| s.0);
@@ -299,6 +307,98 @@ impl Config {
         l.max_waiters = limits.max_waiters.map_or(l.max_waiters, |s| s.0);
         Ok(c)
     }
+}
+
+/// Stage two of `audit.policy`: every rule has a known level; every list it names is non-empty
+/// (an empty list would match nothing, or everything in Kubernetes: omit the field instead) and
+/// holds known names.
+fn audit_policy(raw: RawAuditPolicy) -> Result<Policy, ConfigError> {
+    const RULES: &str = "audit.policy.rules";
+    let rules = raw.rules.ok_or_else(|| {
+        err(
+            RULES,
+            "missing: list the rules, e.g. [{\"level\":\"Metadata\"}] to write every decision",
+        )
+    })?;
+    if rules.is_empty() {
+        return Err(err(
+            RULES,
+            "must not be empty: leave `audit.policy` out for the built-in policy, write [{\"level\":\"Metadata\"}] to write every decision, or set `audit.enabled` to false to write none",
+        ));
+    }
+    rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| audit_rule(&format!("{RULES}[{i}]"), r))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Policy::new)
+}
+
+fn audit_rule(at: &str, raw: RawAuditRule) -> Result<Rule, ConfigError> {
+    let level = raw
+        .level
+        .ok_or_else(|| err(&format!("{at}.level"), "missing: None or Metadata"))?;
+    let mut rule = Rule::new(Level::parse(&level).map_err(|m| err(&format!("{at}.level"), m))?);
+    if let Some(users) = raw.users {
+        rule = rule.users(names(&format!("{at}.users"), users, "user names")?);
+    }
+    if let Some(groups) = raw.user_groups {
+        rule = rule.user_groups(names(&format!("{at}.userGroups"), groups, "group names")?);
+    }
+    if let Some(verbs) = raw.verbs {
+        let field = format!("{at}.verbs");
+        let verbs = non_empty(&field, verbs)?;
+        for (i, v) in verbs.iter().enumerate() {
+            Rule::new(Level::None)
+                .verbs([v.as_str()])
+                .map_err(|m| err(&format!("{field}[{i}]"), m))?;
+        }
+        rule = rule
+            .verbs(verbs.iter().map(String::as_str))
+            .map_err(|m| err(&field, m))?;
+    }
+    if let Some(subs) = raw.subresources {
+        let field = format!("{at}.subresources");
+        let subs = non_empty(&field, subs)?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                policy::parse_subresource(s).map_err(|m| err(&format!("{field}[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rule = rule.subresources(subs);
+    }
+    if let Some(outcomes) = raw.outcomes {
+        let field = format!("{at}.outcomes");
+        let outcomes = non_empty(&field, outcomes)?
+            .iter()
+            .enumerate()
+            .map(|(i, o)| AuditOutcome::parse(o).map_err(|m| err(&format!("{field}[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        rule = rule.outcomes(outcomes);
+    }
+    Ok(rule)
+}
+
+fn non_empty(field: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if list.is_empty() {
+        return Err(err(
+            field,
+            "must not be empty: leave the field out to match every decision",
+        ));
+    }
+    Ok(list)
+}
+
+fn names(field: &str, list: Vec<String>, what: &str) -> Result<Vec<String>, ConfigError> {
+    let list = non_empty(field, list)?;
+    if let Some(i) = list.iter().position(String::is_empty) {
+        return Err(err(
+            &format!("{field}[{i}]"),
+            format!("must not be empty: {what} are matched exactly"),
+        ));
+    }
+    Ok(list)
 }
 
 fn strip_field(msg: &str) -> String {
@@ -325,6 +425,54 @@ mod tests {
         assert!(c.strict_upgrade_verb);
         assert_eq!(c.model.version(), KubeletVersion::LATEST);
         assert!(c.model.fine_grained());
+    }
+
+    #[test]
+    fn audit_policy_parses() {
+        use crate::audit::policy::{Facts, Level};
+        use crate::identity::UserInfo;
+        use crate::kubelet::Subresource;
+        let c = Config::from_json(
+            br#"{"nodeName":"n","audit":{"enabled":true,"policy":{"rules":[
+              {"level":"Metadata","users":["alice"],"userGroups":["dev"],"verbs":["get",""],
+               "subresources":["nodes/metrics","stats"],"outcomes":["allowed","refused"]},
+              {"level":"None"}
+            ]}}}"#,
+        )
+        .unwrap();
+        assert!(c.audit_enabled);
+        let alice = UserInfo {
+            name: "alice".into(),
+            groups: vec!["dev".into()],
+            ..UserInfo::default()
+        };
+        let facts = |sub, outcome| Facts {
+            user: Some(&alice),
+            verb: "",
+            subresource: Some(sub),
+            outcome,
+        };
+        let p = &c.audit_policy;
+        assert_eq!(
+            p.level(&facts(Subresource::Metrics, AuditOutcome::Allowed)),
+            Level::Metadata
+        );
+        assert_eq!(
+            p.level(&facts(Subresource::Stats, AuditOutcome::Refused)),
+            Level::Metadata
+        );
+        assert_eq!(
+            p.level(&facts(Subresource::Log, AuditOutcome::Allowed)),
+            Level::None
+        );
+        assert_eq!(
+            p.level(&facts(Subresource::Metrics, AuditOutcome::Forbidden)),
+            Level::None
+        );
+        // Absent: the built-in policy; `enabled: false` keeps a policy but writes nothing.
+        let d = Config::from_json(br#"{"nodeName":"n","audit":{"enabled":false}}"#).unwrap();
+        assert!(!d.audit_enabled);
+        assert_eq!(d.audit_policy, Policy::builtin());
     }
 
     #[test]
@@ -404,6 +552,51 @@ mod tests {
         r#"{"nodeName":"n","limits":{"sarCacheSize":0}}"#,
         "limits.sarCacheSize"
     )]
+    #[case::audit_level(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None"},{"level":"Metadata"},{"level":"Request"}]}}}"#,
+        "audit.policy.rules[2].level"
+    )]
+    #[case::audit_no_level(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"users":["a"]}]}}}"#,
+        "audit.policy.rules[0].level"
+    )]
+    #[case::audit_outcome(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","outcomes":["allowed","denied"]}]}}}"#,
+        "audit.policy.rules[0].outcomes[1]"
+    )]
+    #[case::audit_verb(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","verbs":["GET"]}]}}}"#,
+        "audit.policy.rules[0].verbs[0]"
+    )]
+    #[case::audit_subresource(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","subresources":["exec"]}]}}}"#,
+        "audit.policy.rules[0].subresources[0]"
+    )]
+    #[case::audit_empty_rules(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[]}}}"#,
+        "audit.policy.rules"
+    )]
+    #[case::audit_missing_rules(r#"{"nodeName":"n","audit":{"policy":{}}}"#, "audit.policy.rules")]
+    #[case::audit_empty_list(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","outcomes":[]}]}}}"#,
+        "audit.policy.rules[0].outcomes"
+    )]
+    #[case::audit_empty_user(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","users":["a",""]}]}}}"#,
+        "audit.policy.rules[0].users[1]"
+    )]
+    #[case::audit_unknown_field(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","resources":["nodes"]}]}}}"#,
+        "audit.policy.rules[0].resources"
+    )]
+    #[case::audit_unknown_policy_field(
+        r#"{"nodeName":"n","audit":{"policy":{"omitStages":["RequestReceived"],"rules":[]}}}"#,
+        "audit.policy.omitStages"
+    )]
+    #[case::audit_groups_not_list(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","userGroups":"dev"}]}}}"#,
+        "audit.policy.rules[0].userGroups"
+    )]
     fn errors_name_the_field(#[case] json: &str, #[case] field: &str) {
         let e = Config::from_json(json.as_bytes()).unwrap_err();
         assert_eq!(e.field, field, "{e}");
@@ -432,6 +625,18 @@ mod tests {
         "limits.maxWaiters: expected a whole number from 1 to 1000000, got -1"
     )]
     #[case::not_object(r#"[1]"#, "configuration: expected an object, got a list")]
+    #[case::audit_level(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None"},{"level":"Metadata"},{"level":"Request"}]}}}"#,
+        r#"audit.policy.rules[2].level: unknown level "Request": expected None or Metadata (the filter never reads request or response bodies)"#
+    )]
+    #[case::audit_outcome(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","outcomes":["denied"]}]}}}"#,
+        r#"audit.policy.rules[0].outcomes[0]: unknown outcome "denied": expected allowed, forbidden, unauthenticated, error or refused"#
+    )]
+    #[case::audit_unknown_field(
+        r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","user":["a"]}]}}}"#,
+        "audit.policy.rules[0].user: unknown field; known fields here: level, users, userGroups, verbs, subresources, outcomes"
+    )]
     fn error_messages(#[case] json: &str, #[case] message: &str) {
         let e = Config::from_json(json.as_bytes()).unwrap_err();
         assert_eq!(e.to_string(), message);

@@ -1,7 +1,7 @@
 //! The filter's per-VM state and the loop that drives the engine's sessions: it turns each
 //! [`Step`] into proxy actions (callouts, timers, header edits, resume, local reply), feeds the
-//! results back, wakes waiters, and audits and counts every decision. It talks to the proxy only
-//! through [`Host`], so it runs natively in tests.
+//! results back, wakes waiters, counts every decision and audits those the audit policy writes.
+//! It talks to the proxy only through [`Host`], so it runs natively in tests.
 //!
 //! Routing callouts: Envoy ties a callout to the effective context, and the SDK delivers its
 //! answer to the context whose callback dispatched it. So a callout for session `S` is sent only
@@ -28,6 +28,9 @@ pub const MAX_TIMERS: usize = 4096;
 pub const MAX_STREAMS: usize = 16_384;
 /// At most this many work items in one callback (a wake of many waiters is one item each).
 pub const MAX_WORK: usize = 65_536;
+/// The audit buffer keeps at most this much capacity between events (a longer event, e.g. a
+/// huge `User-Agent`, is written, then the buffer shrinks back).
+pub const AUDIT_BUFFER_KEEP: usize = 16 * 1024;
 /// Why a request is failed closed when [`MAX_TIMERS`] are pending (its audited reason).
 pub const TOO_MANY_TIMERS: &str = "too many pending retries";
 /// The longest tick period while timers are pending.
@@ -93,12 +96,20 @@ pub struct Filter {
     last_now: Millis,
     /// The context the proxy acts on now (as far as this driver knows).
     effective: u32,
+    /// The audit event's constant parts, built once from the configuration.
+    audit_writer: audit::Writer,
+    /// The one buffer every audit event is written into (cleared per event).
+    audit_buf: String,
 }
 
 impl Filter {
     /// A filter for the root context `root_id`. `salt` keys token hashes; `seed` the retry jitter.
     pub fn new(config: Config, root_id: u32, salt: [u8; 32], seed: u64) -> Self {
+        let audit_writer =
+            audit::Writer::new(&config.node_name, config.enforcement == Enforcement::Shadow);
         Filter {
+            audit_writer,
+            audit_buf: String::with_capacity(1024),
             engine: Engine::new(config, salt),
             root_id,
             streams: HashMap::new(),
@@ -569,6 +580,8 @@ impl Filter {
         self.tokens.clear();
     }
 
+    /// Write the audit event of a decision, if the audit policy says so: one log call into the
+    /// VM's reused buffer.
     fn audit(
         &mut self,
         host: &mut dyn Host,
@@ -578,7 +591,7 @@ impl Filter {
         now: Millis,
     ) {
         let config = self.engine.config();
-        if !config.audit_enabled {
+        if !config.audit_enabled || config.audit_policy.level_of(v, code) == audit::Level::None {
             return;
         }
         let fallback;
@@ -593,19 +606,21 @@ impl Filter {
                 fallback.as_str()
             }
         };
-        let line = audit::log_line(
-            v,
-            &stream.audit,
-            &audit::Context {
-                audit_id,
-                node_name: &config.node_name,
-                received_ms: stream.received_ms,
-                now_ms: now,
-                response_code: code,
-                shadow: config.enforcement == Enforcement::Shadow,
-            },
-        );
-        host.log(Level::Info, &line);
+        let ctx = audit::Context {
+            audit_id,
+            node_name: &config.node_name,
+            received_ms: stream.received_ms,
+            now_ms: now,
+            response_code: code,
+            shadow: config.enforcement == Enforcement::Shadow,
+        };
+        self.audit_buf.clear();
+        self.audit_writer
+            .write(&mut self.audit_buf, v, &stream.audit, &ctx);
+        host.log(Level::Info, &self.audit_buf);
+        if self.audit_buf.capacity() > AUDIT_BUFFER_KEEP {
+            self.audit_buf = String::with_capacity(1024);
+        }
     }
 
     fn update_tick(&mut self, host: &mut dyn Host, now: Millis) {

@@ -88,8 +88,15 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let audit = if !config.audit_enabled {
+            "off".to_string()
+        } else if config.audit_policy == kubelet_authz::audit::Policy::builtin() {
+            "built-in policy".to_string()
+        } else {
+            format!("policy of {} rules", config.audit_policy.rules().len())
+        };
         let summary = format!(
-            "kubelet-authz: configured for node {:?}, kubelet {}, authorization {:?}, enforcement {:?}, API server cluster {:?}",
+            "kubelet-authz: configured for node {:?}, kubelet {}, authorization {:?}, enforcement {:?}, API server cluster {:?}, audit {audit}",
             config.node_name,
             config.model.version(),
             config.mode,

@@ -197,3 +197,29 @@ fn unknown_field_fails_naming_it() -> Result<(), String> {
     );
     Ok(())
 }
+
+#[test]
+fn bad_audit_policy_fails_naming_the_field() -> Result<(), String> {
+    let (ok, output) = validate(
+        "audit",
+        r#"{"nodeName":"worker-1","audit":{"policy":{"rules":[{"level":"None","outcomes":["allowed"]},{"level":"Request"}]}}}"#,
+    )?;
+    assert!(!ok, "envoy accepted an unknown audit level:\n{output}");
+    assert!(
+        output.contains(
+            r#"kubelet-authz: invalid configuration: audit.policy.rules[1].level: unknown level "Request""#
+        ),
+        "output does not name audit.policy.rules[1].level:\n{output}"
+    );
+    Ok(())
+}
+
+#[test]
+fn audit_policy_passes() -> Result<(), String> {
+    let (ok, output) = validate(
+        "audit-ok",
+        r#"{"nodeName":"worker-1","audit":{"policy":{"rules":[{"level":"None","users":["system:serviceaccount:monitoring:prometheus"],"verbs":["get"],"subresources":["metrics","stats"],"outcomes":["allowed"]},{"level":"Metadata"}]}}}"#,
+    )?;
+    assert!(ok, "envoy --mode validate failed:\n{output}");
+    Ok(())
+}

@@ -1366,6 +1366,191 @@ fn audit_line_and_counters_per_decision(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The audit policy (issue 13): which decisions are written.
+
+/// The built-in policy drops allowed `get` of metrics, stats and healthz (cached or not) and
+/// writes every other decision: a denial, an exec, a refused path, an authorizer error, and a
+/// scrape that only `nodes/proxy` allowed.
+#[rstest]
+#[case::metrics_allowed("tok-prom", "GET", "/metrics", 200, None)]
+#[case::metrics_cadvisor_allowed("tok-prom", "GET", "/metrics/cadvisor", 200, None)]
+#[case::stats_allowed("tok-prom", "GET", "/stats/summary", 200, None)]
+#[case::healthz_allowed("tok-obs", "GET", "/healthz", 200, None)]
+#[case::metrics_denied("tok-alice", "GET", "/metrics", 403, Some("forbidden"))]
+#[case::healthz_through_proxy("tok-debugger", "GET", "/healthz", 200, Some("allowed"))]
+#[case::pods_allowed("tok-prom", "GET", "/pods", 200, Some("allowed"))]
+#[case::exec_allowed(
+    "tok-admin",
+    "POST",
+    "/exec/ns/pod/ctr?command=sh",
+    200,
+    Some("allowed")
+)]
+#[case::exec_denied(
+    "tok-prom",
+    "POST",
+    "/exec/ns/pod/ctr?command=sh",
+    403,
+    Some("forbidden")
+)]
+#[case::refused("tok-prom", "GET", "/metrics/../metrics", 400, Some("bad_request"))]
+#[case::unauthenticated("nope", "GET", "/metrics", 401, Some("unauthenticated"))]
+fn default_audit_policy(
+    #[case] token: &str,
+    #[case] method: &str,
+    #[case] path: &str,
+    #[case] status: u32,
+    #[case] written: Option<&str>,
+) {
+    let vm = vm_136();
+    let api = api();
+    // Twice: the second decision is answered from the caches.
+    let mut calls = Vec::new();
+    for round in 0..2 {
+        let s = run(&vm, &api, method, path, token);
+        calls.push(vm.calls().len());
+        assert_status(&s, status, None);
+        let events = audit_events(&vm);
+        match written {
+            None => assert!(events.is_empty(), "round {round}: {events:#?}"),
+            Some(outcome) => {
+                assert_eq!(events.len(), round + 1, "round {round}: {events:#?}");
+                assert_eq!(
+                    audit(&events[round], "annotations.kubelet-authz.io/outcome"),
+                    json!(outcome)
+                );
+            }
+        }
+    }
+    if written.is_none() {
+        // Reviewed once, then answered from the caches, and written neither time.
+        assert!(calls[0] >= 2, "{:#?}", vm.calls());
+        assert_eq!(calls[0], calls[1], "{:#?}", vm.calls());
+    }
+}
+
+#[test]
+fn default_audit_policy_writes_an_authorizer_error() {
+    let vm = vm_136();
+    let s = bearer(req(&vm, "GET", "/metrics"), "tok-prom")
+        .send_headers(true)
+        .unwrap();
+    answer(&vm, tr_ok(PROM, &[]));
+    answer(&vm, sar(Sar::Error));
+    assert_status(&s, 500, None);
+    let events = audit_events(&vm);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        audit(&events[0], "annotations.kubelet-authz.io/outcome"),
+        json!("authorizer_error")
+    );
+    assert_eq!(audit(&events[0], "objectRef.subresource"), json!("metrics"));
+}
+
+const DROP_ALICE: &str = r#""audit":{"policy":{"rules":[{"level":"None","users":["alice"]}]}}"#;
+const DROP_FORBIDDEN_PROXY: &str = r#""audit":{"policy":{"rules":[{"level":"None","outcomes":["forbidden"],"subresources":["proxy"]}]}}"#;
+const DROP_ALLOWED: &str =
+    r#""audit":{"policy":{"rules":[{"level":"None","outcomes":["allowed"]}]}}"#;
+const DROP_SERVICEACCOUNTS: &str = r#""audit":{"policy":{"rules":[{"level":"Metadata","verbs":["create"]},{"level":"None","userGroups":["system:authenticated"]}]}}"#;
+const WRITE_ALL: &str = r#""audit":{"policy":{"rules":[{"level":"Metadata"}]}}"#;
+const DISABLED: &str = r#""audit":{"enabled":false,"policy":{"rules":[{"level":"Metadata"}]}}"#;
+
+/// A user policy is taken as written: a decision its first matching rule gives `None` writes
+/// nothing, and a decision no rule matches is written.
+#[rstest]
+#[case::drop_alice_denial(
+    DROP_ALICE,
+    "Enforce",
+    "tok-alice",
+    "POST",
+    "/exec/ns/pod/ctr",
+    403,
+    false
+)]
+#[case::drop_alice_keeps_others(DROP_ALICE, "Enforce", "tok-prom", "GET", "/metrics", 200, true)]
+#[case::drop_forbidden_proxy(
+    DROP_FORBIDDEN_PROXY,
+    "Enforce",
+    "tok-alice",
+    "GET",
+    "/pods",
+    403,
+    false
+)]
+#[case::drop_forbidden_proxy_keeps_unauthenticated(
+    DROP_FORBIDDEN_PROXY,
+    "Enforce",
+    "nope",
+    "GET",
+    "/pods",
+    401,
+    true
+)]
+#[case::drop_allowed(
+    DROP_ALLOWED,
+    "Enforce",
+    "tok-admin",
+    "POST",
+    "/exec/ns/pod/ctr",
+    200,
+    false
+)]
+#[case::shadow_would_deny_is_not_allowed(
+    DROP_ALLOWED,
+    "Shadow",
+    "tok-alice",
+    "GET",
+    "/pods",
+    200,
+    true
+)]
+#[case::shadow_allowed_dropped(DROP_ALLOWED, "Shadow", "tok-prom", "GET", "/pods", 200, false)]
+#[case::first_match_wins(
+    DROP_SERVICEACCOUNTS,
+    "Enforce",
+    "tok-admin",
+    "POST",
+    "/exec/ns/pod/ctr",
+    200,
+    true
+)]
+#[case::authenticated_group(
+    DROP_SERVICEACCOUNTS,
+    "Enforce",
+    "tok-alice",
+    "GET",
+    "/pods",
+    403,
+    false
+)]
+#[case::group_needs_a_user(DROP_SERVICEACCOUNTS, "Enforce", "nope", "GET", "/pods", 401, true)]
+#[case::write_all(WRITE_ALL, "Enforce", "tok-prom", "GET", "/metrics", 200, true)]
+#[case::disabled(DISABLED, "Enforce", "tok-alice", "GET", "/pods", 403, false)]
+fn user_audit_policy(
+    #[case] policy: &str,
+    #[case] enforcement: &str,
+    #[case] token: &str,
+    #[case] method: &str,
+    #[case] path: &str,
+    #[case] status: u32,
+    #[case] written: bool,
+) {
+    let vm = vm(&format!(
+        r#""kubeletVersion":"1.36","enforcement":"{enforcement}",{policy}"#
+    ));
+    let s = run(&vm, &api(), method, path, token);
+    assert_status(&s, status, None);
+    let events = audit_events(&vm);
+    assert_eq!(events.len(), usize::from(written), "{events:#?}");
+    if written && enforcement == "Shadow" {
+        assert_eq!(
+            audit(&events[0], "annotations.kubelet-authz.io/enforcement"),
+            json!("shadow")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Shadow enforcement (issue 8).
 
 #[rstest]
@@ -1526,6 +1711,22 @@ fn stale_token_answer_is_audited_and_counted() {
 )]
 #[case::bad_enforcement(r#"{"nodeName":"n","enforcement":"Maybe"}"#, "enforcement")]
 #[case::unknown_field(r#"{"nodeName":"n","nodename":"x"}"#, "nodename")]
+#[case::audit_level(
+    r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None"},{"level":"Request"}]}}}"#,
+    r#"audit.policy.rules[1].level: unknown level "Request""#
+)]
+#[case::audit_outcome(
+    r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","outcomes":["denied"]}]}}}"#,
+    r#"audit.policy.rules[0].outcomes[0]: unknown outcome "denied""#
+)]
+#[case::audit_empty_rules(
+    r#"{"nodeName":"n","audit":{"policy":{"rules":[]}}}"#,
+    "audit.policy.rules: must not be empty"
+)]
+#[case::audit_unknown_field(
+    r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","resources":["nodes/proxy"]}]}}}"#,
+    "audit.policy.rules[0].resources: unknown field"
+)]
 fn bad_configuration_is_refused_naming_the_field(#[case] config: &str, #[case] field: &str) {
     let vm = Host::load(wasm()).unwrap();
     let err = vm

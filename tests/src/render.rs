@@ -121,6 +121,8 @@ pub struct FrontProxyParams {
     pub apiserver_timeout: String,
     /// `LIMITS` (a JSON object; `{}` for the defaults).
     pub limits: String,
+    /// `AUDIT` (a JSON object on one line; `{ "enabled": true }` for the built-in audit policy).
+    pub audit: String,
     /// `PROXY_CLIENT_CERT`.
     pub proxy_client_cert: PathBuf,
     /// `PROXY_CLIENT_KEY`.
@@ -161,6 +163,7 @@ impl FrontProxyParams {
             ("APISERVER_CA", p(&self.apiserver_ca)),
             ("APISERVER_TIMEOUT", self.apiserver_timeout.clone()),
             ("LIMITS", self.limits.clone()),
+            ("AUDIT", self.audit.clone()),
             ("PROXY_CLIENT_CERT", p(&self.proxy_client_cert)),
             ("PROXY_CLIENT_KEY", p(&self.proxy_client_key)),
             ("KUBELET_ADDRESS", self.kubelet_address.clone()),

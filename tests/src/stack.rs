@@ -76,6 +76,8 @@ pub struct ProxyOptions {
     pub api_timeout: String,
     /// `limits` (a JSON object).
     pub limits: String,
+    /// `audit` (a JSON object on one line).
+    pub audit: String,
     /// The filter module, when not the release artefact ([`filter_wasm`]).
     pub filter_wasm: Option<PathBuf>,
 }
@@ -90,6 +92,7 @@ impl ProxyOptions {
             enforcement: "Enforce".into(),
             api_timeout: "10s".into(),
             limits: "{}".into(),
+            audit: r#"{ "enabled": true }"#.into(),
             filter_wasm: None,
         }
     }
@@ -103,6 +106,13 @@ impl ProxyOptions {
     /// The same with `limits` set to the JSON object `json`.
     pub fn limits(mut self, json: &str) -> Self {
         self.limits = json.to_string();
+        self
+    }
+
+    /// The same with `audit` set to the JSON object `json` (on one line), e.g.
+    /// `{ "policy": { "rules": [ { "level": "Metadata" } ] } }` to write every decision.
+    pub fn audit(mut self, json: &str) -> Self {
+        self.audit = json.to_string();
         self
     }
 
@@ -220,6 +230,7 @@ impl Standins {
             apiserver_ca: self.ca.clone(),
             apiserver_timeout: opts.api_timeout.clone(),
             limits: opts.limits.clone(),
+            audit: opts.audit.clone(),
             proxy_client_cert: proxy.cert,
             proxy_client_key: proxy.key,
             kubelet_address: self.kubelet.addr().ip().to_string(),

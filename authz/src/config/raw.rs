@@ -22,7 +22,7 @@ pub(super) struct RawConfig {
     pub authorization: Option<RawAuthorization>,
     pub api_server: Option<RawApiServer>,
     pub enforcement: Option<String>,
-    pub audit: Option<RawEnabled>,
+    pub audit: Option<RawAudit>,
     pub limits: Option<RawLimits>,
 }
 
@@ -76,6 +76,33 @@ pub(super) struct RawAuthzWebhook {
     pub cache_authorized_ttl: Option<GoDuration>,
     #[serde(rename = "cacheUnauthorizedTTL")]
     pub cache_unauthorized_ttl: Option<GoDuration>,
+}
+
+/// `audit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+pub(super) struct RawAudit {
+    pub enabled: Option<bool>,
+    pub policy: Option<RawAuditPolicy>,
+}
+
+/// `audit.policy`: a subset of the audit.k8s.io/v1 `Policy`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+pub(super) struct RawAuditPolicy {
+    pub rules: Option<Vec<RawAuditRule>>,
+}
+
+/// `audit.policy.rules[i]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+pub(super) struct RawAuditRule {
+    pub level: Option<String>,
+    pub users: Option<Vec<String>>,
+    pub user_groups: Option<Vec<String>>,
+    pub verbs: Option<Vec<String>>,
+    pub subresources: Option<Vec<String>>,
+    pub outcomes: Option<Vec<String>>,
 }
 
 /// `apiServer`.

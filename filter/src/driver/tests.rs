@@ -591,3 +591,54 @@ fn a_timer_overflow_is_audited_with_its_reason() {
         "{line}"
     );
 }
+
+/// The audit policy decides which decisions are written: one log line each, from the VM's one
+/// buffer, and none for a dropped decision (it is still acted on).
+#[test]
+fn the_audit_policy_decides_what_is_written() {
+    let cfg = |audit: &str| {
+        format!(
+            r#"{{"nodeName":"n1","authentication":{{"anonymous":{{"enabled":true}}}},"authorization":{{"mode":"AlwaysAllow"}},"audit":{audit}}}"#
+        )
+    };
+    // The built-in policy: an allowed healthz read is dropped; an exec and a refusal are written.
+    let mut f = filter(&cfg(r#"{"enabled":true}"#));
+    let mut h = Fake::default();
+    let healthz = Request::new("GET", "/healthz");
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, healthz.clone(), 1000),
+        Next::Continue
+    );
+    assert!(h.audits().is_empty(), "{:?}", h.audits());
+    let exec = Request::new("POST", "/exec/ns/p/c?command=sh");
+    assert_eq!(
+        f.on_request_headers(h.at(11), 11, exec, 1001),
+        Next::Continue
+    );
+    let refused = Request::new("GET", "/pods/../exec");
+    assert_eq!(
+        f.on_request_headers(h.at(12), 12, refused, 1002),
+        Next::Pause
+    );
+    let audits = h.audits();
+    assert_eq!(audits.len(), 2, "{audits:?}");
+    assert!(audits[0].contains(r#""verb":"create""#), "{}", audits[0]);
+    assert!(audits[1].contains(r#""code":400"#), "{}", audits[1]);
+    // A user policy that drops everything: nothing written, the decision still acted on.
+    let mut f = filter(&cfg(r#"{"policy":{"rules":[{"level":"None"}]}}"#));
+    let mut h = Fake::default();
+    let exec = Request::new("POST", "/exec/ns/p/c?command=sh");
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, exec, 1000),
+        Next::Continue
+    );
+    assert!(h.audits().is_empty());
+    // Every decision: the healthz read is written too.
+    let mut f = filter(&cfg(r#"{"policy":{"rules":[{"level":"Metadata"}]}}"#));
+    let mut h = Fake::default();
+    assert_eq!(
+        f.on_request_headers(h.at(10), 10, healthz, 1000),
+        Next::Continue
+    );
+    assert_eq!(h.audits().len(), 1);
+}

@@ -1,4 +1,4 @@
-//! `audit-log`: summarise the filter's audit lines. Each decision is one JSON object in the
+//! `audit-log`: summarise the filter's audit lines. Each written decision is one JSON object in the
 //! audit.k8s.io/v1 `Event` shape (level `Metadata`), possibly after Envoy's log prefix on the same
 //! line; the JSON object is found in each line and everything else is skipped. Events are grouped
 //! by decision, enforcement (`kubelet-authz.io/enforcement: shadow` for shadow runs), user, verb,

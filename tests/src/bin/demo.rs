@@ -75,6 +75,10 @@ const ENDPOINTS: &[&str] = &[
     "/exec (ws)",
 ];
 
+/// The demo's audit policy: every decision at `Metadata`.
+const AUDIT_EVERYTHING: &str =
+    r#"{ "enabled": true, "policy": { "rules": [ { "level": "Metadata" } ] } }"#;
+
 const EXEC_PATH: &str = "/exec/default/web-0/app?command=id&stdout=1";
 
 /// One cell: what the client saw, and what the audit line says decided.
@@ -178,8 +182,13 @@ async fn run() -> anyhow::Result<()> {
         s.kubelet.url()
     );
     println!("starting Envoy with the filter (envoy/kubelet-front-proxy.yaml, kubelet {KUBELET_VERSION}, strict upgrade verb) ...");
+    // Every decision written, so that each cell can show what decided; the built-in audit policy
+    // would leave out the allowed scrapes (get of metrics, stats, healthz).
     let envoy = s
-        .front_proxy("demo", &ProxyOptions::version(KUBELET_VERSION))
+        .front_proxy(
+            "demo",
+            &ProxyOptions::version(KUBELET_VERSION).audit(AUDIT_EVERYTHING),
+        )
         .await
         .context("starting Envoy")?;
     println!(
@@ -258,12 +267,21 @@ async fn run() -> anyhow::Result<()> {
     if let Some(v) = prometheus_value(&prom, "kubelet_authz_xfcc_spoofed") {
         println!("  (spoofed XFCC seen by the filter: {v})");
     }
-    if let Some(ev) = envoy
-        .audit_events()?
-        .into_iter()
+    let events = envoy.audit_events()?;
+    let written = events
+        .iter()
+        .filter(|e| written_by_builtin_policy(e))
+        .count();
+    println!(
+        "\nAudit: {} decisions written here (policy: every decision); the built-in policy would \
+         write {written} of them (all but the allowed get of metrics, stats and healthz).",
+        events.len()
+    );
+    if let Some(ev) = events
+        .iter()
         .find(|e| e.pointer("/responseStatus/code").and_then(Value::as_u64) == Some(403))
     {
-        println!("\nAn audit line (audit.k8s.io/v1 Event, from Envoy's log):");
+        println!("An audit line (audit.k8s.io/v1 Event, from Envoy's log):");
         println!("  {ev}");
     }
     println!("\nstopping Envoy and the stand-ins ...");
@@ -271,6 +289,37 @@ async fn run() -> anyhow::Result<()> {
     s.shutdown().await;
     println!("done.");
     Ok(())
+}
+
+/// Whether the built-in audit policy (the engine's own) writes the decision of `event`.
+fn written_by_builtin_policy(event: &Value) -> bool {
+    use kubelet_authz::audit::policy::{parse_subresource, AuditOutcome, Facts, Level, Policy};
+    let text = |p: &str| event.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let user = event
+        .pointer("/user/username")
+        .and_then(Value::as_str)
+        .map(|name| {
+            let groups: Vec<&str> = event
+                .pointer("/user/groups")
+                .and_then(Value::as_array)
+                .map(|g| g.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            kubelet_authz::UserInfo::new(name, &groups)
+        });
+    let outcome = match text("/annotations/kubelet-authz.io~1outcome") {
+        "allowed" => AuditOutcome::Allowed,
+        "forbidden" => AuditOutcome::Forbidden,
+        "unauthenticated" => AuditOutcome::Unauthenticated,
+        "bad_request" => AuditOutcome::Refused,
+        _ => AuditOutcome::Error,
+    };
+    let facts = Facts {
+        user: user.as_ref(),
+        verb: text("/verb"),
+        subresource: parse_subresource(text("/objectRef/subresource")).ok(),
+        outcome,
+    };
+    Policy::builtin().level(&facts) == Level::Metadata
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
