@@ -396,3 +396,30 @@ pub struct Metric {
     /// Histogram samples in recording order.
     pub samples: Vec<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::prometheus_series;
+
+    #[rstest]
+    #[case(
+        "kubelet_authz.outcome=.=allowed;.;subresource=.=pods;.;decisions_total",
+        r#"kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}"#
+    )]
+    #[case(
+        "kubelet_authz.kind=.=tokenreview;.;callout_duration_milliseconds",
+        r#"kubelet_authz_callout_duration_milliseconds{kind="tokenreview"}"#
+    )]
+    #[case(
+        "kubelet_authz.internal_errors_total",
+        "kubelet_authz_internal_errors_total"
+    )]
+    #[case("probe_requests", "probe_requests")]
+    #[case("a-b.c/d", "a_b_c_d")]
+    #[case("x.tag=.=unterminated", "x_tag___unterminated")]
+    fn prometheus_series_as_envoy_prints_it(#[case] name: &str, #[case] series: &str) {
+        assert_eq!(prometheus_series(name), series);
+    }
+}
