@@ -824,7 +824,14 @@ fn cache_hits_send_nothing_and_expire_on_time() {
         "token (2m) and allowed SAR (5m) both cached"
     );
     assert_eq!((v.cache_hits, v.cache_misses), (2, 0));
-    decide(&mut e, &mut w, req.clone(), 120_000);
+    assert_eq!((v.sar_cache_hits, v.sar_cache_misses), (1, 0));
+    let v = decide(&mut e, &mut w, req.clone(), 120_000);
+    assert_eq!(
+        (v.cache_hits, v.cache_misses),
+        (1, 1),
+        "token missed, SAR hit"
+    );
+    assert_eq!((v.sar_cache_hits, v.sar_cache_misses), (1, 0));
     assert_eq!(
         w.kinds()[2..],
         ["TokenReview"],

@@ -240,9 +240,15 @@ def hcm(routes: list, http_filters: list) -> dict:
     }
 
 
+# The filter's labels as Prometheus labels (as in envoy/kubelet-front-proxy.yaml; filter/src/metrics.rs).
+STATS_TAGS = [{"tag_name": t, "regex": rf"({t}=\.=(.*?);\.;)"}
+              for t in ("cache", "kind", "method", "outcome", "result", "subresource")]
+
+
 def bootstrap(listener_filters: dict, clusters: list) -> dict:
     return {
         "admin": {"address": sock(0)},
+        "stats_config": {"stats_tags": STATS_TAGS},
         "static_resources": {
             "listeners": [
                 {
@@ -379,11 +385,13 @@ class Envoy:
         self.port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def stats(self, contains: str = "kubelet_authz") -> dict:
+    def stats(self, contains: str = "kubelet_authz_") -> dict:
+        # Prometheus series (`kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}`);
+        # the filter flushes its counters to Envoy on a 1 s tick, so they lag by up to a second.
         out = {}
-        for line in http_get(self.admin + f"/stats?filter={contains}").splitlines():
-            k, _, v = line.rpartition(": ")
-            if k and v.strip().isdigit():
+        for line in http_get(self.admin + "/stats/prometheus").splitlines():
+            k, _, v = line.rpartition(" ")
+            if k.startswith(contains) and v.strip().isdigit():
                 out[k.strip()] = int(v)
         return out
 
@@ -489,18 +497,20 @@ def callouts(before: dict, after: dict) -> dict:
     def d(prefix: str) -> int:
         return sum_prefix(after, prefix) - sum_prefix(before, prefix)
 
-    tr = d("wasmcustom.kubelet_authz.callouts.tokenreview")
-    sar = d("wasmcustom.kubelet_authz.callouts.subjectaccessreview")
-    decisions = d("wasmcustom.kubelet_authz.decisions.")
-    allowed = d("wasmcustom.kubelet_authz.decisions.allowed")
+    tr = d('kubelet_authz_callouts_total{kind="tokenreview"')
+    sar = d('kubelet_authz_callouts_total{kind="subjectaccessreview"')
+    ok = d('kubelet_authz_callouts_total{kind="tokenreview",result="ok"}') + d(
+        'kubelet_authz_callouts_total{kind="subjectaccessreview",result="ok"}')
+    decisions = d("kubelet_authz_decisions_total{")
+    allowed = d('kubelet_authz_decisions_total{outcome="allowed"')
     return {
         "decisions": decisions,
         "allowed": allowed,
         "tokenreviews": tr,
         "subjectaccessreviews": sar,
-        "callout_failures": d("wasmcustom.kubelet_authz.callout_failures"),
-        "cache_hits": d("wasmcustom.kubelet_authz.cache_hits"),
-        "cache_misses": d("wasmcustom.kubelet_authz.cache_misses"),
+        "callout_failures": tr + sar - ok,
+        "cache_hits": d("kubelet_authz_cache_hits_total{"),
+        "cache_misses": d("kubelet_authz_cache_misses_total{"),
         "callouts_per_request": round((tr + sar) / decisions, 4) if decisions else None,
     }
 
@@ -684,10 +694,10 @@ class Bench:
         mem0 = proc_mem_kb(envoy.pid)
         s0, api0 = envoy.stats(), self.api_requests()
         # cold pass: every token once (bounded by --cold-max seconds)
-        d0 = sum_prefix(s0, "wasmcustom.kubelet_authz.decisions.")
+        d0 = sum_prefix(s0, "kubelet_authz_decisions_total{")
 
         def cold_done() -> bool:
-            return sum_prefix(envoy.stats(), "wasmcustom.kubelet_authz.decisions.") - d0 >= n
+            return sum_prefix(envoy.stats(), "kubelet_authz_decisions_total{") - d0 >= n
 
         cold = self.phase(envoy.url, envoy.pid, a.connections, a.cold_max,
                           {"BENCH_TOKENS": n, "BENCH_STOP_AFTER": n}, done=cold_done)

@@ -36,6 +36,8 @@ pub const BUFFER_CALL_RESPONSE_BODY: u32 = 4;
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 /// `MetricType::Counter`.
 pub const METRIC_COUNTER: u32 = 0;
+/// `MetricType::Histogram`.
+pub const METRIC_HISTOGRAM: u32 = 2;
 /// `StreamType::HttpRequest`.
 const STREAM_HTTP_REQUEST: u32 = 0;
 
@@ -90,6 +92,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
 
 /// Native builds (the filter's unit tests, clippy) have no proxy: every hostcall answers
@@ -161,6 +164,9 @@ mod native {
         UNAVAILABLE
     }
     pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_record_metric(_: u32, _: u64) -> u32 {
         UNAVAILABLE
     }
 }
@@ -298,4 +304,10 @@ pub fn define_metric(kind: u32, name: &str) -> Result<u32, u32> {
 pub fn increment_metric(id: u32, by: i64) -> Result<(), u32> {
     // SAFETY: no pointers.
     status(unsafe { proxy_increment_metric(id, by) })
+}
+
+/// Records `value` in histogram `id`.
+pub fn record_metric(id: u32, value: u64) -> Result<(), u32> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_record_metric(id, value) })
 }

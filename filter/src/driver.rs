@@ -20,7 +20,7 @@ use kubelet_authz::decision::{
 };
 
 use crate::host::{Host, HostError, Level};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, CalloutResult, Metrics};
 
 /// At most this many scheduled retries and deferred callouts.
 pub const MAX_TIMERS: usize = 4096;
@@ -33,7 +33,8 @@ pub const MAX_WORK: usize = 65_536;
 pub const AUDIT_BUFFER_KEEP: usize = 16 * 1024;
 /// Why a request is failed closed when [`MAX_TIMERS`] are pending (its audited reason).
 pub const TOO_MANY_TIMERS: &str = "too many pending retries";
-/// The longest tick period while timers are pending.
+/// The longest tick period while timers are pending (with none, the tick runs every
+/// [`metrics::FLUSH_MS`] to flush the counters).
 pub const MAX_TICK_MS: u64 = 100;
 
 /// What the proxy should do with the request after `on_http_request_headers`.
@@ -58,6 +59,14 @@ struct Timer {
     due: Millis,
     stream: u32,
     kind: TimerKind,
+}
+
+/// A callout in flight: whose, which kind, sent when (its latency is recorded on the answer).
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    stream: u32,
+    kind: CalloutKind,
+    sent_ms: Millis,
 }
 
 #[derive(Debug)]
@@ -88,7 +97,7 @@ pub struct Filter {
     streams: HashMap<u32, Stream>,
     /// Requests answered locally, until their end: their body must never pass.
     replied: HashSet<u32>,
-    tokens: HashMap<u32, u32>,
+    tokens: HashMap<u32, InFlight>,
     timers: Vec<Timer>,
     tick_ms: u64,
     metrics: Metrics,
@@ -166,9 +175,27 @@ impl Filter {
         self.last_now
     }
 
-    /// Count a failure that happened outside the driver (reading the request).
-    pub fn count_internal_error(&mut self, host: &mut dyn Host) {
-        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+    /// Count a failure that happened outside the driver (reading the request). Counted in the
+    /// VM: the host is not called (counters reach it on the tick).
+    pub fn count_internal_error(&mut self, _host: &mut dyn Host) {
+        self.metrics.internal_error();
+    }
+
+    /// The counters not flushed yet (tests).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Start the tick (after configuration): it flushes the counters every
+    /// [`metrics::FLUSH_MS`], and runs faster while retries are pending.
+    pub fn start(&mut self, host: &mut dyn Host) {
+        self.update_tick(host, self.last_now);
+    }
+
+    /// Hand the counters to the proxy now (the tick does it; also before the filter is replaced
+    /// or the VM stops).
+    pub fn flush_metrics(&mut self, host: &mut dyn Host) {
+        self.metrics.flush(host);
     }
 
     /// A request's headers arrived (context `id`).
@@ -181,7 +208,7 @@ impl Filter {
     ) -> Next {
         self.last_now = now;
         if self.streams.len() >= MAX_STREAMS || self.streams.contains_key(&id) {
-            self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+            self.metrics.internal_error();
             host.log(
                 Level::Error,
                 "kubelet-authz: too many undecided requests; answering 500",
@@ -229,14 +256,18 @@ impl Filter {
         now: Millis,
     ) {
         self.last_now = now;
-        let Some(sid) = self.tokens.remove(&token) else {
+        let Some(call) = self.tokens.remove(&token) else {
             host.log(
                 Level::Debug,
                 &format!("kubelet-authz: response for callout {token} that nobody waits for"),
             );
             return;
         };
-        let failed = match &response {
+        self.metrics
+            .callout(call.kind, CalloutResult::of(&response));
+        self.metrics
+            .latency(host, call.kind, now.saturating_sub(call.sent_ms));
+        match &response {
             CalloutResponse::Failed(why)
             | CalloutResponse::ConnectFailed(why)
             | CalloutResponse::TimedOut(why) => {
@@ -244,27 +275,25 @@ impl Filter {
                     Level::Warn,
                     &format!("kubelet-authz: callout {token} failed: {why}"),
                 );
-                true
             }
             CalloutResponse::Http { status, .. } => {
-                let failed = !(200..300).contains(status);
-                if failed {
+                if !(200..300).contains(status) {
                     host.log(
                         Level::Warn,
                         &format!("kubelet-authz: callout {token} answered HTTP {status}"),
                     );
                 }
-                failed
             }
-        };
-        if failed {
-            self.metrics.inc(host, &[metrics::CALLOUT_FAILURES]);
         }
+        let sid = call.stream;
         let rand = self.rand();
         let Some(s) = self.streams.get_mut(&sid) else {
             return;
         };
         let p = s.session.on_callout(&mut self.engine, now, response, rand);
+        if matches!(p.step, Step::RetryAfter(_)) {
+            self.metrics.retry(call.kind);
+        }
         let ctx = Ctx {
             current,
             headers_of: None,
@@ -306,6 +335,7 @@ impl Filter {
             }
         }
         self.run(host, ctx, work, now);
+        self.metrics.flush(host);
     }
 
     /// Request `id` went away (or finished): forget it; if it led a callout, wake its waiters.
@@ -313,7 +343,7 @@ impl Filter {
         self.last_now = now;
         self.replied.remove(&id);
         self.timers.retain(|t| t.stream != id);
-        self.tokens.retain(|_, s| *s != id);
+        self.cancel_callouts(id);
         let Some(mut stream) = self.streams.remove(&id) else {
             return;
         };
@@ -372,7 +402,6 @@ impl Filter {
         match step {
             Step::Wait => Acted::Done,
             Step::RetryAfter(ms) => {
-                self.metrics.inc(host, &[metrics::CALLOUT_RETRIES]);
                 self.schedule(host, sid, now.saturating_add(ms), TimerKind::Retry)
             }
             Step::Call(c) => {
@@ -410,15 +439,18 @@ impl Filter {
                 config.api_server.timeout,
             )
         });
-        self.metrics
-            .inc(host, &[metrics::CALLOUTS, metrics::kind_label(c.kind)]);
         match sent {
             Ok(token) => {
-                self.tokens.insert(token, sid);
+                let call = InFlight {
+                    stream: sid,
+                    kind: c.kind,
+                    sent_ms: now,
+                };
+                self.tokens.insert(token, call);
                 Acted::Done
             }
             Err(e) => {
-                self.metrics.inc(host, &[metrics::CALLOUT_FAILURES]);
+                self.metrics.callout(c.kind, CalloutResult::SendFailed);
                 host.log(
                     Level::Warn,
                     &format!(
@@ -432,12 +464,11 @@ impl Filter {
                     return Acted::Done;
                 };
                 let response = CalloutResponse::Failed(format!("could not send: {e}"));
-                Acted::Next(Box::new(s.session.on_callout(
-                    &mut self.engine,
-                    now,
-                    response,
-                    rand,
-                )))
+                let p = s.session.on_callout(&mut self.engine, now, response, rand);
+                if matches!(p.step, Step::RetryAfter(_)) {
+                    self.metrics.retry(c.kind);
+                }
+                Acted::Next(Box::new(p))
             }
         }
     }
@@ -451,7 +482,7 @@ impl Filter {
             });
             return Acted::Done;
         }
-        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+        self.metrics.internal_error();
         host.log(
             Level::Error,
             "kubelet-authz: too many pending retries; failing the request closed",
@@ -481,15 +512,15 @@ impl Filter {
         now: Millis,
     ) -> Acted {
         self.timers.retain(|t| t.stream != sid);
-        self.tokens.retain(|_, s| *s != sid);
+        self.cancel_callouts(sid);
         let Some(stream) = self.streams.remove(&sid) else {
             return Acted::Done;
         };
-        self.metrics.decision(host, &v);
+        self.metrics.decision(&v);
         if let Err(e) = self.enter(host, sid) {
             // The request is gone: there is nobody to answer (and acting now would act on
             // another request).
-            self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+            self.metrics.internal_error();
             host.log(
                 Level::Warn,
                 &format!("kubelet-authz: request {sid} went away before its answer: {e}"),
@@ -502,7 +533,7 @@ impl Filter {
             }
             self.audit(host, &stream, &v, Some(v.status), now);
             if let Err(e) = host.send_response(v.status, v.body.as_bytes()) {
-                self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+                self.metrics.internal_error();
                 host.log(Level::Error, &format!("kubelet-authz: {e}"));
             }
             return Acted::Done;
@@ -540,7 +571,7 @@ impl Filter {
         why: &str,
         now: Millis,
     ) {
-        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+        self.metrics.internal_error();
         host.log(
             Level::Error,
             &format!("kubelet-authz: failing request closed: {why}"),
@@ -560,7 +591,7 @@ impl Filter {
                 Work::Wake(w) => ids.extend(w.waiters),
             }
         }
-        self.metrics.inc(host, &[metrics::INTERNAL_ERRORS]);
+        self.metrics.internal_error();
         host.log(
             Level::Error,
             "kubelet-authz: too much work in one callback; failing requests closed",
@@ -577,7 +608,22 @@ impl Filter {
             }
         }
         self.timers.clear();
+        for call in self.tokens.values() {
+            self.metrics.callout(call.kind, CalloutResult::Cancelled);
+        }
         self.tokens.clear();
+    }
+
+    /// Forget the callouts that request `sid` has in flight (the proxy cancels them with it).
+    fn cancel_callouts(&mut self, sid: u32) {
+        let metrics = &mut self.metrics;
+        self.tokens.retain(|_, call| {
+            let keep = call.stream != sid;
+            if !keep {
+                metrics.callout(call.kind, CalloutResult::Cancelled);
+            }
+            keep
+        });
     }
 
     /// Write the audit event of a decision, if the audit policy says so: one log call into the
@@ -629,7 +675,9 @@ impl Filter {
             .iter()
             .map(|t| t.due)
             .min()
-            .map_or(0, |due| due.saturating_sub(now).clamp(1, MAX_TICK_MS));
+            .map_or(metrics::FLUSH_MS, |due| {
+                due.saturating_sub(now).clamp(1, MAX_TICK_MS)
+            });
         if want == self.tick_ms {
             return;
         }

@@ -51,6 +51,15 @@ pub enum Level {
     Error,
 }
 
+/// The kinds of metric the filter defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A counter (only goes up).
+    Counter,
+    /// A histogram of samples (Envoy's default buckets, made for milliseconds).
+    Histogram,
+}
+
 /// What the driver asks of the proxy. Every method acts on the *effective* context, which
 /// [`Host::set_effective_context`] selects.
 pub trait Host {
@@ -74,10 +83,12 @@ pub trait Host {
     fn remove_request_header(&mut self, name: &str) -> Result<(), HostError>;
     /// Set a request header (replacing every value).
     fn set_request_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
-    /// Define a counter; answers its id.
-    fn define_counter(&mut self, name: &str) -> Result<u32, HostError>;
+    /// Define a metric (defining a name again answers the same id); answers its id.
+    fn define_metric(&mut self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
     /// Add to a counter.
     fn increment(&mut self, id: u32, by: u64) -> Result<(), HostError>;
+    /// Record a sample in a histogram.
+    fn record(&mut self, id: u32, value: u64) -> Result<(), HostError>;
     /// Call the root context's `on_tick` every `ms` milliseconds (0 stops it).
     fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError>;
 }
@@ -151,16 +162,21 @@ impl Host for Proxy {
         )
     }
 
-    fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
-        wrap(
-            "define_metric",
-            abi::define_metric(abi::METRIC_COUNTER, name),
-        )
+    fn define_metric(&mut self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let kind = match kind {
+            MetricKind::Counter => abi::METRIC_COUNTER,
+            MetricKind::Histogram => abi::METRIC_HISTOGRAM,
+        };
+        wrap("define_metric", abi::define_metric(kind, name))
     }
 
     fn increment(&mut self, id: u32, by: u64) -> Result<(), HostError> {
         let by = i64::try_from(by).unwrap_or(i64::MAX);
         wrap("increment_metric", abi::increment_metric(id, by))
+    }
+
+    fn record(&mut self, id: u32, value: u64) -> Result<(), HostError> {
+        wrap("record_metric", abi::record_metric(id, value))
     }
 
     fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError> {

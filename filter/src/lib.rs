@@ -3,13 +3,13 @@
 //! steps into callouts, resumes, local replies, logs and metrics.
 //!
 //! Modules:
-//! - [`root`]: the root context (configuration, shared state, retry timer).
+//! - [`root`]: the root context (configuration, shared state, the tick: retries, metrics flush).
 //! - [`stream`]: the HTTP context of each request (reads it once, passes events on).
 //! - [`shared`]: the state the root and the HTTP contexts share, and callout delivery to it.
 //! - [`driver`]: the per-VM state and the loop that turns engine steps into proxy actions.
 //! - [`host`]: the only module that calls the proxy (through [`abi`], and the SDK's dispatch).
 //! - [`abi`]: checked bindings of the hostcalls, which never panic on what the proxy hands over.
-//! - [`metrics`]: counters, defined lazily from finite names.
+//! - [`metrics`]: labelled counters counted in the VM and flushed on the tick; latency histogram.
 //! - [`convert`]: pure conversions of requests and callout responses.
 #![deny(unsafe_code)]
 

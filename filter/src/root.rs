@@ -1,6 +1,6 @@
 //! The root context: parses the plugin configuration once, owns the shared [`Filter`], creates
-//! one HTTP context per request, runs the retry timer, and takes the callouts sent from its own
-//! callbacks.
+//! one HTTP context per request, runs the tick (retries, and the counters' flush every second),
+//! and takes the callouts sent from its own callbacks.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
@@ -64,6 +64,16 @@ impl Context for Root {
     ) {
         shared::deliver(&self.shared, self.id, token_id, num_headers, body_size);
     }
+
+    fn on_done(&mut self) -> bool {
+        // The VM stops: hand over the counts since the last tick.
+        if let Ok(mut slot) = self.shared.try_borrow_mut() {
+            if let Some(filter) = slot.as_mut() {
+                filter.flush_metrics(&mut Proxy);
+            }
+        }
+        true
+    }
 }
 
 impl RootContext for Root {
@@ -103,17 +113,22 @@ impl RootContext for Root {
             config.enforcement,
             config.api_server.cluster
         );
-        let filter = Filter::new(config, self.id, random_bytes(), random_u64());
+        let mut filter = Filter::new(config, self.id, random_bytes(), random_u64());
         let Ok(mut slot) = self.shared.try_borrow_mut() else {
             host::log(Level::Error, "kubelet-authz: configuration while busy");
             return false;
         };
-        if slot.as_ref().is_some_and(|f| f.pending() > 0) {
-            host::log(
-                Level::Warn,
-                "kubelet-authz: reconfigured with requests still undecided; they are dropped",
-            );
+        if let Some(old) = slot.as_mut() {
+            if old.pending() > 0 {
+                host::log(
+                    Level::Warn,
+                    "kubelet-authz: reconfigured with requests still undecided; they are dropped",
+                );
+            }
+            // Its counts since the last tick would be lost with it.
+            old.flush_metrics(&mut Proxy);
         }
+        filter.start(&mut Proxy);
         *slot = Some(filter);
         host::log(Level::Info, &summary);
         true

@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 const NODE: &str = "worker-1";
 const PROM: &str = "system:serviceaccount:monitoring:prometheus";
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+const ALLOWED_PODS: &str = r#"kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}"#;
 
 // ---------------------------------------------------------------------------------------------
 // Setup.
@@ -123,8 +124,43 @@ fn sent(vm: &Host) -> Vec<String> {
     vm.calls().iter().map(describe_call).collect()
 }
 
-fn metric(vm: &Host, name: &str) -> i64 {
-    vm.metric(&format!("kubelet_authz.{name}")).unwrap_or(0)
+/// A counter by its Prometheus series, after a tick (the filter flushes its counters on it).
+fn metric(vm: &Host, series: &str) -> i64 {
+    vm.tick().unwrap();
+    vm.series(series).unwrap_or(0)
+}
+
+/// Callouts of `kind` (`""`: any) that did not end `ok`, after a tick.
+fn callout_failures(vm: &Host, kind: &str) -> i64 {
+    vm.tick().unwrap();
+    let family = if kind.is_empty() {
+        String::from("kubelet_authz_callouts_total{")
+    } else {
+        format!(r#"kubelet_authz_callouts_total{{kind="{kind}","#)
+    };
+    vm.prometheus()
+        .iter()
+        .filter(|(n, _)| n.starts_with(&family) && !n.ends_with(r#"result="ok"}"#))
+        .map(|(_, m)| m.value)
+        .sum()
+}
+
+fn decisions_series(outcome: &str, sub: &str) -> String {
+    format!(r#"kubelet_authz_decisions_total{{outcome="{outcome}",subresource="{sub}"}}"#)
+}
+
+fn shadow_series(sub: &str) -> String {
+    format!(r#"kubelet_authz_shadow_denials_total{{subresource="{sub}"}}"#)
+}
+
+/// Shadow would-denials, every subresource, after a tick.
+fn shadow_denials(vm: &Host) -> i64 {
+    vm.tick().unwrap();
+    vm.prometheus()
+        .iter()
+        .filter(|(k, _)| k.starts_with("kubelet_authz_shadow_denials_total{"))
+        .map(|(_, m)| m.value)
+        .sum()
 }
 
 fn last_audit(vm: &Host) -> Value {
@@ -326,12 +362,24 @@ fn authentication_table(
                 audit(&ev, "annotations.kubelet-authz.io/authn"),
                 json!(method)
             );
-            assert_eq!(metric(&vm, &format!("authn.{method}")), 1);
+            assert_eq!(
+                metric(
+                    &vm,
+                    &format!(r#"kubelet_authz_authentications_total{{method="{method}"}}"#)
+                ),
+                1
+            );
         }
         None => {
             assert_reply(&s, 401, "Unauthorized");
             assert_eq!(audit(&ev, "responseStatus.code"), json!(401));
-            assert_eq!(metric(&vm, "decisions.unauthenticated.none"), 1);
+            assert_eq!(
+                metric(
+                    &vm,
+                    r#"kubelet_authz_decisions_total{outcome="unauthenticated",subresource="none"}"#
+                ),
+                1
+            );
         }
     }
     assert_eq!(
@@ -360,8 +408,11 @@ fn certificate_user_reaches_the_sar_with_groups_uid_and_credential_id() {
             c.hash
         )
     );
-    assert_eq!(metric(&vm, "authn.x509"), 1);
-    assert_eq!(metric(&vm, "xfcc_spoofed"), 0);
+    assert_eq!(
+        metric(&vm, r#"kubelet_authz_authentications_total{method="x509"}"#),
+        1
+    );
+    assert_eq!(metric(&vm, "kubelet_authz_xfcc_spoofed_total"), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -524,9 +575,104 @@ fn cache_hits_send_nothing() {
     );
     assert_eq!(vm.calls().len(), 2);
     assert!(vm.pending_calls().is_empty());
-    assert_eq!(metric(&vm, "cache_hits"), 2);
-    assert_eq!(metric(&vm, "cache_misses"), 2);
-    assert_eq!(metric(&vm, "decisions.allowed.pods"), 2);
+    for cache in ["token", "sar"] {
+        let hits = format!(r#"kubelet_authz_cache_hits_total{{cache="{cache}"}}"#);
+        let misses = format!(r#"kubelet_authz_cache_misses_total{{cache="{cache}"}}"#);
+        assert_eq!(
+            (metric(&vm, &hits), metric(&vm, &misses)),
+            (1, 1),
+            "{cache}"
+        );
+    }
+    assert_eq!(metric(&vm, ALLOWED_PODS), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics (issue 13): counted in the VM, flushed on the tick, no metric hostcall per request.
+
+#[test]
+fn counters_reach_the_proxy_on_the_tick_and_a_cached_request_makes_no_metric_hostcall() {
+    let vm = vm(version("1.36"));
+    let api = api();
+    assert_eq!(
+        vm.tick_period(),
+        Some(Duration::from_secs(1)),
+        "the flush tick runs from the configuration on"
+    );
+    assert_forwarded(&run(&vm, &api, "GET", "/pods", "tok-prom"));
+    let before = vm.metric_calls();
+    for _ in 0..3 {
+        let s = bearer(req(&vm, "GET", "/pods"), "tok-prom")
+            .send_headers(true)
+            .unwrap();
+        assert_eq!(s.outcome(), Outcome::Forwarded, "cached");
+        s.finish().unwrap();
+    }
+    assert_eq!(
+        vm.metric_calls(),
+        before,
+        "no metric hostcall for a cached request"
+    );
+    assert!(
+        vm.metric_calls()
+            .keys()
+            .all(|(callback, _)| *callback != "proxy_on_request_headers"),
+        "{:?}",
+        vm.metric_calls()
+    );
+    assert_eq!(vm.series(ALLOWED_PODS), None, "not flushed before the tick");
+    vm.advance_clock(Duration::from_secs(1)).unwrap();
+    assert_eq!(vm.series(ALLOWED_PODS), Some(4));
+    assert_eq!(
+        vm.series(r#"kubelet_authz_authentications_total{method="bearer"}"#),
+        Some(4)
+    );
+    assert_eq!(
+        vm.series(r#"kubelet_authz_cache_hits_total{cache="token"}"#),
+        Some(3)
+    );
+    assert_eq!(
+        vm.series(r#"kubelet_authz_cache_hits_total{cache="sar"}"#),
+        Some(3)
+    );
+    // Counters are defined and incremented only by the tick; latency samples are recorded where
+    // the callout answers arrive.
+    for ((callback, hostcall), n) in vm.metric_calls() {
+        let expected = match hostcall {
+            "proxy_record_metric" => "proxy_on_http_call_response",
+            "proxy_define_metric" if n <= 2 && callback == "proxy_on_http_call_response" => {
+                "proxy_on_http_call_response"
+            }
+            _ => "proxy_on_tick",
+        };
+        assert_eq!(callback, expected, "{hostcall} x{n}");
+    }
+    // A tick with nothing new makes no metric hostcall.
+    let flushed = vm.metric_calls();
+    vm.advance_clock(Duration::from_secs(1)).unwrap();
+    assert_eq!(vm.metric_calls(), flushed);
+}
+
+#[test]
+fn callout_latency_is_a_histogram_in_milliseconds_by_kind() {
+    let vm = vm(version("1.36"));
+    let api = api();
+    let s = bearer(req(&vm, "GET", "/pods"), "tok-prom")
+        .send_headers(true)
+        .unwrap();
+    vm.advance_clock(Duration::from_millis(30)).unwrap();
+    api.answer_pending(&vm).unwrap();
+    vm.advance_clock(Duration::from_millis(7)).unwrap();
+    api.answer_pending(&vm).unwrap();
+    assert_forwarded(&s);
+    let prom = vm.prometheus();
+    let samples = |kind: &str| {
+        prom[&format!(r#"kubelet_authz_callout_duration_milliseconds{{kind="{kind}"}}"#)]
+            .samples
+            .clone()
+    };
+    assert_eq!(samples("tokenreview"), [30]);
+    assert_eq!(samples("subjectaccessreview"), [7]);
 }
 
 #[test]
@@ -656,10 +802,7 @@ fn identical_concurrent_requests_share_callouts(#[case] n: usize) {
         assert!(s.request_header("authorization").is_none());
     }
     assert_eq!(vm.calls().len(), 2);
-    assert_eq!(
-        metric(&vm, "decisions.allowed.pods"),
-        i64::try_from(n).unwrap()
-    );
+    assert_eq!(metric(&vm, ALLOWED_PODS), i64::try_from(n).unwrap());
     assert_eq!(audit_events(&vm).len(), n);
 }
 
@@ -739,14 +882,35 @@ fn token_review_retried_then_allowed(#[case] failure: Failure) {
         "the retry waits for its timer"
     );
     assert!(
-        vm.tick_period().is_some_and(|p| !p.is_zero()),
-        "a timer is set"
+        vm.tick_period()
+            .is_some_and(|p| p <= Duration::from_millis(100)),
+        "a retry timer is set: the tick is faster than the 1 s flush"
     );
     api.drive(&vm, &[&s]).unwrap();
     assert_forwarded(&s);
     assert_eq!(sent(&vm), ["TokenReview", "TokenReview", "SAR get pods"]);
-    assert_eq!(metric(&vm, "callout_retries"), 1);
-    assert_eq!(metric(&vm, "callout_failures"), 1);
+    assert_eq!(
+        metric(
+            &vm,
+            r#"kubelet_authz_callout_retries_total{kind="tokenreview"}"#
+        ),
+        1
+    );
+    assert_eq!(callout_failures(&vm, "tokenreview"), 1);
+    assert_eq!(
+        metric(
+            &vm,
+            r#"kubelet_authz_callouts_total{kind="tokenreview",result="ok"}"#
+        ),
+        1
+    );
+    assert_eq!(
+        vm.prometheus()[r#"kubelet_authz_callout_duration_milliseconds{kind="tokenreview"}"#]
+            .samples
+            .len(),
+        2,
+        "one latency sample per answered attempt"
+    );
 }
 
 /// A `Retry-After: 1` is the REST client's resend after one second, not the 500ms backoff.
@@ -856,8 +1020,19 @@ fn five_failures_exhaust_the_retries(#[case] in_authn: bool) {
         want.extend(["SAR get pods"; 5]);
         assert_eq!(sent(&vm), want);
     }
-    assert_eq!(metric(&vm, "callout_failures"), 5);
-    assert_eq!(metric(&vm, "callout_retries"), 4);
+    let kind = if in_authn {
+        "tokenreview"
+    } else {
+        "subjectaccessreview"
+    };
+    assert_eq!(callout_failures(&vm, kind), 5);
+    assert_eq!(
+        metric(
+            &vm,
+            &format!(r#"kubelet_authz_callout_retries_total{{kind="{kind}"}}"#)
+        ),
+        4
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -913,7 +1088,7 @@ fn callout_bodies_over_1mib_fail_closed(#[case] in_authn: bool, #[case] size: us
     match (read, in_authn) {
         (true, _) => {
             assert_forwarded(&s);
-            assert_eq!(metric(&vm, "callout_failures"), 0);
+            assert_eq!(callout_failures(&vm, ""), 0);
         }
         (false, true) => {
             assert_reply(&s, 401, "Unauthorized");
@@ -933,7 +1108,7 @@ fn callout_bodies_over_1mib_fail_closed(#[case] in_authn: bool, #[case] size: us
         }
     }
     if !read {
-        assert_eq!(metric(&vm, "callout_failures"), 5);
+        assert_eq!(callout_failures(&vm, ""), 5);
         assert_eq!(vm.calls().len(), 5 + sar_sent);
         assert!(
             vm.logs_contain(&format!("response body of {size} bytes is too large")),
@@ -1133,7 +1308,13 @@ fn websocket_token_authenticates_and_is_removed_from_the_forwarded_protocols() {
         audit(&last_audit(&vm), "annotations.kubelet-authz.io/authn"),
         json!("websocket")
     );
-    assert_eq!(metric(&vm, "authn.websocket"), 1);
+    assert_eq!(
+        metric(
+            &vm,
+            r#"kubelet_authz_authentications_total{method="websocket"}"#
+        ),
+        1
+    );
 }
 
 #[rstest]
@@ -1214,7 +1395,7 @@ fn spoofed_xfcc_is_ignored_and_counted(#[case] mtls: bool, #[case] other_digest:
     let s = api().run(b).unwrap();
     assert_reply(&s, 401, "Unauthorized");
     assert!(vm.calls().is_empty());
-    assert_eq!(metric(&vm, "xfcc_spoofed"), 1);
+    assert_eq!(metric(&vm, "kubelet_authz_xfcc_spoofed_total"), 1);
     assert!(audit(
         &last_audit(&vm),
         "annotations.kubelet-authz.io/xfcc-ignored"
@@ -1233,7 +1414,7 @@ fn spoofed_xfcc_does_not_hide_a_valid_token() {
     let s = api().run(b).unwrap();
     assert_reply(&s, 403, F_ON);
     assert_eq!(audit(&last_audit(&vm), "user.username"), json!("alice"));
-    assert_eq!(metric(&vm, "xfcc_spoofed"), 1);
+    assert_eq!(metric(&vm, "kubelet_authz_xfcc_spoofed_total"), 1);
 }
 
 #[test]
@@ -1245,7 +1426,7 @@ fn verified_certificate_is_used() {
         .unwrap();
     assert_forwarded(&s);
     assert_eq!(sent(&vm), ["SAR create proxy"]);
-    assert_eq!(metric(&vm, "xfcc_spoofed"), 0);
+    assert_eq!(metric(&vm, "kubelet_authz_xfcc_spoofed_total"), 0);
     assert_eq!(
         audit(&last_audit(&vm), "annotations.kubelet-authz.io/authn"),
         json!("x509")
@@ -1279,7 +1460,13 @@ fn non_canonical_paths_are_400_with_no_callout(#[case] target: &str, #[case] why
         &format!("Bad Request: non-canonical path: {why}\n"),
     );
     assert!(vm.calls().is_empty());
-    assert_eq!(metric(&vm, "decisions.bad_request.none"), 1);
+    assert_eq!(
+        metric(
+            &vm,
+            r#"kubelet_authz_decisions_total{outcome="bad_request",subresource="none"}"#
+        ),
+        1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1348,18 +1535,26 @@ fn audit_line_and_counters_per_decision(
         assert_eq!(audit(ev, "objectRef.subresource"), json!(sub));
         assert_eq!(audit(ev, "verb"), json!("get"));
     }
-    assert_eq!(metric(&vm, &format!("decisions.{outcome}.{sub}")), 1);
+    assert_eq!(metric(&vm, &decisions_series(outcome, sub)), 1);
     let decisions: i64 = vm
-        .metrics()
+        .prometheus()
         .iter()
-        .filter(|(k, _)| k.starts_with("kubelet_authz.decisions."))
+        .filter(|(k, _)| k.starts_with("kubelet_authz_decisions_total{"))
         .map(|(_, m)| m.value)
         .sum();
     assert_eq!(decisions, 1, "{:#?}", vm.metrics());
     if outcome == "allowed" {
-        assert_eq!(metric(&vm, "authn.bearer"), 1);
-        assert_eq!(metric(&vm, "callouts.tokenreview"), 1);
-        assert_eq!(metric(&vm, "callouts.subjectaccessreview"), 1);
+        assert_eq!(
+            metric(
+                &vm,
+                r#"kubelet_authz_authentications_total{method="bearer"}"#
+            ),
+            1
+        );
+        for kind in ["tokenreview", "subjectaccessreview"] {
+            let ok = format!(r#"kubelet_authz_callouts_total{{kind="{kind}",result="ok"}}"#);
+            assert_eq!(metric(&vm, &ok), 1);
+        }
         assert_eq!(audit(ev, "user.username"), json!(PROM));
         assert_eq!(audit(ev, "user.uid"), json!("uid-prom"));
     }
@@ -1581,16 +1776,16 @@ fn shadow_forwards_what_enforce_denies(#[case] mode: &str, #[case] token: &str) 
         audit(&ev, "annotations.authorization.k8s.io/decision"),
         json!("forbid")
     );
-    assert_eq!(metric(&vm, &format!("decisions.{outcome}.{sub}")), 1);
+    assert_eq!(metric(&vm, &decisions_series(outcome, sub)), 1);
     if mode == "Shadow" {
         assert_forwarded(&s);
         assert_eq!(
             audit(&ev, "annotations.kubelet-authz.io/enforcement"),
             json!("shadow")
         );
-        assert_eq!(metric(&vm, "shadow_denials"), 1);
-        // Per deciding subresource too (issue 8): `none` for an authentication failure.
-        assert_eq!(metric(&vm, &format!("shadow_denials.{sub}")), 1);
+        // By deciding subresource (issue 8): `none` for an authentication failure.
+        assert_eq!(shadow_denials(&vm), 1);
+        assert_eq!(metric(&vm, &shadow_series(sub)), 1);
     } else {
         let body = if token == "nope" {
             "Unauthorized"
@@ -1602,8 +1797,7 @@ fn shadow_forwards_what_enforce_denies(#[case] mode: &str, #[case] token: &str) 
             audit(&ev, "annotations.kubelet-authz.io/enforcement"),
             Value::Null
         );
-        assert_eq!(metric(&vm, "shadow_denials"), 0);
-        assert_eq!(metric(&vm, &format!("shadow_denials.{sub}")), 0);
+        assert_eq!(shadow_denials(&vm), 0);
     }
 }
 
@@ -1613,7 +1807,7 @@ fn shadow_allowed_requests_are_not_counted_as_denials() {
     let s = run(&vm, &api(), "GET", "/pods", "tok-prom");
     assert_forwarded(&s);
     assert!(s.request_header("authorization").is_none());
-    assert_eq!(metric(&vm, "shadow_denials"), 0);
+    assert_eq!(shadow_denials(&vm), 0);
     assert_eq!(
         audit(&last_audit(&vm), "annotations.kubelet-authz.io/enforcement"),
         json!("shadow")
@@ -1654,7 +1848,7 @@ fn stale_if_error(
                 audit(&ev, "annotations.kubelet-authz.io/stale"),
                 json!("true")
             );
-            assert_eq!(metric(&vm, "stale_answers"), 1);
+            assert_eq!(metric(&vm, "kubelet_authz_stale_answers_total"), 1);
         }
         401 => assert_reply(&s, 401, "Unauthorized"),
         _ => assert_reply(
@@ -1670,7 +1864,7 @@ fn stale_if_error(
             audit(&ev, "annotations.kubelet-authz.io/stale"),
             Value::Null
         );
-        assert_eq!(metric(&vm, "stale_answers"), 0);
+        assert_eq!(metric(&vm, "kubelet_authz_stale_answers_total"), 0);
     }
     // Every attempt was made before the stale answer was used.
     assert_eq!(vm.calls().len(), 2 + 5);
@@ -1692,7 +1886,7 @@ fn stale_token_answer_is_audited_and_counted() {
         audit(&ev, "annotations.kubelet-authz.io/stale"),
         json!("true")
     );
-    assert_eq!(metric(&vm, "stale_answers"), 1);
+    assert_eq!(metric(&vm, "kubelet_authz_stale_answers_total"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1774,7 +1968,7 @@ steps:
     expect: { status: 403, callouts: [TokenReview, SAR get pods, SAR get proxy] }
   - name: wrong
     request: { path: /pods, headers: { authorization: Bearer tok-alice } }
-    expect: { status: 200, callouts: [TokenReview], metrics: { kubelet_authz.decisions.forbidden.proxy: 7 } }
+    expect: { status: 200, callouts: [TokenReview], metrics: { 'kubelet_authz_decisions_total{outcome="forbidden",subresource="proxy"}': 7 } }
 "#;
     let scenario = serde_yaml_ng::from_str(yaml).unwrap();
     let report = kubelet_authz_harness::scenario::runner::run(&scenario, Path::new("."), &wasm());

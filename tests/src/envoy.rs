@@ -253,10 +253,34 @@ impl Envoy {
         Ok(body)
     }
 
-    /// The value of a Prometheus counter (`name` exactly, no labels), 0 when absent.
-    pub async fn counter(&self, name: &str) -> anyhow::Result<u64> {
+    /// The value of a Prometheus series (exactly as printed, labels included:
+    /// `kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}`), 0 when absent.
+    /// The filter counts in the VM and flushes on its 1 s tick, so this first waits
+    /// [`METRICS_FLUSH`]: it reads what was counted before the call.
+    pub async fn counter(&self, series: &str) -> anyhow::Result<u64> {
+        tokio::time::sleep(METRICS_FLUSH).await;
         let text = self.prometheus().await?;
-        Ok(prometheus_value(&text, name).unwrap_or(0))
+        Ok(prometheus_value(&text, series).unwrap_or(0))
+    }
+
+    /// `/stats/prometheus` once `ready` accepts it (polled every 100 ms, at most `timeout`): the
+    /// filter's counters arrive within a second, histograms at Envoy's stats flush (5 s).
+    pub async fn wait_prometheus(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.prometheus().await?;
+            if ready(&text) {
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                bail!("/stats/prometheus not as expected after {timeout:?}:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Every log line so far.
@@ -312,8 +336,27 @@ impl Envoy {
     }
 }
 
-/// The value of an unlabelled Prometheus sample `name` (written `name` or `name{}`) in
-/// exposition text.
+/// How long the filter's counters may take to reach Envoy (its 1 s flush tick, and a margin).
+pub const METRICS_FLUSH: Duration = Duration::from_millis(1300);
+
+/// The sum of every series of `family` (`kubelet_authz_callouts_total`) whose labels contain
+/// every one of `labels` (`kind="tokenreview"`), in a `/stats/prometheus` text.
+pub fn prometheus_sum(text: &str, family: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            let rest = n.strip_prefix(family)?;
+            let inner = rest.strip_prefix('{')?.strip_suffix('}')?;
+            let all = labels
+                .iter()
+                .all(|want| inner.split(',').any(|have| have == *want));
+            all.then(|| v.trim().parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// The value of the Prometheus sample `name` in exposition text: a series exactly as printed
+/// (`family{label="value",...}`), or an unlabelled one (written `name` or `name{}`).
 pub fn prometheus_value(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (n, v) = l.rsplit_once(' ')?;

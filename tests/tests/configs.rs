@@ -1540,3 +1540,79 @@ async fn daemonset_serviceaccount_token_mode() {
     envoy.kill().await.unwrap();
     eprintln!("token mode: {:?}", started.elapsed());
 }
+
+/// The `stats_config.stats_tags` of a bootstrap: `(tag_name, regex)`.
+fn stats_tags(bootstrap: &Value) -> Vec<(String, String)> {
+    bootstrap["stats_config"]["stats_tags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stats_config.stats_tags"))
+        .iter()
+        .map(|t| {
+            (
+                t["tag_name"].as_str().unwrap().to_string(),
+                t["regex"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every shipped form makes the filter's labels Prometheus labels (issue 13): each Envoy bootstrap
+/// has one `stats_tags` entry per label of `filter/src/metrics.rs`, and the Istio gateway asks
+/// Istio for the same ones (`extraStatTags`, which Istio turns into the same regexes) and keeps
+/// the filter's stats.
+#[test]
+fn every_shipped_form_extracts_the_filter_labels() {
+    let want: Vec<(String, String)> = kubelet_authz_filter::metrics::stats_tags()
+        .into_iter()
+        .map(|(t, r)| (t.to_string(), r))
+        .collect();
+    for rel in [
+        "envoy/kubelet-front-proxy.yaml",
+        "envoy/kubernetes/node-proxy.yaml",
+    ] {
+        // Rendered with a dummy value for every placeholder: only stats_config is read.
+        let text = std::fs::read_to_string(workspace().join(rel)).unwrap();
+        let vars = placeholders(&text)
+            .into_iter()
+            .map(|p| (p, String::from("0")))
+            .collect();
+        let rendered = kubelet_authz_e2e::render::render(&text, &vars).unwrap();
+        let b: Value = serde_json::to_value(
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&rendered).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stats_tags(&b), want, "{rel}");
+    }
+    let cm = yaml_docs(&workspace().join("envoy/kubernetes/configmap.yaml"));
+    let node_proxy = cm[0]["data"]["node-proxy.yaml"].as_str().unwrap();
+    assert!(
+        node_proxy.contains("stats_config:"),
+        "configmap.yaml: regenerate it with scripts/gen-configmap.py"
+    );
+
+    let gw = yaml_docs(&workspace().join("envoy/istio/gateway-deployment.yaml"));
+    let annotation = gw[0]["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
+        .as_str()
+        .unwrap();
+    let proxy_config: Value =
+        serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(annotation).unwrap())
+            .unwrap();
+    let extra: Vec<&str> = proxy_config["extraStatTags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(extra, kubelet_authz_filter::metrics::LABELS);
+    assert_eq!(
+        proxy_config["proxyStatsMatcher"]["inclusionPrefixes"],
+        serde_json::json!([format!(
+            "wasmcustom.{}",
+            kubelet_authz_filter::metrics::PREFIX
+        )])
+    );
+    // What Istio generates for an `extraStatTags` name (tools/packaging/common/envoy_bootstrap.json).
+    for (tag, regex) in &want {
+        assert_eq!(*regex, format!(r"({tag}=\.=(.*?);\.;)"));
+    }
+}

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use kubelet_authz_e2e::envoy::{prometheus_value, Envoy};
+use kubelet_authz_e2e::envoy::{prometheus_sum, prometheus_value, Envoy, METRICS_FLUSH};
 use kubelet_authz_e2e::stack::{
     users, ProxyOptions, Standins, CERT_ADMIN, CERT_ALICE, DEBUGGER_TOKEN, NOBODY_TOKEN, NODE_NAME,
     OPS_TOKEN, PODLISTER_TOKEN, PROMETHEUS_TOKEN, SCRAPER_TOKEN,
@@ -307,7 +307,10 @@ async fn spoofed_xfcc_is_ignored() {
     assert!(body(&r).contains("user=alice"), "{}", body(&r));
     // Envoy removed every client-sent header before the filter ran: the filter never saw one.
     assert_eq!(
-        envoy.counter("kubelet_authz_xfcc_spoofed").await.unwrap(),
+        envoy
+            .counter("kubelet_authz_xfcc_spoofed_total")
+            .await
+            .unwrap(),
         0
     );
     // No SubjectAccessReview ever named the admin.
@@ -506,26 +509,28 @@ async fn apiserver_outage_and_recovery() {
     let r = get(&s, &envoy, Who::Token(SCRAPER_TOKEN), "/metrics").await;
     assert_eq!(r.status, 200, "{}", body(&r));
     // Five attempts per callout (the kubelet's backoff), each failure counted.
+    tokio::time::sleep(METRICS_FLUSH).await;
+    let prom = envoy.prometheus().await.unwrap();
+    for kind in ["tokenreview", "subjectaccessreview"] {
+        let kind = format!(r#"kind="{kind}""#);
+        let total = "kubelet_authz_callouts_total";
+        assert_eq!(
+            prometheus_sum(&prom, total, &[&kind, r#"result="status_5xx""#]),
+            5,
+            "{kind}: {prom}"
+        );
+        assert_eq!(
+            prometheus_sum(&prom, "kubelet_authz_callout_retries_total", &[&kind]),
+            4,
+            "{kind}"
+        );
+    }
     assert_eq!(
-        envoy
-            .counter("kubelet_authz_callout_failures")
-            .await
-            .unwrap(),
-        10
-    );
-    assert_eq!(
-        envoy
-            .counter("kubelet_authz_callout_retries")
-            .await
-            .unwrap(),
-        8
-    );
-    assert_eq!(
-        envoy
-            .counter("kubelet_authz_decisions_authorizer_error_stats")
-            .await
-            .unwrap(),
-        1
+        prometheus_value(
+            &prom,
+            r#"kubelet_authz_decisions_total{outcome="authorizer_error",subresource="stats"}"#
+        ),
+        Some(1)
     );
 
     // Recovery: errors were not cached.
@@ -539,8 +544,9 @@ async fn apiserver_outage_and_recovery() {
     s.shutdown().await;
 }
 
-/// The filter's counters in Envoy's Prometheus output, and one audit.k8s.io/v1 Event per decision
-/// the built-in audit policy writes in Envoy's log (never the token).
+/// The filter's labelled counters and its callout-latency histogram in Envoy's Prometheus output
+/// (the names and labels operators scrape, through the bootstrap's tag extraction), and one
+/// audit.k8s.io/v1 Event per decision in Envoy's log (never the token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_counters_and_audit_events() {
     let s = Standins::start().await.unwrap();
@@ -555,30 +561,92 @@ async fn prometheus_counters_and_audit_events() {
         (Who::Token(SCRAPER_TOKEN), "/configz", 403),
         (Who::Cert(CERT_ALICE), "/healthz", 200),
         (Who::Anonymous, "/metrics", 401),
+        (Who::Token(SCRAPER_TOKEN), "/metrics", 200),
+        (Who::Token(SCRAPER_TOKEN), "/metrics", 200),
+        (Who::Token(SCRAPER_TOKEN), "/metrics", 200),
     ];
     for (who, path, status) in cases {
         let r = get(&s, &envoy, who, path).await;
         assert_eq!(r.status, status, "{who:?} {path}: {}", body(&r));
     }
-    let prom = envoy.prometheus().await.unwrap();
-    let value = |name: &str| {
-        prometheus_value(&prom, name).unwrap_or_else(|| panic!("{name} missing:\n{prom}"))
-    };
-    assert_eq!(value("kubelet_authz_decisions_allowed_pods"), 2);
-    assert_eq!(value("kubelet_authz_decisions_allowed_healthz"), 1);
-    assert_eq!(value("kubelet_authz_decisions_forbidden_proxy"), 1);
-    assert_eq!(value("kubelet_authz_decisions_unauthenticated_none"), 1);
-    assert_eq!(value("kubelet_authz_authn_bearer"), 3);
-    assert_eq!(value("kubelet_authz_authn_x509"), 1);
-    assert_eq!(value("kubelet_authz_callouts_tokenreview"), 2);
-    assert_eq!(value("kubelet_authz_callouts_subjectaccessreview"), 4);
-    assert!(value("kubelet_authz_cache_hits") >= 2);
-    assert!(value("kubelet_authz_cache_misses") >= 4);
+    // Counters reach Envoy on the filter's 1 s tick; histograms at Envoy's stats flush (5 s).
+    const ALLOWED_METRICS: &str =
+        r#"kubelet_authz_decisions_total{outcome="allowed",subresource="metrics"}"#;
+    const TR_LATENCY: &str =
+        "kubelet_authz_callout_duration_milliseconds_count{kind=\"tokenreview\"}";
+    let prom = envoy
+        .wait_prometheus(Duration::from_secs(15), |t| {
+            prometheus_value(t, ALLOWED_METRICS) == Some(3)
+                && prometheus_value(t, TR_LATENCY).is_some_and(|n| n > 0)
+        })
+        .await
+        .unwrap();
+    let lines: Vec<&str> = prom.lines().collect();
+    for line in [
+        r#"kubelet_authz_decisions_total{outcome="allowed",subresource="metrics"} 3"#,
+        r#"kubelet_authz_decisions_total{outcome="allowed",subresource="pods"} 2"#,
+        r#"kubelet_authz_decisions_total{outcome="allowed",subresource="healthz"} 1"#,
+        r#"kubelet_authz_decisions_total{outcome="forbidden",subresource="proxy"} 1"#,
+        r#"kubelet_authz_decisions_total{outcome="unauthenticated",subresource="none"} 1"#,
+        r#"kubelet_authz_authentications_total{method="bearer"} 6"#,
+        r#"kubelet_authz_authentications_total{method="x509"} 1"#,
+        r#"kubelet_authz_authentications_total{method="none"} 1"#,
+        r#"kubelet_authz_callouts_total{kind="tokenreview",result="ok"} 2"#,
+        r#"kubelet_authz_callouts_total{kind="subjectaccessreview",result="ok"} 5"#,
+        r#"kubelet_authz_cache_hits_total{cache="token"} 4"#,
+        r#"kubelet_authz_cache_hits_total{cache="sar"} 3"#,
+        r#"kubelet_authz_cache_misses_total{cache="token"} 2"#,
+        r#"kubelet_authz_cache_misses_total{cache="sar"} 5"#,
+        "# TYPE kubelet_authz_decisions_total counter",
+        "# TYPE kubelet_authz_callout_duration_milliseconds histogram",
+    ] {
+        assert!(lines.contains(&line), "{line} missing:\n{prom}");
+    }
+    // The histogram: Envoy's default buckets (milliseconds), `_sum` and `_count`, by kind.
+    for kind in ["tokenreview", "subjectaccessreview"] {
+        let count =
+            format!(r#"kubelet_authz_callout_duration_milliseconds_count{{kind="{kind}"}}"#);
+        let inf = format!(
+            r#"kubelet_authz_callout_duration_milliseconds_bucket{{kind="{kind}",le="+Inf"}}"#
+        );
+        let n = prometheus_value(&prom, &count).unwrap_or_else(|| panic!("{count}:\n{prom}"));
+        assert_eq!(prometheus_value(&prom, &inf), Some(n), "{inf}");
+        let le_1s = format!(
+            r#"kubelet_authz_callout_duration_milliseconds_bucket{{kind="{kind}",le="1000"}}"#
+        );
+        assert_eq!(
+            prometheus_value(&prom, &le_1s),
+            Some(n),
+            "loopback reviews take < 1 s"
+        );
+        assert!(
+            prom.contains(&format!(
+                r#"kubelet_authz_callout_duration_milliseconds_sum{{kind="{kind}"}}"#
+            )),
+            "{prom}"
+        );
+    }
+    // No encoded name left (every label extracted), no `envoy_` or `wasmcustom` prefix.
+    let filter_lines = lines.iter().filter(|l| l.starts_with("kubelet_authz_"));
+    for l in filter_lines {
+        let family = l.split(['{', ' ']).next().unwrap_or_default();
+        assert!(
+            family.ends_with("_total")
+                || family.starts_with("kubelet_authz_callout_duration_milliseconds_"),
+            "{l}"
+        );
+    }
+    assert!(
+        !prom.contains("=.=") && !prom.contains("wasmcustom"),
+        "{prom}"
+    );
+    assert!(!prom.contains("envoy_kubelet_authz_"), "{prom}");
 
-    // The built-in audit policy writes every decision but the allowed scrape of /healthz.
+    // The built-in audit policy writes every decision but the allowed scrapes of /healthz and
+    // /metrics (allowed `get` of `healthz`, `metrics` and `stats`).
     let cases: Vec<_> = cases
         .into_iter()
-        .filter(|(_, path, status)| !(*path == "/healthz" && *status == 200))
+        .filter(|(_, path, status)| !(matches!(*path, "/healthz" | "/metrics") && *status == 200))
         .collect();
     let events = envoy
         .wait_audit_since(mark, cases.len(), Duration::from_secs(5))

@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kubelet_authz_e2e::envoy::{Envoy, AUDIT_PREFIX};
+use kubelet_authz_e2e::envoy::{prometheus_sum, Envoy, AUDIT_PREFIX, METRICS_FLUSH};
 use kubelet_authz_e2e::render::workspace;
 use kubelet_authz_e2e::stack::{
     users, ProxyOptions, Standins, CERT_ALICE, NOBODY_TOKEN, PODLISTER_TOKEN, PROMETHEUS_TOKEN,
@@ -220,13 +220,12 @@ async fn shadow_forwards_what_enforce_refuses_and_audit_log_reports_it() {
         assert_eq!(a["authorization.k8s.io/decision"], want, "{} {ev}", st.path);
         assert_eq!(ev["requestURI"], st.path, "{ev}");
     }
+    tokio::time::sleep(METRICS_FLUSH).await;
+    let prom = shadow.prometheus().await.unwrap();
     assert_eq!(
-        shadow
-            .counter("kubelet_authz_shadow_denials")
-            .await
-            .unwrap(),
+        prometheus_sum(&prom, "kubelet_authz_shadow_denials_total", &[]),
         4,
-        "the would-be denial counter"
+        "the would-be denial counter, by subresource: {prom}"
     );
 
     // The Envoy log lines, as an operator would collect them, into the plugin.

@@ -106,6 +106,8 @@ impl Session {
             spoofed_xfcc: self.spoofed.clone(),
             cache_hits: self.hits,
             cache_misses: self.misses,
+            sar_cache_hits: self.sar_hits,
+            sar_cache_misses: self.sar_misses,
             strict_upgrade_applied: self.strict_applied,
         }
     }

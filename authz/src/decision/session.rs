@@ -59,6 +59,9 @@ pub struct Session {
     pub(super) stale: bool,
     pub(super) hits: u32,
     pub(super) misses: u32,
+    /// Of `hits` and `misses`, the SubjectAccessReview cache's (the rest are the token cache's).
+    pub(super) sar_hits: u32,
+    pub(super) sar_misses: u32,
     pub(super) preset_user: bool,
     pub(super) shadow: bool,
 }
@@ -91,6 +94,8 @@ impl Session {
             stale: false,
             hits: 0,
             misses: 0,
+            sar_hits: 0,
+            sar_misses: 0,
             preset_user: false,
             shadow: false,
         }
@@ -552,11 +557,14 @@ impl Session {
         callout: impl FnOnce() -> Callout,
         full: impl FnOnce(&mut Self) -> Lookup<T>,
     ) -> Lookup<T> {
+        let sar = u32::from(matches!(key, CalloutKey::Sar(_)));
         if let Some(v) = cached {
             self.hits += 1;
+            self.sar_hits += sar;
             return Lookup::Ready(v);
         }
         self.misses += 1;
+        self.sar_misses += sar;
         match engine.inflight.join(&key, self.id) {
             Join::Full => full(self),
             Join::Waiting => {

@@ -157,6 +157,10 @@ pub struct Verdict {
     pub cache_hits: u32,
     /// Cache misses while deciding.
     pub cache_misses: u32,
+    /// Of `cache_hits`, the SubjectAccessReview cache's (the rest are the token cache's).
+    pub sar_cache_hits: u32,
+    /// Of `cache_misses`, the SubjectAccessReview cache's.
+    pub sar_cache_misses: u32,
     /// Whether `strictUpgradeVerb` changed the verb to `create`.
     pub strict_upgrade_applied: bool,
 }

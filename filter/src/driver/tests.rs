@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use kubelet_authz::config::Config;
-use kubelet_authz::decision::{CalloutResponse, Request};
+use kubelet_authz::decision::{CalloutKind, CalloutResponse, Request};
 
-use super::{Filter, Next};
-use crate::host::{Host, HostError, Level};
+use super::{Filter, Next, MAX_TICK_MS};
+use crate::host::{Host, HostError, Level, MetricKind};
+use crate::metrics;
 
 const ROOT: u32 = 1;
 
@@ -30,6 +31,7 @@ struct Fake {
     events: Vec<Ev>,
     logs: Vec<(Level, String)>,
     counters: Vec<(String, u64)>,
+    histograms: Vec<(String, Vec<u64>)>,
 }
 
 impl Fake {
@@ -41,10 +43,11 @@ impl Fake {
     fn take(&mut self) -> Vec<Ev> {
         std::mem::take(&mut self.events)
     }
-    fn counter(&self, name: &str) -> u64 {
+    /// A counter by its Prometheus series, as flushed so far.
+    fn counter(&self, series: &str) -> u64 {
         self.counters
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| metrics::prometheus_of(n).as_deref() == Some(series))
             .map_or(0, |(_, v)| *v)
     }
     fn check(&self, call: &'static str) -> Result<(), HostError> {
@@ -125,10 +128,21 @@ impl Host for Fake {
             .push(Ev::Set(self.effective, name.to_string(), value.to_string()));
         Ok(())
     }
-    fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
+    fn define_metric(&mut self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
         self.check("define_metric")?;
+        if kind == MetricKind::Histogram {
+            self.histograms.push((name.to_string(), Vec::new()));
+            return Ok(u32::try_from(self.histograms.len() - 1).unwrap_or(u32::MAX));
+        }
         self.counters.push((name.to_string(), 0));
         Ok(u32::try_from(self.counters.len() - 1).unwrap_or(u32::MAX))
+    }
+    fn record(&mut self, id: u32, value: u64) -> Result<(), HostError> {
+        self.check("record_metric")?;
+        if let Some(h) = self.histograms.get_mut(id as usize) {
+            h.1.push(value);
+        }
+        Ok(())
     }
     fn increment(&mut self, id: u32, by: u64) -> Result<(), HostError> {
         self.check("increment_metric")?;
@@ -147,7 +161,11 @@ impl Host for Fake {
 
 fn filter(json: &str) -> Filter {
     let config = Config::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    Filter::new(config, ROOT, [7; 32], 42)
+    let mut f = Filter::new(config, ROOT, [7; 32], 42);
+    // As the root does after configuring: the flush tick runs from the start.
+    f.start(Fake::default().at(ROOT));
+    assert_eq!(f.tick_ms(), metrics::FLUSH_MS);
+    f
 }
 
 fn bearer(token: &str) -> Request {
@@ -206,10 +224,42 @@ fn bearer_allowed_after_two_callouts() {
     assert_eq!(audits.len(), 1);
     assert!(audits[0].contains("\"auditID\":\"req-1\""), "{}", audits[0]);
     assert!(!audits[0].contains("t1"));
-    assert_eq!(h.counter("kubelet_authz.decisions.allowed.pods"), 1);
-    assert_eq!(h.counter("kubelet_authz.authn.bearer"), 1);
-    assert_eq!(h.counter("kubelet_authz.callouts.tokenreview"), 1);
-    assert_eq!(h.counter("kubelet_authz.callouts.subjectaccessreview"), 1);
+    assert!(h.counters.is_empty(), "counted in the VM until the tick");
+    f.on_tick(h.at(ROOT), 2000);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}"#),
+        1
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_authentications_total{method="bearer"}"#),
+        1
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callouts_total{kind="tokenreview",result="ok"}"#),
+        1
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callouts_total{kind="subjectaccessreview",result="ok"}"#),
+        1
+    );
+    assert_eq!(
+        h.histograms,
+        [
+            (metrics::latency_name(CalloutKind::TokenReview), vec![1]),
+            (
+                metrics::latency_name(CalloutKind::SubjectAccessReview),
+                vec![1]
+            ),
+        ]
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_cache_misses_total{cache="token"}"#),
+        1
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_cache_misses_total{cache="sar"}"#),
+        1
+    );
 
     // Cached now: decided synchronously, no callout.
     assert_eq!(
@@ -217,7 +267,20 @@ fn bearer_allowed_after_two_callouts() {
         Next::Continue
     );
     assert_eq!(h.take(), vec![Ev::Remove(11, "authorization".into())]);
-    assert_eq!(h.counter("kubelet_authz.cache_hits"), 2);
+    f.on_tick(h.at(ROOT), 3000);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_cache_hits_total{cache="token"}"#),
+        1
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_cache_hits_total{cache="sar"}"#),
+        1
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}"#),
+        2
+    );
+    assert_eq!(h.take(), vec![], "the flush is no proxy action");
 }
 
 #[test]
@@ -228,7 +291,11 @@ fn no_credentials_is_401_at_once() {
     assert_eq!(f.on_request_headers(h.at(10), 10, r, 1000), Next::Pause);
     assert_eq!(h.take(), vec![Ev::Reply(10, 401, "Unauthorized".into())]);
     assert!(h.audits()[0].contains("\"code\":401"));
-    assert_eq!(h.counter("kubelet_authz.decisions.unauthenticated.none"), 1);
+    f.flush_metrics(&mut h);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_decisions_total{outcome="unauthenticated",subresource="none"}"#),
+        1
+    );
 }
 
 #[test]
@@ -241,7 +308,11 @@ fn anonymous_always_allow_continues() {
     assert_eq!(f.on_request_headers(h.at(10), 10, r, 1000), Next::Continue);
     assert_eq!(h.take(), vec![]);
     assert!(h.audits().is_empty());
-    assert_eq!(h.counter("kubelet_authz.authn.anonymous"), 1);
+    f.flush_metrics(&mut h);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_authentications_total{method="anonymous"}"#),
+        1
+    );
 }
 
 #[test]
@@ -323,7 +394,7 @@ fn leader_gone_waiter_leads_from_the_root_tick() {
                 token: 2,
                 path: TR.into()
             },
-            Ev::Tick(0)
+            Ev::Tick(metrics::FLUSH_MS)
         ]
     );
     // The late answer to the gone leader's callout is ignored.
@@ -372,9 +443,20 @@ fn dispatch_failure_retries_then_fails_closed() {
         ev.contains(&Ev::Reply(10, 401, "Unauthorized".into())),
         "{ev:?}"
     );
-    assert_eq!(ev.last(), Some(&Ev::Tick(0)));
-    assert_eq!(h.counter("kubelet_authz.callout_failures"), 5);
-    assert_eq!(h.counter("kubelet_authz.callout_retries"), 4);
+    assert_eq!(ev.last(), Some(&Ev::Tick(metrics::FLUSH_MS)));
+    f.flush_metrics(&mut h);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callouts_total{kind="tokenreview",result="send_failed"}"#),
+        5
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callout_retries_total{kind="tokenreview"}"#),
+        4
+    );
+    assert!(
+        h.histograms.is_empty(),
+        "no latency for a callout never sent"
+    );
     assert!(
         now - 1000 >= 500 + 750 + 1125 + 1687,
         "backoff respected: {now}"
@@ -399,7 +481,7 @@ fn callout_timeout_is_retried_from_the_root() {
                 token: 2,
                 path: TR.into()
             },
-            Ev::Tick(0)
+            Ev::Tick(metrics::FLUSH_MS)
         ]
     );
     f.on_call_response(h.at(ROOT), ROOT, 2, http(ALICE), 1701);
@@ -415,7 +497,11 @@ fn shadow_forwards_denials_and_counts_them() {
         f.on_request_headers(h.at(10), 10, Request::new("GET", "/pods"), 1000),
         Next::Continue
     );
-    assert_eq!(h.counter("kubelet_authz.shadow_denials"), 1);
+    f.flush_metrics(&mut h);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_shadow_denials_total{subresource="none"}"#),
+        1
+    );
     assert!(h.audits()[0].contains("shadow"));
 }
 
@@ -519,7 +605,12 @@ fn a_failed_local_reply_is_logged_and_the_filter_goes_on() {
 fn failed_metric_and_timer_calls_change_no_decision() {
     let mut f = filter(r#"{"nodeName":"n1"}"#);
     let mut h = Fake {
-        fail: vec!["define_metric", "increment_metric", "set_tick_period"],
+        fail: vec![
+            "define_metric",
+            "increment_metric",
+            "record_metric",
+            "set_tick_period",
+        ],
         ..Fake::default()
     };
     decide_allowed(&mut f, &mut h);
@@ -540,6 +631,74 @@ fn failed_metric_and_timer_calls_change_no_decision() {
             Ev::Resume(10),
         ]
     );
+    // The flush fails too: logged once, and nothing else happens.
+    f.on_tick(h.at(ROOT), 5000);
+    f.on_tick(h.at(ROOT), 6000);
+    assert_eq!(h.take(), vec![]);
+    let warned = h
+        .logs
+        .iter()
+        .filter(|(l, m)| *l == Level::Warn && m.contains("metrics"))
+        .count();
+    assert_eq!(warned, 1, "{:?}", h.logs);
+}
+
+#[test]
+fn a_request_gone_with_its_callout_counts_it_cancelled() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    f.on_done(h.at(10), 10, 1500);
+    f.flush_metrics(&mut h);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callouts_total{kind="tokenreview",result="cancelled"}"#),
+        1
+    );
+    // Its late answer is neither counted again nor timed.
+    f.on_call_response(h.at(10), 10, 1, http(ALICE), 1600);
+    f.flush_metrics(&mut h);
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callouts_total{kind="tokenreview",result="ok"}"#),
+        0
+    );
+    assert!(h.histograms.is_empty());
+}
+
+#[test]
+fn the_tick_flushes_every_second_and_runs_faster_while_retries_wait() {
+    let mut f = filter(r#"{"nodeName":"n1"}"#);
+    let mut h = Fake::default();
+    f.on_request_headers(h.at(10), 10, bearer("t1"), 1000);
+    h.take();
+    // A 500 is retried after a backoff: the tick speeds up for it ...
+    let unavailable = CalloutResponse::Http {
+        status: 500,
+        retry_after: None,
+        body: Vec::new(),
+    };
+    f.on_call_response(h.at(10), 10, 1, unavailable, 1001);
+    assert_eq!(h.take(), vec![Ev::Tick(MAX_TICK_MS)]);
+    assert!(f.metrics().is_dirty());
+    // ... and every tick flushes what was counted.
+    f.on_tick(h.at(ROOT), 1101);
+    assert!(!f.metrics().is_dirty());
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callouts_total{kind="tokenreview",result="status_5xx"}"#),
+        1
+    );
+    assert_eq!(
+        h.counter(r#"kubelet_authz_callout_retries_total{kind="tokenreview"}"#),
+        1
+    );
+    // With the retry sent, back to the flush period.
+    for now in (1201..=3001).step_by(100) {
+        f.on_tick(h.at(ROOT), now);
+        if f.timers() == 0 {
+            break;
+        }
+    }
+    assert_eq!(f.tick_ms(), metrics::FLUSH_MS);
+    assert!(h.take().contains(&Ev::Tick(metrics::FLUSH_MS)));
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Metric hostcalls (`proxy_define_metric`, `proxy_increment_metric`, `proxy_record_metric`,
 //! `proxy_get_metric`). Defining a name twice gives the same id; a counter cannot go down; a
-//! histogram keeps its samples and cannot be read back by the guest (as in Envoy).
+//! histogram keeps its samples and cannot be read back by the guest (as in Envoy). Every call is
+//! counted against the callback that made it ([`crate::host::Host::metric_calls`]), so a test
+//! can prove that a path makes none.
 
 use wasmtime::{Caller, Linker};
 
@@ -16,6 +18,7 @@ fn define(
     name_size: u32,
     ret_id: u32,
 ) -> Result<(), Fail> {
+    caller.data_mut().count_metric_call("proxy_define_metric");
     let kind = match kind {
         0 => MetricKind::Counter,
         1 => MetricKind::Gauge,
@@ -34,6 +37,9 @@ fn define(
 }
 
 fn increment(caller: &mut Caller<'_, HostState>, id: u32, offset: i64) -> Result<(), Fail> {
+    caller
+        .data_mut()
+        .count_metric_call("proxy_increment_metric");
     let metric = caller.data_mut().metric_mut(id).ok_or(Status::NotFound)?;
     match metric.kind {
         MetricKind::Counter if offset < 0 => return Err(Status::BadArgument.into()),
@@ -46,6 +52,7 @@ fn increment(caller: &mut Caller<'_, HostState>, id: u32, offset: i64) -> Result
 }
 
 fn record(caller: &mut Caller<'_, HostState>, id: u32, value: u64) -> Result<(), Fail> {
+    caller.data_mut().count_metric_call("proxy_record_metric");
     let metric = caller.data_mut().metric_mut(id).ok_or(Status::NotFound)?;
     let signed = i64::try_from(value).unwrap_or(i64::MAX);
     match metric.kind {
@@ -60,6 +67,7 @@ fn record(caller: &mut Caller<'_, HostState>, id: u32, value: u64) -> Result<(),
 }
 
 fn get(caller: &mut Caller<'_, HostState>, id: u32, ret_value: u32) -> Result<(), Fail> {
+    caller.data_mut().count_metric_call("proxy_get_metric");
     let metric = caller.data_mut().metric_mut(id).ok_or(Status::NotFound)?;
     if metric.kind == MetricKind::Histogram {
         return Err(Status::BadArgument.into());

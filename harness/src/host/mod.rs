@@ -36,7 +36,9 @@
 //!     other => panic!("{other:?}"),
 //! }
 //! vm.advance_clock(Duration::from_secs(120))?; // fires proxy_on_tick, call timeouts
-//! assert_eq!(vm.metric("kubelet_authz_decisions_total"), Some(1));
+//! vm.advance_clock(Duration::from_secs(1))?; // the filter flushes its counters on the tick
+//! let allowed = r#"kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}"#;
+//! assert_eq!(vm.series(allowed), Some(1));
 //! assert!(vm.logs_contain("decision"));
 //! rq.finish()?; // proxy_on_done, proxy_on_log, proxy_on_delete
 //! # Ok(()) }
@@ -84,8 +86,8 @@ pub use error::HostError;
 pub use module::Abi;
 pub use properties::{dotted_key, segments_key};
 pub use types::{
-    find_header, Action, CallResponse, Headers, HttpCall, LocalReply, LogEntry, LogLevel,
-    LogSource, Metric, MetricKind, Outcome,
+    find_header, prometheus_series, Action, CallResponse, Headers, HttpCall, LocalReply, LogEntry,
+    LogLevel, LogSource, Metric, MetricKind, Outcome,
 };
 
 use state::{CallResponseState, ConfigWindow, HostState, StreamState, ROOT_CONTEXT_ID};
@@ -391,6 +393,38 @@ impl Host {
     /// Every metric by name.
     pub fn metrics(&self) -> BTreeMap<String, Metric> {
         self.vm().store.data().metrics.iter().cloned().collect()
+    }
+
+    /// Every metric by the series Envoy's `/stats/prometheus` prints for it
+    /// ([`prometheus_series`]: the shipped bootstraps' tag extraction).
+    pub fn prometheus(&self) -> BTreeMap<String, Metric> {
+        self.vm()
+            .store
+            .data()
+            .metrics
+            .iter()
+            .map(|(n, m)| (prometheus_series(n), m.clone()))
+            .collect()
+    }
+
+    /// A counter's value by its Prometheus series, e.g.
+    /// `kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}` (histograms: the
+    /// number of samples, as `_count`).
+    pub fn series(&self, series: &str) -> Option<i64> {
+        self.vm()
+            .store
+            .data()
+            .metrics
+            .iter()
+            .find(|(n, _)| prometheus_series(n) == series)
+            .map(|(_, m)| m.value)
+    }
+
+    /// The metric hostcalls (`proxy_define_metric`, `proxy_increment_metric`,
+    /// `proxy_record_metric`, `proxy_get_metric`) made so far, by `(callback, hostcall)`, the
+    /// callback being the export the host entered (`proxy_on_request_headers`, `proxy_on_tick`...).
+    pub fn metric_calls(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.vm().store.data().metric_calls.clone()
     }
 
     /// A shared-data value.

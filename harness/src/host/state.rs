@@ -102,6 +102,10 @@ pub(crate) struct HostState {
     /// The context hostcalls apply to (set before each callback, and by
     /// `proxy_set_effective_context`).
     pub current_context: u32,
+    /// The guest callback running now (`""` between callbacks).
+    pub callback: &'static str,
+    /// Metric hostcalls made, by `(callback, hostcall)`.
+    pub metric_calls: BTreeMap<(&'static str, &'static str), u64>,
     pub streams: HashMap<u32, StreamState>,
     pub next_context_id: u32,
     pub log_level: LogLevel,
@@ -144,6 +148,8 @@ impl HostState {
             memory: None,
             alloc: None,
             current_context: ROOT_CONTEXT_ID,
+            callback: "",
+            metric_calls: BTreeMap::new(),
             streams: HashMap::new(),
             next_context_id: ROOT_CONTEXT_ID.saturating_add(1),
             log_level,
@@ -220,6 +226,15 @@ impl HostState {
                 );
             }
         }
+    }
+
+    /// Counts a metric hostcall against the callback running now.
+    pub fn count_metric_call(&mut self, hostcall: &'static str) {
+        let n = self
+            .metric_calls
+            .entry((self.callback, hostcall))
+            .or_insert(0);
+        *n = n.saturating_add(1);
     }
 
     /// Looks a metric up by id (ids are index + 1).

@@ -337,6 +337,55 @@ pub enum MetricKind {
     Histogram,
 }
 
+/// The series Envoy's `/stats/prometheus` prints for the custom (wasm) metric `name`, when its
+/// bootstrap's `stats_config.stats_tags` has the entry `(<tag>=\.=(.*?);\.;)` (Istio's form) for
+/// every tag that `name` carries in Istio's encoding `<tag>=.=<value>;.;`: the encodings leave the
+/// name and become labels, in order; Envoy strips the `wasmcustom.` namespace and adds no `envoy_`
+/// prefix; any other character outside `[a-zA-Z0-9_:]` becomes `_`. An unlabelled name comes back
+/// without the `{}` Envoy prints after it.
+///
+/// `kubelet_authz.outcome=.=allowed;.;subresource=.=pods;.;decisions_total` ->
+/// `kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}`.
+pub fn prometheus_series(name: &str) -> String {
+    let mut rest = name;
+    let mut bare = String::new();
+    let mut labels = Vec::new();
+    while let Some(at) = rest.find("=.=") {
+        let (before, after) = rest.split_at(at);
+        let tag_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let after = after.get(3..).unwrap_or_default();
+        let Some(end) = after.find(";.;") else {
+            break;
+        };
+        bare.push_str(before.get(..tag_start).unwrap_or_default());
+        labels.push(format!(
+            "{}=\"{}\"",
+            before.get(tag_start..).unwrap_or_default(),
+            after.get(..end).unwrap_or_default()
+        ));
+        rest = after.get(end + 3..).unwrap_or_default();
+    }
+    bare.push_str(rest);
+    let mut out: String = bare
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !labels.is_empty() {
+        out.push('{');
+        out.push_str(&labels.join(","));
+        out.push('}');
+    }
+    out
+}
+
 /// A metric as the host holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metric {
@@ -346,4 +395,31 @@ pub struct Metric {
     pub value: i64,
     /// Histogram samples in recording order.
     pub samples: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::prometheus_series;
+
+    #[rstest]
+    #[case(
+        "kubelet_authz.outcome=.=allowed;.;subresource=.=pods;.;decisions_total",
+        r#"kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}"#
+    )]
+    #[case(
+        "kubelet_authz.kind=.=tokenreview;.;callout_duration_milliseconds",
+        r#"kubelet_authz_callout_duration_milliseconds{kind="tokenreview"}"#
+    )]
+    #[case(
+        "kubelet_authz.internal_errors_total",
+        "kubelet_authz_internal_errors_total"
+    )]
+    #[case("probe_requests", "probe_requests")]
+    #[case("a-b.c/d", "a_b_c_d")]
+    #[case("x.tag=.=unterminated", "x_tag___unterminated")]
+    fn prometheus_series_as_envoy_prints_it(#[case] name: &str, #[case] series: &str) {
+        assert_eq!(prometheus_series(name), series);
+    }
 }

@@ -140,7 +140,7 @@ impl Vm {
     /// Enters the guest through `func` with `context` effective. `Ok(None)` when not exported.
     pub fn invoke<P: WasmParams, R: WasmResults>(
         &mut self,
-        callback: &str,
+        callback: &'static str,
         context: u32,
         func: F<P, R>,
         params: P,
@@ -150,7 +150,9 @@ impl Vm {
             return Ok(None);
         };
         self.store.data_mut().current_context = context;
+        let outer = std::mem::replace(&mut self.store.data_mut().callback, callback);
         let result = func.call(&mut self.store, params);
+        self.store.data_mut().callback = outer;
         self.store.data_mut().current_context = ROOT_CONTEXT_ID;
         match result {
             Ok(value) => {
@@ -180,7 +182,9 @@ impl Vm {
                 let func = self.exports.on_queue_ready.clone();
                 let Some(func) = func else { continue };
                 self.store.data_mut().current_context = context;
+                self.store.data_mut().callback = "proxy_on_queue_ready";
                 let result = func.call(&mut self.store, (context, queue));
+                self.store.data_mut().callback = "";
                 self.store.data_mut().current_context = ROOT_CONTEXT_ID;
                 if let Err(error) = result {
                     let message = format!("{error:?}");

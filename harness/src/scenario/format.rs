@@ -238,7 +238,9 @@ pub struct Expect {
     /// Fields of this step's (last) audit event, dotted path -> value.
     #[serde(default)]
     pub audit: BTreeMap<String, serde_json::Value>,
-    /// Metric values (absolute) after the step; `0` also matches an undefined metric.
+    /// Counter values (absolute) after the step, by Prometheus series
+    /// (`kubelet_authz_decisions_total{outcome="allowed",subresource="pods"}`), read after a tick
+    /// (the filter flushes on it); `0` also matches an undefined series.
     #[serde(default)]
     pub metrics: BTreeMap<String, i64>,
     /// Some log line contains each of these.

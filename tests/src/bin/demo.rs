@@ -253,18 +253,23 @@ async fn run() -> anyhow::Result<()> {
         .filter(|r| r.kind == "SubjectAccessReview")
         .count();
     println!("\nThe API server answered {tr} TokenReviews and {sar} SubjectAccessReviews (the rest came from the filter's caches).");
+    // The filter counts in the VM and hands its counters to Envoy on a 1 s tick.
+    tokio::time::sleep(kubelet_authz_e2e::envoy::METRICS_FLUSH).await;
     let prom = envoy.prometheus().await?;
     let mut counters: Vec<String> = prom
         .lines()
-        .filter(|l| l.starts_with("kubelet_authz_"))
+        .filter(|l| l.starts_with("kubelet_authz_") && l.contains("_total{"))
         .map(str::to_string)
         .collect();
     counters.sort();
-    println!("Envoy /stats/prometheus (the filter's counters):");
+    println!(
+        "Envoy /stats/prometheus (the filter's labelled counters; the callout-latency histogram"
+    );
+    println!("kubelet_authz_callout_duration_milliseconds follows at Envoy's 5 s stats flush):");
     for c in &counters {
         println!("  {c}");
     }
-    if let Some(v) = prometheus_value(&prom, "kubelet_authz_xfcc_spoofed") {
+    if let Some(v) = prometheus_value(&prom, "kubelet_authz_xfcc_spoofed_total") {
         println!("  (spoofed XFCC seen by the filter: {v})");
     }
     let events = envoy.audit_events()?;
