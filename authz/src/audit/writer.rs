@@ -331,6 +331,8 @@ mod tests {
             spoofed_xfcc: Some(s.to_string()),
             cache_hits: 0,
             cache_misses: 0,
+            sar_cache_hits: 0,
+            sar_cache_misses: 0,
             strict_upgrade_applied: true,
         }
     }
