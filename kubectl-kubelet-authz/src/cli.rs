@@ -194,6 +194,10 @@ pub struct CanIArgs {
     /// Check every kubelet endpoint of the version instead of one path
     #[arg(long)]
     pub list: bool,
+    /// The HTTP method exactly as sent, in any case (then give PATH only): the kubelet maps
+    /// GET, POST, PUT, PATCH and DELETE, and anything else (`get`, `Get`) to the empty verb
+    #[arg(long, value_name = "METHOD", conflicts_with = "list")]
+    pub method: Option<String>,
     /// The request asks for a connection upgrade (WebSocket GET or SPDY POST)
     #[arg(long)]
     pub upgrade: bool,

@@ -469,6 +469,12 @@ fn targets_are_answered_as_the_filter_answers_them() {
         ),
         ("/pods/../exec/a/b/c", "path contains a `.` or `..` segment"),
         ("//pods", "path contains an empty segment (`//`)"),
+        ("pods", "request target is not an absolute path"),
+        (
+            "http://worker-1/pods",
+            "request target is not an absolute path",
+        ),
+        ("*", "request target is not an absolute path"),
     ] {
         can_i(&["get", target, "--as", "a"])
             .assert()
@@ -498,6 +504,17 @@ fn targets_are_answered_as_the_filter_answers_them() {
             .code(1)
             .stdout(predicate::str::contains("nobody: the filter refuses"));
     }
+    // A target that is not a path at all: refused as the filter does, with a hint.
+    can_i(&["get", "pods", "--as", "a"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("paths start with `/`"))
+        .stdout(predicate::str::contains("did you mean `/pods`?"));
+    bin()
+        .args(["suggest-role", "pods"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("paths start with `/`"));
     can_i(&["get", "/runningPods/", "--as", "a"])
         .assert()
         .code(1)
@@ -527,7 +544,6 @@ fn bad_input_is_exit_2() {
         &mut can_i(&["list", "/pods", "--as", "a"]),
         "never sends verb `list`",
     );
-    assert_usage_error(&mut can_i(&["pods", "--as", "a"]), "paths start with `/`");
     assert_usage_error(
         &mut can_i(&["/pods", "--as", "a", "--kubelet-version", "2.0"]),
         "not a kubelet version",
