@@ -158,7 +158,8 @@ pub struct KubeletArgs {
     /// Kubelet version to model (default 1.36; online with --node: the Node's kubeletVersion)
     #[arg(long, value_name = "VERSION")]
     pub kubelet_version: Option<String>,
-    /// Kubelet feature gates, e.g. `KubeletFineGrainedAuthz=true` (only this gate matters)
+    /// Kubelet feature gates, e.g. `KubeletFineGrainedAuthz=true`: only it and
+    /// `AllowParsingUserUIDFromCertAuth` (1.33+) are known; others are refused
     #[arg(long, value_name = "GATES")]
     pub feature_gates: Option<String>,
     /// The filter's strictUpgradeVerb: a GET (WebSocket upgrade) to exec/attach/run/portForward is

@@ -1186,3 +1186,69 @@ fn krew_manifest_names_the_binary() {
         );
     }
 }
+
+/// `--feature-gates` knows `AllowParsingUserUIDFromCertAuth` (1.33+, either value), refuses it
+/// before 1.33 as the kubelet refuses a gate it does not know, and still refuses other names.
+#[test]
+fn cert_uid_gate_is_accepted_where_it_exists() {
+    for (version, gates, code, message) in [
+        ("1.33", "AllowParsingUserUIDFromCertAuth=false", 0, ""),
+        ("1.36", "AllowParsingUserUIDFromCertAuth=true", 0, ""),
+        (
+            "1.34",
+            "KubeletFineGrainedAuthz=true,AllowParsingUserUIDFromCertAuth=false",
+            0,
+            "",
+        ),
+        (
+            "1.32",
+            "AllowParsingUserUIDFromCertAuth=false",
+            2,
+            "the gate does not exist in kubelet 1.32 (it was added in 1.33)",
+        ),
+        (
+            "1.36",
+            "AllowParsingUserUIDFromCertAuthz=false",
+            2,
+            "unknown gate",
+        ),
+    ] {
+        let out = can_i(&[
+            "/metrics",
+            "--as",
+            "system:serviceaccount:monitoring:prometheus",
+            "--kubelet-version",
+            version,
+            "--feature-gates",
+            gates,
+        ])
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{version} {gates}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(message),
+            "{version} {gates}: {out:?}"
+        );
+    }
+}
+
+/// `--method`: the HTTP method exactly as sent; anything but the five upper-case methods the
+/// kubelet maps is the empty verb.
+#[test]
+fn method_as_sent() {
+    for (method, verb) in [("GET", "get"), ("get", ""), ("Get", ""), ("post", "")] {
+        let doc = json_of(&mut can_i(&[
+            "--method", method, "/pods", "--as", "a", "-o", "json",
+        ]));
+        assert_eq!(doc["verb"], verb, "{method}");
+        assert_eq!(doc["request"]["method"], method, "{method}");
+    }
+    assert_usage_error(
+        &mut can_i(&["--method", "GET", "get", "/pods", "--as", "a"]),
+        "give PATH only",
+    );
+    assert_usage_error(
+        &mut can_i(&["--method", "G T", "/pods", "--as", "a"]),
+        "is not an HTTP method",
+    );
+}
