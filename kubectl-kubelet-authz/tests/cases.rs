@@ -48,7 +48,8 @@ fn command(case: &Case) -> Command {
     for g in case.identity.group_names() {
         c.args(["--as-group", g]);
     }
-    if let Some(uid) = case.identity.uid.as_deref().filter(|u| !u.is_empty()) {
+    let uid = case.identity.uid_for(case.minor());
+    if !uid.is_empty() {
         c.args(["--as-uid", uid]);
     }
     c.args([

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kubelet_authz_e2e::raw::{send, tls_config};
-use kubelet_authz_e2e::stack::{users, ProxyOptions, Standins, CERT_ADMIN, CERT_ALICE};
+use kubelet_authz_e2e::stack::{users, ProxyOptions, Standins, CERT_ADMIN, CERT_ALICE, CERT_CAROL};
 use kubelet_authz_standins::apiserver::ReviewRecord;
 use kubelet_authz_test_support::corpus::{self, Case, EnvoyAnswer};
 use serde_json::json;
@@ -39,8 +39,15 @@ use serde_json::json;
 fn client_cert(case: &Case) -> Option<&'static str> {
     let x = case.identity.x509.as_ref()?;
     match (x.cn.as_str(), x.o.as_slice()) {
-        (users::ALICE, [a, b]) if a == "observability" && b == "dev" => Some(CERT_ALICE),
-        (users::ADMIN, []) => Some(CERT_ADMIN),
+        (users::ALICE, [a, b]) if a == "observability" && b == "dev" && x.uid.is_none() => {
+            Some(CERT_ALICE)
+        }
+        (users::ADMIN, []) if x.uid.is_none() => Some(CERT_ADMIN),
+        (users::CAROL, [a])
+            if a == "observability" && x.uid.as_deref() == Some(users::CAROL_UID) =>
+        {
+            Some(CERT_CAROL)
+        }
         _ => panic!(
             "{}: no stand-in client certificate for {x:?}: add one in tests/src/stack.rs",
             case.name
@@ -78,7 +85,7 @@ fn sar_check(r: &ReviewRecord, case: &Case, ctx: &str) -> (String, String) {
     assert_eq!(spec["user"], case.identity.user_name(), "{ctx}");
     assert_eq!(
         spec["uid"].as_str().unwrap_or(""),
-        case.identity.uid.as_deref().unwrap_or(""),
+        case.identity.uid_for(case.minor()),
         "{ctx}"
     );
     let mut groups = case.identity.group_names().to_vec();

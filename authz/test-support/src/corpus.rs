@@ -15,7 +15,7 @@
 //!     uid: uid-prometheus
 //!     groups: [system:serviceaccounts, system:serviceaccounts:monitoring]
 //!   alice:                          # a client certificate: CN is the user, every O a group
-//!     x509: { cn: alice, o: [observability, dev] }
+//!     x509: { cn: alice, o: [observability, dev] }    # (and `uid:`, the UID attribute, from 1.33)
 //! cases:
 //!   - { identity: prometheus, kubelet: "1.36", method: GET, target: /pods,
 //!       status: 200, checks: [[get, pods]] }
@@ -85,6 +85,10 @@ pub struct X509 {
     /// The organizations: the groups.
     #[serde(default)]
     pub o: Vec<String>,
+    /// The UID attribute (`1.3.6.1.4.1.57683.2`): the user's UID from 1.33 (the gate
+    /// `AllowParsingUserUIDFromCertAuth` at its default), ignored before.
+    #[serde(default)]
+    pub uid: Option<String>,
 }
 
 impl Identity {
@@ -95,6 +99,25 @@ impl Identity {
             (None, Some(u)) => u,
             (None, None) => "",
         }
+    }
+
+    /// The UID a kubelet of minor version `minor` (gates at their defaults) gives this identity:
+    /// the token's, or the certificate's UID attribute from 1.33.
+    pub fn uid_for(&self, minor: u32) -> &str {
+        match &self.x509 {
+            Some(c) if minor >= 33 => c.uid.as_deref().unwrap_or(""),
+            Some(_) => "",
+            None => self.uid.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// The UID attributes of the identity's certificate (none or one).
+    pub fn cert_uids(&self) -> Vec<&str> {
+        self.x509
+            .as_ref()
+            .and_then(|c| c.uid.as_deref())
+            .into_iter()
+            .collect()
     }
 
     /// The groups the authenticator answers (before the kubelet's group adder).
