@@ -194,17 +194,13 @@ impl Config {
                 .map_err(|e| err("kubeletVersion", e.to_string()))?,
             None => KubeletVersion::LATEST,
         };
+        let raw_gates = raw.feature_gates.unwrap_or_default();
         let gates = FeatureGates {
-            kubelet_fine_grained_authz: raw
-                .feature_gates
-                .and_then(|g| g.kubelet_fine_grained_authz),
+            kubelet_fine_grained_authz: raw_gates.kubelet_fine_grained_authz,
+            allow_parsing_user_uid_from_cert_auth: raw_gates.allow_parsing_user_uid_from_cert_auth,
         };
-        c.model = KubeletModel::new(version, gates).map_err(|e| {
-            err(
-                "featureGates.KubeletFineGrainedAuthz",
-                strip_field(&e.to_string()),
-            )
-        })?;
+        c.model = KubeletModel::new(version, gates)
+            .map_err(|e| err(e.field(), strip_field(e.field(), &e.to_string())))?;
 
         let authn = raw.authentication.unwrap_or_default();
         let x509 = authn.x509.unwrap_or_default();
@@ -401,8 +397,9 @@ fn names(field: &str, list: Vec<String>, what: &str) -> Result<Vec<String>, Conf
     Ok(list)
 }
 
-fn strip_field(msg: &str) -> String {
-    msg.strip_prefix("featureGates.KubeletFineGrainedAuthz: ")
+fn strip_field(field: &str, msg: &str) -> String {
+    msg.strip_prefix(field)
+        .and_then(|m| m.strip_prefix(": "))
         .unwrap_or(msg)
         .to_string()
 }
@@ -541,6 +538,11 @@ mod tests {
     #[case::gate_locked(r#"{"nodeName":"n","kubeletVersion":"1.36","featureGates":{"KubeletFineGrainedAuthz":false}}"#, "featureGates.KubeletFineGrainedAuthz")]
     #[case::gate_absent(r#"{"nodeName":"n","kubeletVersion":"1.31","featureGates":{"KubeletFineGrainedAuthz":true}}"#, "featureGates.KubeletFineGrainedAuthz")]
     #[case::unknown_gate(r#"{"nodeName":"n","featureGates":{"Foo":true}}"#, "featureGates.Foo")]
+    #[case::cert_uid_gate_absent(r#"{"nodeName":"n","kubeletVersion":"1.32","featureGates":{"AllowParsingUserUIDFromCertAuth":false}}"#, "featureGates.AllowParsingUserUIDFromCertAuth")]
+    #[case::cert_uid_gate_not_bool(
+        r#"{"nodeName":"n","featureGates":{"AllowParsingUserUIDFromCertAuth":"no"}}"#,
+        "featureGates.AllowParsingUserUIDFromCertAuth"
+    )]
     #[case::bad_enforcement(r#"{"nodeName":"n","enforcement":"enforce"}"#, "enforcement")]
     #[case::zero_timeout(
         r#"{"nodeName":"n","apiServer":{"timeout":"0s"}}"#,
@@ -637,8 +639,39 @@ mod tests {
         r#"{"nodeName":"n","audit":{"policy":{"rules":[{"level":"None","user":["a"]}]}}}"#,
         "audit.policy.rules[0].user: unknown field; known fields here: level, users, userGroups, verbs, subresources, outcomes"
     )]
+    #[case::cert_uid_gate_absent(
+        r#"{"nodeName":"n","kubeletVersion":"1.32","featureGates":{"AllowParsingUserUIDFromCertAuth":true}}"#,
+        "featureGates.AllowParsingUserUIDFromCertAuth: the gate does not exist in kubelet 1.32 (it was added in 1.33)"
+    )]
+    #[case::fine_grained_gate_locked(
+        r#"{"nodeName":"n","kubeletVersion":"1.36","featureGates":{"KubeletFineGrainedAuthz":false}}"#,
+        "featureGates.KubeletFineGrainedAuthz: the gate is locked to true in kubelet 1.36 and cannot be disabled"
+    )]
     fn error_messages(#[case] json: &str, #[case] message: &str) {
         let e = Config::from_json(json.as_bytes()).unwrap_err();
         assert_eq!(e.to_string(), message);
+    }
+
+    /// `featureGates.AllowParsingUserUIDFromCertAuth`: accepted from 1.33 (default on), either
+    /// value; the x509 user's UID is read exactly when it is on.
+    #[rstest]
+    #[case::v1_32_default("1.32", "{}", false)]
+    #[case::v1_33_default("1.33", "{}", true)]
+    #[case::v1_33_off("1.33", r#"{"AllowParsingUserUIDFromCertAuth":false}"#, false)]
+    #[case::v1_34_on("1.34", r#"{"AllowParsingUserUIDFromCertAuth":true}"#, true)]
+    #[case::v1_36_default("1.36", "{}", true)]
+    #[case::v1_36_off("1.36", r#"{"AllowParsingUserUIDFromCertAuth":false}"#, false)]
+    #[case::v1_35_both_gates(
+        "1.35",
+        r#"{"KubeletFineGrainedAuthz":false,"AllowParsingUserUIDFromCertAuth":false}"#,
+        false
+    )]
+    fn cert_uid_gate(#[case] version: &str, #[case] gates: &str, #[case] reads_uid: bool) {
+        let c = Config::from_json(
+            format!(r#"{{"nodeName":"n","kubeletVersion":"{version}","featureGates":{gates}}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.model.reads_cert_uid(), reads_uid);
     }
 }

@@ -62,6 +62,12 @@ impl KubeletVersion {
         }
     }
 
+    /// The `AllowParsingUserUIDFromCertAuth` gate's default in this version (`None` before the
+    /// gate existed, 1.33): whether the x509 authenticator reads the subject's UID attribute.
+    pub fn cert_uid_default(self) -> Option<bool> {
+        (self.minor >= CERT_UID_SINCE_MINOR).then_some(true)
+    }
+
     /// From 1.36 the gate is locked on and cannot be disabled.
     pub fn fine_grained_locked(self) -> bool {
         self.minor >= GA_MINOR
@@ -118,7 +124,10 @@ impl<'de> Deserialize<'de> for KubeletVersion {
     }
 }
 
-/// Kubelet feature gates that change authorization.
+/// The first version with the `AllowParsingUserUIDFromCertAuth` gate (beta, on by default).
+pub const CERT_UID_SINCE_MINOR: u32 = 33;
+
+/// Kubelet feature gates that change authentication or authorization.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureGates {
@@ -129,6 +138,14 @@ pub struct FeatureGates {
         skip_serializing_if = "Option::is_none"
     )]
     pub kubelet_fine_grained_authz: Option<bool>,
+    /// `AllowParsingUserUIDFromCertAuth` (1.33+): the x509 authenticator reads the subject's UID
+    /// attribute; `None` means the version's default.
+    #[serde(
+        rename = "AllowParsingUserUIDFromCertAuth",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allow_parsing_user_uid_from_cert_auth: Option<bool>,
 }
 
 /// Why a feature-gate setting is impossible for a version.
@@ -140,14 +157,31 @@ pub enum GateError {
     /// The gate is locked on from 1.36.
     #[error("featureGates.KubeletFineGrainedAuthz: the gate is locked to true in kubelet {0} and cannot be disabled")]
     Locked(KubeletVersion),
+    /// `AllowParsingUserUIDFromCertAuth` did not exist before 1.33: the kubelet refuses any
+    /// setting of a gate it does not know.
+    #[error("featureGates.AllowParsingUserUIDFromCertAuth: the gate does not exist in kubelet {0} (it was added in 1.33)")]
+    CertUidNotInVersion(KubeletVersion),
 }
 
-/// The kubelet version together with its effective fine-grained gate: everything the attribute
-/// builder depends on.
+impl GateError {
+    /// The configuration field the error is about (`featureGates.<Gate>`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            GateError::NotInVersion(_) | GateError::Locked(_) => {
+                "featureGates.KubeletFineGrainedAuthz"
+            }
+            GateError::CertUidNotInVersion(_) => "featureGates.AllowParsingUserUIDFromCertAuth",
+        }
+    }
+}
+
+/// The kubelet version together with its effective gates: everything the attribute builder (the
+/// fine-grained gate) and the x509 authenticator (the certificate UID gate) depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KubeletModel {
     version: KubeletVersion,
     fine_grained: bool,
+    cert_uid: bool,
 }
 
 impl KubeletModel {
@@ -166,9 +200,19 @@ impl KubeletModel {
             (Some(_), Some(v)) => v,
             (Some(default), None) => default,
         };
+        let cert_uid = match (
+            version.cert_uid_default(),
+            gates.allow_parsing_user_uid_from_cert_auth,
+        ) {
+            (None, Some(_)) => return Err(GateError::CertUidNotInVersion(version)),
+            (None, None) => false,
+            (Some(_), Some(v)) => v,
+            (Some(default), None) => default,
+        };
         Ok(KubeletModel {
             version,
             fine_grained,
+            cert_uid,
         })
     }
 
@@ -177,6 +221,7 @@ impl KubeletModel {
         KubeletModel {
             version,
             fine_grained: version.fine_grained_default().unwrap_or(false),
+            cert_uid: version.cert_uid_default().unwrap_or(false),
         }
     }
 
@@ -190,9 +235,22 @@ impl KubeletModel {
         self.fine_grained
     }
 
+    /// Whether the x509 authenticator reads the certificate's UID (`AllowParsingUserUIDFromCertAuth`
+    /// in effect: 1.33+, unless turned off).
+    pub fn reads_cert_uid(self) -> bool {
+        self.cert_uid
+    }
+
     /// The ordered subresources the kubelet checks for a decoded request path (section 3.4).
     pub fn subresources(self, path: &str) -> Subresources {
         subresources(self, path)
+    }
+}
+
+impl From<KubeletVersion> for KubeletModel {
+    /// The version with its gates at their defaults.
+    fn from(version: KubeletVersion) -> Self {
+        KubeletModel::for_version(version)
     }
 }
 

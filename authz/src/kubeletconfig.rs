@@ -117,6 +117,9 @@ pub struct KubeletSettings {
     pub read_only_port: Setting<i64>,
     /// `featureGates.KubeletFineGrainedAuthz` / `--feature-gates`; `None` when not set.
     pub fine_grained_authz_gate: Option<bool>,
+    /// `featureGates.AllowParsingUserUIDFromCertAuth` / `--feature-gates`; `None` when not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_uid_gate: Option<bool>,
     /// The `--config` file named on a command line, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
@@ -133,6 +136,7 @@ impl KubeletSettings {
             authorization_mode: Setting::default("Webhook".to_string()),
             read_only_port: Setting::default(0),
             fine_grained_authz_gate: None,
+            cert_uid_gate: None,
             config_file: None,
         }
     }
@@ -147,6 +151,7 @@ impl KubeletSettings {
             authorization_mode: Setting::default("AlwaysAllow".to_string()),
             read_only_port: Setting::default(10255),
             fine_grained_authz_gate: None,
+            cert_uid_gate: None,
             config_file: None,
         }
     }
@@ -155,6 +160,7 @@ impl KubeletSettings {
     pub fn feature_gates(&self) -> FeatureGates {
         FeatureGates {
             kubelet_fine_grained_authz: self.fine_grained_authz_gate,
+            allow_parsing_user_uid_from_cert_auth: self.cert_uid_gate,
         }
     }
 }
@@ -219,7 +225,10 @@ pub fn parse_config(text: &str) -> Result<KubeletSettings, KubeletConfigError> {
     if let Some(v) = raw.read_only_port {
         s.read_only_port.set(v);
     }
-    s.fine_grained_authz_gate = raw.feature_gates.and_then(|g| g.kubelet_fine_grained_authz);
+    if let Some(g) = raw.feature_gates {
+        s.fine_grained_authz_gate = g.kubelet_fine_grained_authz;
+        s.cert_uid_gate = g.allow_parsing_user_uid_from_cert_auth;
+    }
     Ok(s)
 }
 

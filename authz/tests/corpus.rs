@@ -49,7 +49,7 @@ fn request(case: &Case, certs: &mut HashMap<String, Cert>) -> Request {
     if let Some(x) = &case.identity.x509 {
         let c = certs.entry(case.identity_name.clone()).or_insert_with(|| {
             let orgs: Vec<&str> = x.o.iter().map(String::as_str).collect();
-            cert(&x.cn, &orgs, &[])
+            cert(&x.cn, &orgs, &case.identity.cert_uids())
         });
         req.mtls = true;
         req.peer_cert_sha256 = Some(c.hash.clone());
@@ -95,6 +95,16 @@ fn corpus_through_the_engine() {
             }
             CalloutKind::SubjectAccessReview => {
                 let sar: SubjectAccessReview = serde_json::from_str(&c.body).unwrap();
+                assert_eq!(
+                    (sar.spec.user.as_str(), sar.spec.uid.as_str()),
+                    (
+                        case.identity.user_name(),
+                        case.identity.uid_for(case.minor())
+                    ),
+                    "{}: {}: the reviews' user",
+                    case.file,
+                    case.name
+                );
                 let a = sar.spec.resource_attributes.clone().unwrap();
                 sars.push((a.verb, a.subresource));
                 let status = store.authorize_review(&sar.spec);

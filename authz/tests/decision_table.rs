@@ -340,6 +340,37 @@ fn cert_identity_has_groups_credential_id_and_authenticated_group() {
     );
 }
 
+/// `featureGates.AllowParsingUserUIDFromCertAuth` in the filter's configuration: the certificate
+/// user's UID (and so the reviews' `uid`) is read on 1.33+ unless the gate is off.
+#[rstest]
+#[case::v1_32(r#""kubeletVersion":"1.32""#, "")]
+#[case::v1_33_default(r#""kubeletVersion":"1.33""#, "uid-7")]
+#[case::v1_33_off(
+    r#""kubeletVersion":"1.33","featureGates":{"AllowParsingUserUIDFromCertAuth":false}"#,
+    ""
+)]
+#[case::v1_36_on(
+    r#""kubeletVersion":"1.36","featureGates":{"AllowParsingUserUIDFromCertAuth":true}"#,
+    "uid-7"
+)]
+#[case::v1_36_off(
+    r#""kubeletVersion":"1.36","featureGates":{"AllowParsingUserUIDFromCertAuth":false}"#,
+    ""
+)]
+fn cert_uid_follows_the_gate(#[case] extra: &str, #[case] uid: &str) {
+    let mut e = engine(&format!(
+        r#"{extra},"authorization":{{"mode":"AlwaysAllow"}}"#
+    ));
+    let c = cert("system:node:worker-1", &["system:nodes"], &["uid-7"]);
+    let v = decide(&mut e, &mut World::new(), with_cert(get("/pods"), &c), 0);
+    assert_eq!(v.authn, AuthnMethod::X509);
+    let u = v.user.unwrap();
+    assert_eq!(
+        (u.name.as_str(), u.uid.as_str()),
+        ("system:node:worker-1", uid)
+    );
+}
+
 #[test]
 fn cert_with_unauthenticated_org_does_not_get_authenticated_group() {
     let mut e = engine(r#""authorization":{"mode":"AlwaysAllow"}"#);

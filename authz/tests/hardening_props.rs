@@ -301,7 +301,14 @@ const RAW_CORPUS: &[(&str, &str, Option<&str>)] = &[
 #[test]
 fn raw_path_corpus_through_the_engine_has_no_bypass() {
     let mut e = engine("");
+    let cases = kubelet_authz_test_support::corpus::load().unwrap();
     for (method, target, want) in RAW_CORPUS {
+        assert!(
+            cases
+                .iter()
+                .any(|c| c.method == *method && c.target == *target),
+            "{method} {target:?} is not in the case corpus (authz/tests/cases/path-confusion.yaml)"
+        );
         for override_header in [None, Some("POST"), Some("GET")] {
             let mut req = bearer(method, target, "pl");
             if let Some(o) = override_header {

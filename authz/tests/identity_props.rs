@@ -68,6 +68,7 @@ fn model_strategy() -> impl Strategy<Value = KubeletModel> {
                 KubeletVersion::new(minor).ok()?,
                 FeatureGates {
                     kubelet_fine_grained_authz: gate,
+                    ..FeatureGates::default()
                 },
             )
             .ok()

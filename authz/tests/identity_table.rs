@@ -401,6 +401,51 @@ fn x509_uid_attribute(#[case] minor: u32, #[case] want: &str) {
     assert_eq!(user.uid, want);
 }
 
+/// `AllowParsingUserUIDFromCertAuth` (1.33+, on by default): turned off, the UID attribute is not
+/// read at all, so that neither a UID nor the UID errors (two UIDs, an empty or a non-string
+/// one) come from it.
+#[rstest]
+#[case::v1_33_default(33, None, &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "u-1")], Ok("u-1"))]
+#[case::v1_33_on(33, Some(true), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "u-1")], Ok("u-1"))]
+#[case::v1_33_off(33, Some(false), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "u-1")], Ok(""))]
+#[case::v1_35_off(35, Some(false), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "u-1")], Ok(""))]
+#[case::v1_36_off(36, Some(false), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "u-1")], Ok(""))]
+#[case::v1_36_on(36, Some(true), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "u-1")], Ok("u-1"))]
+#[case::two_uids_off(36, Some(false), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "a"), utf8(OID_K8S_UID, "b")], Ok(""))]
+#[case::two_uids_on(36, Some(true), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "a"), utf8(OID_K8S_UID, "b")], Err("expected 1 UID, but found multiple: [a b]"))]
+#[case::empty_uid_off(34, Some(false), &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "")], Ok(""))]
+// Not read, the UID is any other attribute: a non-string value fails the certificate, as on 1.32.
+#[case::non_string_uid_off(36, Some(false), &[utf8(OID_CN, "e"), (OID_K8S_UID, Tag::OctetString, b"\x01\x02")], Err("invalid RDNSequence: invalid attribute value: unsupported string type: OCTET STRING"))]
+#[case::v1_32_default(32, None, &[utf8(OID_CN, "e"), utf8(OID_K8S_UID, "u-1")], Ok(""))]
+fn x509_uid_gate(
+    #[case] minor: u32,
+    #[case] gate: Option<bool>,
+    #[case] attrs: &[(&str, Tag, &[u8])],
+    #[case] want: Result<&str, &str>,
+) {
+    let model = kubelet_authz::kubelet::KubeletModel::new(
+        v(minor),
+        kubelet_authz::FeatureGates {
+            allow_parsing_user_uid_from_cert_auth: gate,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let der = cert_with_subject(attrs);
+    let got = x509::user_from_der(&der, model);
+    if gate == Some(false) {
+        // Off, the certificate gives what a 1.32 kubelet (no such gate) makes of it.
+        assert_eq!(got, x509::user_from_der(&der, v(32)));
+    }
+    match want {
+        Ok(uid) => {
+            let user = got.unwrap().unwrap();
+            assert_eq!((user.name.as_str(), user.uid.as_str()), ("e", uid));
+        }
+        Err(text) => assert!(got.unwrap_err().to_string().ends_with(text)),
+    }
+}
+
 #[test]
 fn x509_ldap_uid_attribute_is_not_the_kubernetes_uid() {
     let der = rcgen_cert_with("dave", &[0, 9, 2342, 19200300, 100, 1, 1], "ldap-uid");

@@ -77,6 +77,7 @@ impl Col {
             version,
             FeatureGates {
                 kubelet_fine_grained_authz: gate,
+                ..FeatureGates::default()
             },
         )
         .unwrap()
@@ -719,6 +720,7 @@ fn gate_resolution(
         version,
         FeatureGates {
             kubelet_fine_grained_authz: gate,
+            ..FeatureGates::default()
         },
     );
     match (got, want) {
@@ -789,4 +791,53 @@ fn subresource_names_round_trip() {
 #[case::running("/runningpods/", false)]
 fn streaming_paths(#[case] path: &str, #[case] want: bool) {
     assert_eq!(kubelet::is_streaming_path(path), want);
+}
+
+/// `AllowParsingUserUIDFromCertAuth`: added in 1.33 (beta, on by default), settable either way
+/// from then on; any setting before 1.33 is refused, as the kubelet refuses a gate it does not
+/// know. It never changes the subresources.
+#[rstest]
+#[case::v1_21_absent(21, None, Ok(false))]
+#[case::v1_32_absent(32, None, Ok(false))]
+#[case::v1_32_true(32, Some(true), Err(()))]
+#[case::v1_32_false(32, Some(false), Err(()))]
+#[case::v1_31_false(31, Some(false), Err(()))]
+#[case::v1_33_default(33, None, Ok(true))]
+#[case::v1_33_false(33, Some(false), Ok(false))]
+#[case::v1_34_true(34, Some(true), Ok(true))]
+#[case::v1_35_false(35, Some(false), Ok(false))]
+#[case::v1_36_default(36, None, Ok(true))]
+#[case::v1_36_false(36, Some(false), Ok(false))]
+#[case::v1_37_false(37, Some(false), Ok(false))]
+fn cert_uid_gate_resolution(
+    #[case] minor: u32,
+    #[case] gate: Option<bool>,
+    #[case] want: Result<bool, ()>,
+) {
+    let version = KubeletVersion::new(minor).unwrap();
+    let got = KubeletModel::new(
+        version,
+        FeatureGates {
+            allow_parsing_user_uid_from_cert_auth: gate,
+            ..FeatureGates::default()
+        },
+    );
+    match (got, want) {
+        (Ok(m), Ok(reads)) => {
+            assert_eq!(m.reads_cert_uid(), reads);
+            assert_eq!(
+                m.fine_grained(),
+                KubeletModel::for_version(version).fine_grained()
+            );
+        }
+        (Err(e), Err(())) => {
+            assert_eq!(e, GateError::CertUidNotInVersion(version));
+            assert_eq!(e.field(), "featureGates.AllowParsingUserUIDFromCertAuth");
+            assert_eq!(
+                e.to_string(),
+                format!("featureGates.AllowParsingUserUIDFromCertAuth: the gate does not exist in kubelet 1.{minor} (it was added in 1.33)")
+            );
+        }
+        (got, want) => panic!("1.{minor} {gate:?}: got {got:?}, want {want:?}"),
+    }
 }

@@ -81,6 +81,88 @@ fn fine_grained_gate(#[case] body: &str, #[case] version: &str, #[case] want: Ch
     );
 }
 
+/// `AllowParsingUserUIDFromCertAuth`, from a file or `--feature-gates`: read into the settings and
+/// the kubelet model (no UID from certificates when off), refused before 1.33, and checked only
+/// when set (the fine-grained check ignores it).
+#[rstest]
+#[case::file_v133_off(
+    "featureGates:\n  AllowParsingUserUIDFromCertAuth: false\n",
+    "",
+    "1.33",
+    Some(false),
+    Some(Pass)
+)]
+#[case::file_v136_on(
+    "featureGates:\n  AllowParsingUserUIDFromCertAuth: true\n",
+    "",
+    "1.36",
+    Some(true),
+    Some(Pass)
+)]
+#[case::file_v132_refused(
+    "featureGates:\n  AllowParsingUserUIDFromCertAuth: false\n",
+    "",
+    "1.32",
+    Some(false),
+    Some(Fail)
+)]
+#[case::file_unset("", "", "1.36", None, None)]
+#[case::flag_v134_off(
+    "",
+    "kubelet --feature-gates=AllowParsingUserUIDFromCertAuth=false",
+    "1.34",
+    Some(false),
+    Some(Pass)
+)]
+#[case::flag_v131_refused(
+    "",
+    "kubelet --feature-gates=KubeletFineGrainedAuthz=false,AllowParsingUserUIDFromCertAuth=true",
+    "1.31",
+    Some(true),
+    Some(Fail)
+)]
+fn cert_uid_gate(
+    #[case] body: &str,
+    #[case] line: &str,
+    #[case] version: &str,
+    #[case] gate: Option<bool>,
+    #[case] want: Option<CheckStatus>,
+) {
+    let s = if line.is_empty() {
+        config(body)
+    } else {
+        parse_command_line(line).unwrap()
+    };
+    assert_eq!(s.cert_uid_gate, gate);
+    assert_eq!(
+        s.feature_gates().allow_parsing_user_uid_from_cert_auth,
+        gate
+    );
+    let v: KubeletVersion = version.parse().unwrap();
+    let results = check(&s, v);
+    let got = results
+        .iter()
+        .find(|c| c.id == "cert-uid-gate")
+        .map(|c| c.status);
+    assert_eq!(got, want);
+    if want == Some(Pass) {
+        let model = kubelet_authz::kubelet::KubeletModel::new(v, s.feature_gates()).unwrap();
+        assert_eq!(model.reads_cert_uid(), gate.unwrap_or(true));
+    }
+    // The fine-grained check does not depend on this gate.
+    let fine = results
+        .iter()
+        .find(|c| c.id == "fine-grained-authz")
+        .map(|c| c.status);
+    let mut without = s.clone();
+    without.cert_uid_gate = None;
+    let fine_without = check(&without, v)
+        .into_iter()
+        .find(|c| c.id == "fine-grained-authz")
+        .map(|c| c.status);
+    assert_eq!(fine, fine_without);
+}
+
 #[rstest]
 // An empty command line: legacy defaults fail everything but the gate.
 #[case::legacy_anon("kubelet", "4.2.1", Fail)]

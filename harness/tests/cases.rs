@@ -82,7 +82,7 @@ fn corpus_through_the_filter_module() {
         if let Some(x) = &case.identity.x509 {
             let c = certs.entry(case.identity_name.clone()).or_insert_with(|| {
                 let orgs: Vec<&str> = x.o.iter().map(String::as_str).collect();
-                cert(&x.cn, &orgs, &[])
+                cert(&x.cn, &orgs, &case.identity.cert_uids())
             });
             b = b
                 .header("x-forwarded-client-cert", &xfcc(&c.hash, &c.pem))
@@ -105,6 +105,14 @@ fn corpus_through_the_filter_module() {
             .filter(|c| c.path() == Some(SUBJECT_ACCESS_REVIEW_PATH))
             .map(|c| {
                 let sar: SubjectAccessReview = serde_json::from_str(&c.body_str()).unwrap();
+                assert_eq!(
+                    (sar.spec.user.as_str(), sar.spec.uid.as_str()),
+                    (
+                        case.identity.user_name(),
+                        case.identity.uid_for(case.minor())
+                    ),
+                    "{ctx}: the reviews' user"
+                );
                 let a = sar.spec.resource_attributes.unwrap();
                 (a.verb, a.subresource)
             })

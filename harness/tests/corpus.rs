@@ -267,6 +267,10 @@ fn path_confusion_corpus(
     #[case] want: Want,
     #[values(None, Some("POST"), Some("GET"), Some("DELETE"))] method_override: Option<&str>,
 ) {
+    assert!(
+        in_case_corpus(method, target),
+        "{method} {target:?} is not in the case corpus (authz/tests/cases/path-confusion.yaml)"
+    );
     let vm = vm();
     let mut b = vm
         .request()
@@ -375,6 +379,22 @@ fn path_confusion_corpus(
             }
         }
     }
+}
+
+/// Whether the case corpus (`authz/tests/cases/*.yaml`, which every driver and `can-i` run) has
+/// a case with this method and target: every row here must be one.
+fn in_case_corpus(method: &str, target: &str) -> bool {
+    static CASES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    CASES
+        .get_or_init(|| {
+            kubelet_authz_test_support::corpus::load()
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.method, c.target))
+                .collect()
+        })
+        .iter()
+        .any(|(m, t)| m == method && t == target)
 }
 
 /// `TokenReview` or `SAR <verb> <subresource>`, for failure messages.

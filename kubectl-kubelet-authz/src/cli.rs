@@ -158,7 +158,8 @@ pub struct KubeletArgs {
     /// Kubelet version to model (default 1.36; online with --node: the Node's kubeletVersion)
     #[arg(long, value_name = "VERSION")]
     pub kubelet_version: Option<String>,
-    /// Kubelet feature gates, e.g. `KubeletFineGrainedAuthz=true` (only this gate matters)
+    /// Kubelet feature gates, e.g. `KubeletFineGrainedAuthz=true`: only it and
+    /// `AllowParsingUserUIDFromCertAuth` (1.33+) are known; others are refused
     #[arg(long, value_name = "GATES")]
     pub feature_gates: Option<String>,
     /// The filter's strictUpgradeVerb: a GET (WebSocket upgrade) to exec/attach/run/portForward is
@@ -194,6 +195,10 @@ pub struct CanIArgs {
     /// Check every kubelet endpoint of the version instead of one path
     #[arg(long)]
     pub list: bool,
+    /// The HTTP method exactly as sent, in any case (then give PATH only): the kubelet maps
+    /// GET, POST, PUT, PATCH and DELETE, and anything else (`get`, `Get`) to the empty verb
+    #[arg(long, value_name = "METHOD", conflicts_with = "list")]
+    pub method: Option<String>,
     /// The request asks for a connection upgrade (WebSocket GET or SPDY POST)
     #[arg(long)]
     pub upgrade: bool,

@@ -74,6 +74,21 @@ pub fn parse_verb(word: &str) -> Result<Verb, CliError> {
     )))
 }
 
+/// The verb for `--method`: the HTTP method exactly as sent (any case), mapped as the kubelet
+/// maps it. It must be an HTTP token (RFC 9110: letters, digits and ``!#$%&'*+-.^_`|~``).
+pub fn parse_method(method: &str) -> Result<Verb, CliError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if method.is_empty() || !method.chars().all(token) {
+        return Err(usage(format!(
+            "--method: `{method}` is not an HTTP method (a token such as GET or post)"
+        )));
+    }
+    Ok(Verb {
+        method: Some(method.to_string()),
+        verb: kubelet::verb_for_method(method).to_string(),
+    })
+}
+
 /// The first path segment of every endpoint the kubelet serves (`/exec`, `/metrics`, ...).
 fn known_roots() -> Vec<&'static str> {
     let mut roots: Vec<&'static str> = ENDPOINTS
@@ -109,15 +124,21 @@ pub fn unknown_path_hint(path: &str) -> Option<String> {
     Some(format!("unknown kubelet path `{path}`{hint}"))
 }
 
-/// A request target that cannot be a kubelet path at all (not starting with `/`) is a usage
-/// error; anything else is the filter's to judge (`engine::attributes`).
-fn check_target(raw: &str) -> Result<String, CliError> {
-    match path::canonical_path(raw) {
-        Err(PathError::NotOriginForm) => Err(usage(format!(
-            "`{raw}` is not a kubelet path: paths start with `/` (for example `/pods` or `/exec/NS/POD/CONTAINER`)"
-        ))),
-        _ => Ok(raw.to_string()),
+/// Why a request target cannot be a kubelet path at all (it does not start with `/`), with a
+/// hint; `None` otherwise. The filter refuses such a target with 400 (`can-i` answers so), and
+/// `suggest-role` refuses it as a usage error.
+pub fn not_a_path_hint(raw: &str) -> Option<String> {
+    if !matches!(path::canonical_path(raw), Err(PathError::NotOriginForm)) {
+        return None;
     }
+    let hint = if raw.starts_with("http://") || raw.starts_with("https://") || raw == "*" {
+        String::new()
+    } else {
+        format!(", did you mean `/{raw}`?")
+    };
+    Some(format!(
+        "`{raw}` is not a kubelet path: paths start with `/` (for example `/pods` or `/exec/NS/POD/CONTAINER`){hint}"
+    ))
 }
 
 /// Check a PATH that must name a kubelet endpoint (`suggest-role`): canonical as the filter
@@ -126,7 +147,9 @@ fn check_target(raw: &str) -> Result<String, CliError> {
 pub fn parse_path(raw: &str) -> Result<String, CliError> {
     let path = match path::canonical_path(raw) {
         Ok(p) => p,
-        Err(PathError::NotOriginForm) => return check_target(raw),
+        Err(PathError::NotOriginForm) => {
+            return Err(usage(not_a_path_hint(raw).unwrap_or_default()))
+        }
         Err(e) => {
             return Err(usage(format!(
                 "`{raw}` is not a canonical path: {e} (the filter refuses such paths with 400)"
@@ -139,8 +162,8 @@ pub fn parse_path(raw: &str) -> Result<String, CliError> {
     }
 }
 
-/// Split `[VERB] PATH` into a verb (default `get`) and a request target (as given: the filter
-/// and the engine judge it).
+/// Split `[VERB] PATH` into a verb (default `get`) and a request target (as given, byte for
+/// byte: the engine judges it as the filter does, and refuses what the filter refuses).
 pub fn parse_verb_and_path(args: &[String]) -> Result<(Verb, String), CliError> {
     match args {
         [path] => Ok((
@@ -148,9 +171,9 @@ pub fn parse_verb_and_path(args: &[String]) -> Result<(Verb, String), CliError> 
                 method: None,
                 verb: "get".into(),
             },
-            check_target(path)?,
+            path.clone(),
         )),
-        [verb, path] => Ok((parse_verb(verb)?, check_target(path)?)),
+        [verb, path] => Ok((parse_verb(verb)?, path.clone())),
         _ => Err(usage(
             "expected [VERB] PATH, for example `get /pods` or `/metrics`",
         )),
@@ -236,6 +259,17 @@ mod tests {
     }
 
     #[test]
+    fn methods_as_sent() {
+        let v = |m: &str| parse_method(m).map(|v| (v.method, v.verb)).ok();
+        assert_eq!(v("GET"), Some((Some("GET".into()), "get".into())));
+        assert_eq!(v("get"), Some((Some("get".into()), String::new())));
+        assert_eq!(v("Get"), Some((Some("Get".into()), String::new())));
+        assert_eq!(v("post"), Some((Some("post".into()), String::new())));
+        assert_eq!(v(""), None);
+        assert_eq!(v("G T"), None);
+    }
+
+    #[test]
     fn api_verbs_map_back_to_methods() {
         for (verb, method) in [
             ("get", "GET"),
@@ -262,6 +296,15 @@ mod tests {
         assert!(parse_path("/podsfoo").is_err());
         assert!(parse_path("//pods").is_err());
         assert!(parse_path("/exec/../pods").is_err());
+        assert!(parse_path("pods").is_err());
+    }
+
+    #[test]
+    fn targets_that_are_not_paths_get_a_hint() {
+        assert!(not_a_path_hint("pods").is_some_and(|h| h.ends_with("did you mean `/pods`?")));
+        assert!(not_a_path_hint("http://x/pods").is_some_and(|h| !h.contains("did you mean")));
+        assert_eq!(not_a_path_hint("/pods"), None);
+        assert_eq!(not_a_path_hint("//pods"), None);
     }
 
     #[test]

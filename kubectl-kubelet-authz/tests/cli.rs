@@ -469,6 +469,12 @@ fn targets_are_answered_as_the_filter_answers_them() {
         ),
         ("/pods/../exec/a/b/c", "path contains a `.` or `..` segment"),
         ("//pods", "path contains an empty segment (`//`)"),
+        ("pods", "request target is not an absolute path"),
+        (
+            "http://worker-1/pods",
+            "request target is not an absolute path",
+        ),
+        ("*", "request target is not an absolute path"),
     ] {
         can_i(&["get", target, "--as", "a"])
             .assert()
@@ -498,6 +504,17 @@ fn targets_are_answered_as_the_filter_answers_them() {
             .code(1)
             .stdout(predicate::str::contains("nobody: the filter refuses"));
     }
+    // A target that is not a path at all: refused as the filter does, with a hint.
+    can_i(&["get", "pods", "--as", "a"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("paths start with `/`"))
+        .stdout(predicate::str::contains("did you mean `/pods`?"));
+    bin()
+        .args(["suggest-role", "pods"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("paths start with `/`"));
     can_i(&["get", "/runningPods/", "--as", "a"])
         .assert()
         .code(1)
@@ -527,7 +544,6 @@ fn bad_input_is_exit_2() {
         &mut can_i(&["list", "/pods", "--as", "a"]),
         "never sends verb `list`",
     );
-    assert_usage_error(&mut can_i(&["pods", "--as", "a"]), "paths start with `/`");
     assert_usage_error(
         &mut can_i(&["/pods", "--as", "a", "--kubelet-version", "2.0"]),
         "not a kubelet version",
@@ -1169,4 +1185,70 @@ fn krew_manifest_names_the_binary() {
             "{p:?}"
         );
     }
+}
+
+/// `--feature-gates` knows `AllowParsingUserUIDFromCertAuth` (1.33+, either value), refuses it
+/// before 1.33 as the kubelet refuses a gate it does not know, and still refuses other names.
+#[test]
+fn cert_uid_gate_is_accepted_where_it_exists() {
+    for (version, gates, code, message) in [
+        ("1.33", "AllowParsingUserUIDFromCertAuth=false", 0, ""),
+        ("1.36", "AllowParsingUserUIDFromCertAuth=true", 0, ""),
+        (
+            "1.34",
+            "KubeletFineGrainedAuthz=true,AllowParsingUserUIDFromCertAuth=false",
+            0,
+            "",
+        ),
+        (
+            "1.32",
+            "AllowParsingUserUIDFromCertAuth=false",
+            2,
+            "the gate does not exist in kubelet 1.32 (it was added in 1.33)",
+        ),
+        (
+            "1.36",
+            "AllowParsingUserUIDFromCertAuthz=false",
+            2,
+            "unknown gate",
+        ),
+    ] {
+        let out = can_i(&[
+            "/metrics",
+            "--as",
+            "system:serviceaccount:monitoring:prometheus",
+            "--kubelet-version",
+            version,
+            "--feature-gates",
+            gates,
+        ])
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{version} {gates}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(message),
+            "{version} {gates}: {out:?}"
+        );
+    }
+}
+
+/// `--method`: the HTTP method exactly as sent; anything but the five upper-case methods the
+/// kubelet maps is the empty verb.
+#[test]
+fn method_as_sent() {
+    for (method, verb) in [("GET", "get"), ("get", ""), ("Get", ""), ("post", "")] {
+        let doc = json_of(&mut can_i(&[
+            "--method", method, "/pods", "--as", "a", "-o", "json",
+        ]));
+        assert_eq!(doc["verb"], verb, "{method}");
+        assert_eq!(doc["request"]["method"], method, "{method}");
+    }
+    assert_usage_error(
+        &mut can_i(&["--method", "GET", "get", "/pods", "--as", "a"]),
+        "give PATH only",
+    );
+    assert_usage_error(
+        &mut can_i(&["--method", "G T", "/pods", "--as", "a"]),
+        "is not an HTTP method",
+    );
 }

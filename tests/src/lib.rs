@@ -2,9 +2,11 @@
 //! - [`render`]: the template step for `envoy/kubelet-front-proxy.yaml` (no hand-copied variants);
 //! - [`envoy`]: a real Envoy process per test (ready check, ports, captured log, audit lines,
 //!   Prometheus counters; killed on drop);
-//! - [`stack`]: the test PKI, the stand-in API server and kubelet, and Envoys in front of them.
+//! - [`stack`]: the test PKI, the stand-in API server and kubelet, and Envoys in front of them;
+//! - [`raw`]: raw HTTP/1.1 over TLS, for request targets no HTTP client would send.
 #![forbid(unsafe_code)]
 
 pub mod envoy;
+pub mod raw;
 pub mod render;
 pub mod stack;

@@ -50,6 +50,10 @@ pub mod users {
     pub const ADMIN: &str = "kube-apiserver-kubelet-client";
     /// Client certificate [`super::CERT_ALICE`] (groups `observability`, `dev`).
     pub const ALICE: &str = "alice";
+    /// Client certificate [`super::CERT_CAROL`] (group `observability`, UID [`CAROL_UID`]).
+    pub const CAROL: &str = "carol";
+    /// The UID attribute of [`super::CERT_CAROL`].
+    pub const CAROL_UID: &str = "uid-carol";
     /// Client certificate [`super::CERT_PROXY`]: the proxy itself.
     pub const PROXY: &str = "system:kubelet-authz-proxy";
 }
@@ -60,6 +64,8 @@ pub const CERT_ADMIN: &str = "apiserver-kubelet-client";
 pub const CERT_ALICE: &str = "alice";
 /// Client certificate name: the proxy's own (to the API server and to the kubelet).
 pub const CERT_PROXY: &str = "proxy";
+/// Client certificate name: carol, with a UID attribute (read by 1.33+ kubelets).
+pub const CERT_CAROL: &str = "carol";
 
 /// How one Envoy is configured (the rest comes from the stand-ins).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +179,10 @@ impl Standins {
         pki.client_cert(
             CERT_ALICE,
             &ClientSubject::new(users::ALICE, &["observability", "dev"]),
+        )?;
+        pki.client_cert(
+            CERT_CAROL,
+            &ClientSubject::new(users::CAROL, &["observability"]).with_uid(users::CAROL_UID),
         )?;
         pki.client_cert(CERT_PROXY, &ClientSubject::new(users::PROXY, &[]))?;
         let config = ApiServerConfig::new(&pki_dir)

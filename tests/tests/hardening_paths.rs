@@ -22,97 +22,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kubelet_authz_e2e::envoy::Envoy;
+use kubelet_authz_e2e::raw::{send, RawResponse as Raw};
 use kubelet_authz_e2e::stack::{
     users, ProxyOptions, Standins, CERT_ADMIN, PODLISTER_TOKEN, PROMETHEUS_TOKEN,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use kubelet_authz_test_support::corpus;
 use kubelet_authz_test_support::oracle::checks_136;
 
-/// A raw response: status, lower-case headers, body.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    body: String,
+async fn raw(config: &Arc<rustls::ClientConfig>, envoy: &Envoy, head: &[u8]) -> Raw {
+    send(config, envoy.listener(), head).await.unwrap()
 }
 
 fn tls_config(s: &Standins, cert: Option<&str>) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(&s.ca).unwrap();
-    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match cert {
-        Some(name) => {
-            let paths = s.cert(name);
-            let pem = std::fs::read(&paths.cert).unwrap();
-            let certs = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = std::fs::read(&paths.key).unwrap();
-            let key = rustls_pemfile::private_key(&mut key.as_slice())
-                .unwrap()
-                .unwrap();
-            builder.with_client_auth_cert(certs, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-use kubelet_authz_test_support::encode::dechunk;
-
-/// Send `head` (request line and headers, without the final blank line; `Connection: close` is
-/// added) over a new TLS connection and read the whole response.
-async fn raw(config: &Arc<rustls::ClientConfig>, envoy: &Envoy, head: &[u8]) -> Raw {
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect(envoy.listener()).await?;
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, tcp)
-            .await?;
-        let mut req = head.to_vec();
-        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-        tls.write_all(&req).await?;
-        let mut buf = Vec::new();
-        // Envoy may reset after a protocol error; keep what arrived.
-        let _ = tls.read_to_end(&mut buf).await;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(20), work)
-        .await
-        .expect("raw request timed out")
-        .expect("raw request failed");
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&buf)));
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = &buf[split + 4..];
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    Raw {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    kubelet_authz_e2e::raw::tls_config(s, cert).unwrap()
 }
 
 /// The expected outcome of one case.
@@ -436,7 +359,21 @@ async fn path_confusion_corpus_through_envoy_has_no_bypass() {
     let plain = tls_config(&s, None);
     let mut failures = Vec::new();
     let mut bypasses = Vec::new();
+    let cases = corpus::load().unwrap();
     for c in corpus() {
+        // Every target here is a case of the case corpus (authz/tests/cases/path-confusion.yaml),
+        // which every driver and `can-i` run.
+        let line = c.head.split(|&b| b == b'\r').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let (method, rest) = line.split_once(' ').unwrap();
+        let target = rest.strip_suffix(" HTTP/1.1").unwrap();
+        assert!(
+            cases
+                .iter()
+                .any(|k| k.method == method && k.target == target),
+            "{}: {method} {target:?} is not in the case corpus",
+            c.name
+        );
         let mark = envoy.log_len();
         let reviews = s.apiserver.records().len();
         s.kubelet.clear_records();

@@ -26,12 +26,14 @@ pub(super) struct RawConfig {
     pub limits: Option<RawLimits>,
 }
 
-/// `featureGates`: only the gate the kubelet's authorization reads.
+/// `featureGates`: only the gates the kubelet's authentication and authorization read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawFeatureGates {
     #[serde(rename = "KubeletFineGrainedAuthz")]
     pub kubelet_fine_grained_authz: Option<bool>,
+    #[serde(rename = "AllowParsingUserUIDFromCertAuth")]
+    pub allow_parsing_user_uid_from_cert_auth: Option<bool>,
 }
 
 /// `authentication`.

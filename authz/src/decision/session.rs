@@ -415,7 +415,7 @@ impl Session {
         }
         if config.x509_enabled {
             if let Some(der) = cert_der {
-                match identity::x509::user_from_der(&der, config.model.version()) {
+                match identity::x509::user_from_der(&der, config.model) {
                     Ok(Some(user)) => {
                         self.user = Some(SharedUser::new(identity::add_authenticated_group(user)));
                         self.authn = AuthnMethod::X509;

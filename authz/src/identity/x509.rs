@@ -13,7 +13,7 @@ use der::{Decode as _, Tag, Tagged as _};
 use x509_cert::Certificate;
 
 use crate::identity::{UserInfo, CREDENTIAL_ID_EXTRA};
-use crate::kubelet::KubeletVersion;
+use crate::kubelet::KubeletModel;
 
 /// Why a certificate could not be turned into a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,8 +41,8 @@ pub const UID_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.
 /// The first kubelet minor version that adds the `credential-id` extra.
 pub const CREDENTIAL_ID_SINCE_MINOR: u32 = 32;
 /// The first kubelet minor version that reads the UID attribute (`AllowParsingUserUIDFromCertAuth`,
-/// beta and on by default from 1.33).
-pub const UID_SINCE_MINOR: u32 = 33;
+/// beta and on by default from 1.33; it can be turned off: [`KubeletModel::reads_cert_uid`]).
+pub const UID_SINCE_MINOR: u32 = crate::kubelet::CERT_UID_SINCE_MINOR;
 
 /// The PEM label of a certificate block.
 const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
@@ -144,11 +144,19 @@ fn is_printable(b: u8) -> bool {
 /// The user for a verified leaf certificate (DER): `Ok(None)` when the CN is empty.
 /// - name = subject CN; groups = every O, in order;
 /// - extra `authentication.kubernetes.io/credential-id` = [`X509SHA256=<hex>`] from 1.32;
-/// - uid from the subject UID attribute ([`UID_OID`]) from 1.33, else "". More than one UID, a
-///   non-string UID or an empty UID is an error.
-pub fn user_from_der(der: &[u8], version: KubeletVersion) -> Result<Option<UserInfo>, X509Error> {
+/// - uid from the subject UID attribute ([`UID_OID`]) from 1.33 while the gate
+///   `AllowParsingUserUIDFromCertAuth` is on (its default), else "". More than one UID, a
+///   non-string UID or an empty UID is then an error.
+///
+/// `model` is a kubelet version (its gates at their defaults) or a [`KubeletModel`].
+pub fn user_from_der(
+    der: &[u8],
+    model: impl Into<KubeletModel>,
+) -> Result<Option<UserInfo>, X509Error> {
+    let model: KubeletModel = model.into();
+    let version = model.version();
     let cert = Certificate::from_der(der).map_err(|e| X509Error::Der(e.to_string()))?;
-    let reads_uid = version.minor() >= UID_SINCE_MINOR;
+    let reads_uid = model.reads_cert_uid();
     let mut common_name = String::new();
     let mut groups = Vec::new();
     let mut uids = Vec::new();

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{KubeletSettings, Setting, SettingsSource};
-use crate::kubelet::{KubeletModel, KubeletVersion};
+use crate::kubelet::{FeatureGates, KubeletModel, KubeletVersion};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -181,7 +181,33 @@ pub fn check(settings: &KubeletSettings, version: KubeletVersion) -> Vec<CheckRe
     });
 
     out.push(fine_grained_check(settings, version));
+    out.extend(cert_uid_check(settings, version));
     out
+}
+
+/// `AllowParsingUserUIDFromCertAuth`, only when set: the kubelet refuses to start with it before
+/// 1.33 (an unknown gate); from 1.33, `false` makes client certificates' users carry no UID.
+fn cert_uid_check(settings: &KubeletSettings, version: KubeletVersion) -> Option<CheckResult> {
+    let gate = settings.cert_uid_gate?;
+    let gates = FeatureGates {
+        allow_parsing_user_uid_from_cert_auth: Some(gate),
+        ..FeatureGates::default()
+    };
+    let (status, fix) = match KubeletModel::new(version, gates) {
+        Err(e) => (
+            CheckStatus::Fail,
+            format!("the kubelet refuses to start: {e}; remove the setting"),
+        ),
+        Ok(_) => (CheckStatus::Pass, String::new()),
+    };
+    Some(CheckResult {
+        id: "cert-uid-gate",
+        cis: None,
+        title: "AllowParsingUserUIDFromCertAuth exists in this kubelet (1.33+)",
+        status,
+        actual: format!("{gate} (kubelet {version})"),
+        fix,
+    })
 }
 
 fn fine_grained_check(settings: &KubeletSettings, version: KubeletVersion) -> CheckResult {
@@ -197,7 +223,12 @@ fn fine_grained_check(settings: &KubeletSettings, version: KubeletVersion) -> Ch
             None => format!("absent (kubelet {version})"),
         },
     };
-    let (status, fix) = match KubeletModel::new(version, settings.feature_gates()) {
+    // Only this gate: the certificate UID gate has its own check.
+    let gates = FeatureGates {
+        kubelet_fine_grained_authz: settings.fine_grained_authz_gate,
+        ..FeatureGates::default()
+    };
+    let (status, fix) = match KubeletModel::new(version, gates) {
         Err(e) => (
             CheckStatus::Fail,
             format!("the kubelet refuses to start: {e}; remove the setting"),

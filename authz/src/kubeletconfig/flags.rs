@@ -139,6 +139,9 @@ pub fn apply_command_line(
                 if let Some(v) = gates.kubelet_fine_grained_authz {
                     base.fine_grained_authz_gate = Some(v);
                 }
+                if let Some(v) = gates.allow_parsing_user_uid_from_cert_auth {
+                    base.cert_uid_gate = Some(v);
+                }
             }
             "config" => {
                 base.config_file = Some(flag.value.clone());

@@ -53,10 +53,12 @@ pub(super) struct RawAuthorization {
     pub mode: Option<String>,
 }
 
-/// `featureGates`: only the gate the kubelet's authorization reads.
+/// `featureGates`: only the gates the kubelet's authentication and authorization read.
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a mapping")]
 pub(super) struct RawFeatureGates {
     #[serde(rename = "KubeletFineGrainedAuthz")]
     pub kubelet_fine_grained_authz: Option<bool>,
+    #[serde(rename = "AllowParsingUserUIDFromCertAuth")]
+    pub allow_parsing_user_uid_from_cert_auth: Option<bool>,
 }

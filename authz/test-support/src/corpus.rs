@@ -15,10 +15,21 @@
 //!     uid: uid-prometheus
 //!     groups: [system:serviceaccounts, system:serviceaccounts:monitoring]
 //!   alice:                          # a client certificate: CN is the user, every O a group
-//!     x509: { cn: alice, o: [observability, dev] }
+//!     x509: { cn: alice, o: [observability, dev] }    # (and `uid:`, the UID attribute, from 1.33)
 //! cases:
 //!   - { identity: prometheus, kubelet: "1.36", method: GET, target: /pods,
 //!       status: 200, checks: [[get, pods]] }
+//! ```
+//!
+//! A case may add `envoy:`, what the client sees through the shipped Envoy configuration when
+//! that differs from what the filter answers on its own: Envoy normalises the path first
+//! (`normalize_path`, `merge_slashes`), or refuses the request itself (escaped slashes, control
+//! bytes, a fragment, a target that is not origin- or absolute-form, a lower-case method).
+//!
+//! ```yaml
+//!   - { identity: podlister, kubelet: "1.36", method: GET, target: "//pods",
+//!       status: 400, body: "Bad Request: non-canonical path: ...\n", checks: [],
+//!       envoy: { status: 200, checks: [[get, pods]], forwardedAs: /pods } }
 //! ```
 //!
 //! Everything `can-i` needs is in a case and its file: the RBAC files, the user, the groups (as
@@ -74,6 +85,10 @@ pub struct X509 {
     /// The organizations: the groups.
     #[serde(default)]
     pub o: Vec<String>,
+    /// The UID attribute (`1.3.6.1.4.1.57683.2`): the user's UID from 1.33 (the gate
+    /// `AllowParsingUserUIDFromCertAuth` at its default), ignored before.
+    #[serde(default)]
+    pub uid: Option<String>,
 }
 
 impl Identity {
@@ -84,6 +99,25 @@ impl Identity {
             (None, Some(u)) => u,
             (None, None) => "",
         }
+    }
+
+    /// The UID a kubelet of minor version `minor` (gates at their defaults) gives this identity:
+    /// the token's, or the certificate's UID attribute from 1.33.
+    pub fn uid_for(&self, minor: u32) -> &str {
+        match &self.x509 {
+            Some(c) if minor >= 33 => c.uid.as_deref().unwrap_or(""),
+            Some(_) => "",
+            None => self.uid.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// The UID attributes of the identity's certificate (none or one).
+    pub fn cert_uids(&self) -> Vec<&str> {
+        self.x509
+            .as_ref()
+            .and_then(|c| c.uid.as_deref())
+            .into_iter()
+            .collect()
     }
 
     /// The groups the authenticator answers (before the kubelet's group adder).
@@ -120,6 +154,27 @@ pub struct RawCase {
     pub body: Option<String>,
     /// The SubjectAccessReviews `(verb, subresource)`, in order.
     pub checks: Vec<(String, String)>,
+    /// What the client sees through the shipped Envoy configuration, when that differs.
+    #[serde(default)]
+    pub envoy: Option<EnvoyAnswer>,
+}
+
+/// What the client sees through Envoy when Envoy normalises or refuses the request itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyAnswer {
+    /// The status.
+    pub status: u16,
+    /// The exact body of the filter's answer; absent when Envoy answers itself (its own 400: no
+    /// review, nothing forwarded) or the request is forwarded.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// The SubjectAccessReviews `(verb, subresource)`, in order, for the path Envoy hands over.
+    #[serde(default)]
+    pub checks: Vec<(String, String)>,
+    /// The target the kubelet receives when Envoy rewrote it (by default the case's target).
+    #[serde(default)]
+    pub forwarded_as: Option<String>,
 }
 
 /// A case with its identity resolved.
@@ -147,6 +202,8 @@ pub struct Case {
     pub body: Option<String>,
     /// The expected SubjectAccessReviews `(verb, subresource)`, in order.
     pub checks: Vec<(String, String)>,
+    /// What the client sees through Envoy, when that differs.
+    pub envoy: Option<EnvoyAnswer>,
     /// The RBAC files, absolute.
     pub rbac_files: Vec<PathBuf>,
     /// The node name.
@@ -192,9 +249,20 @@ pub enum CorpusError {
     },
 }
 
-/// The workspace root (this crate is `authz/test-support`).
+/// The workspace root: the nearest ancestor holding `authz/tests/cases` of the package under
+/// test (`CARGO_MANIFEST_DIR` when cargo runs the test), else of this crate as it was compiled
+/// (`authz/test-support`). The run-time lookup comes first because worktrees sharing one
+/// `CARGO_TARGET_DIR` may reuse this crate compiled in another worktree.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| {
+            dir.ancestors()
+                .find(|a| a.join("authz/tests/cases").is_dir())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or(compiled)
 }
 
 /// `authz/tests/cases/`.
@@ -279,6 +347,23 @@ pub fn load_file(path: &Path) -> Result<Vec<Case>, CorpusError> {
                 "case `{name}`: a body is expected exactly when the filter answers (status other than 200)"
             )));
         }
+        if let Some(e) = &raw.envoy {
+            if e.status == 200 && e.body.is_some() {
+                return Err(invalid(format!(
+                    "case `{name}`: `envoy.body` is the filter's own answer, never a forwarded one"
+                )));
+            }
+            if e.status != 200 && e.forwarded_as.is_some() {
+                return Err(invalid(format!(
+                    "case `{name}`: `envoy.forwardedAs` needs status 200"
+                )));
+            }
+            if e.body.is_none() && e.status != 200 && !e.checks.is_empty() {
+                return Err(invalid(format!(
+                    "case `{name}`: Envoy's own answer (no `envoy.body`) comes before any review"
+                )));
+            }
+        }
         cases.push(Case {
             file: file_name.clone(),
             name,
@@ -291,6 +376,7 @@ pub fn load_file(path: &Path) -> Result<Vec<Case>, CorpusError> {
             status: raw.status,
             body: raw.body,
             checks: raw.checks,
+            envoy: raw.envoy,
             rbac_files: rbac_files.clone(),
             node_name: file.node_name.clone(),
         });

@@ -150,16 +150,18 @@ struct CanIDoc<'a> {
     notes: Vec<String>,
 }
 
-/// Why the answer may surprise: the notes shown under the answer. `path` is the decoded path
-/// (none for a refused target).
+/// Why the answer may surprise: the notes shown under the answer. `target` is the request
+/// target as given, `path` the decoded path (none for a refused target).
 pub fn notes(
     model: KubeletModel,
+    target: &str,
     path: Option<&str>,
     outcome: &Outcome,
     verb: &Verb,
 ) -> Vec<String> {
     let mut notes = Vec::new();
     let Some(path) = path else {
+        notes.extend(request::not_a_path_hint(target));
         return notes;
     };
     if let Some(why) = request::unknown_path_hint(path) {
@@ -230,7 +232,15 @@ pub fn run(args: &CanIArgs) -> CmdResult {
             "expected [VERB] PATH, for example `can-i get /pods`, or `--list`",
         ));
     }
-    let (verb, path) = request::parse_verb_and_path(&args.args)?;
+    let (verb, path) = match (&args.method, args.args.as_slice()) {
+        (None, _) => request::parse_verb_and_path(&args.args)?,
+        (Some(m), [path]) => (request::parse_method(m)?, path.clone()),
+        (Some(_), _) => {
+            return Err(usage(
+                "with `--method`, give PATH only: for example `can-i --method get /pods`",
+            ))
+        }
+    };
     let setup = setup(args)?;
     let req = setup.request(&verb, &path, args.upgrade);
     let attributes = engine::attributes(&req).ok();
@@ -245,6 +255,7 @@ pub fn run(args: &CanIArgs) -> CmdResult {
     }
     let notes = notes(
         setup.model,
+        &path,
         attributes.as_ref().map(|a| a.path.as_str()),
         &outcome,
         &verb,

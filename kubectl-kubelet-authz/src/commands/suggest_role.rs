@@ -73,6 +73,7 @@ pub fn older_gap(path: &str, sub: Subresource) -> Option<String> {
             v,
             FeatureGates {
                 kubelet_fine_grained_authz: Some(false),
+                ..FeatureGates::default()
             },
         ) {
             if !reaches(off) {

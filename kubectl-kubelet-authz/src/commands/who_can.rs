@@ -148,6 +148,7 @@ pub fn run(args: &WhoCanArgs) -> CmdResult {
         ),
     };
     let mut notes = Vec::new();
+    notes.extend(request::not_a_path_hint(&path));
     if let Some(why) = engine::attributes(&req)
         .ok()
         .and_then(|a| request::unknown_path_hint(&a.path))
