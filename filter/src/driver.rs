@@ -60,9 +60,29 @@ struct Timer {
 #[derive(Debug)]
 struct Stream {
     session: Session,
+    /// What the audit event reads of the request; its client address only after
+    /// [`Stream::load_source_address`].
     audit: Request,
+    /// Whether `audit.source_address` was read from the proxy.
+    source_read: bool,
     received_ms: Millis,
     deferred: Option<Callout>,
+}
+
+impl Stream {
+    /// Read the client address (`source.address`) into the audit copy of the request, once, on
+    /// first use: the property lookup is one of the dearer hostcalls and only a written audit
+    /// event needs it, so it is not read with the request. The effective context must be this
+    /// stream's (as it is once `finish` entered it). A failed read leaves the address out of
+    /// the event.
+    fn load_source_address(&mut self, host: &mut dyn Host) {
+        if self.source_read {
+            return;
+        }
+        self.source_read = true;
+        let raw = host.source_address().ok().flatten();
+        self.audit.source_address = crate::convert::source_address(raw.as_deref());
+    }
 }
 
 /// Which callback is running: the context it runs for, and whose request headers (if any).
@@ -193,6 +213,7 @@ impl Filter {
             Stream {
                 session,
                 audit,
+                source_read: false,
                 received_ms: now,
                 deferred: None,
             },
@@ -471,7 +492,7 @@ impl Filter {
     ) -> Acted {
         self.timers.retain(|t| t.stream != sid);
         self.tokens.retain(|_, s| *s != sid);
-        let Some(stream) = self.streams.remove(&sid) else {
+        let Some(mut stream) = self.streams.remove(&sid) else {
             return Acted::Done;
         };
         self.metrics.decision(host, &v);
@@ -484,6 +505,11 @@ impl Filter {
                 &format!("kubelet-authz: request {sid} went away before its answer: {e}"),
             );
             return Acted::Done;
+        }
+        if self.engine.config().audit_enabled {
+            // Lazily, with this stream's context effective (an audit policy that drops the event
+            // should call this only for an event it writes).
+            stream.load_source_address(host);
         }
         if !forward {
             if self.replied.len() < MAX_STREAMS {

@@ -305,12 +305,17 @@ impl Session {
                         return step;
                     }
                 }
-                Phase::Bearer => match self.bearer.clone() {
+                Phase::Bearer => match self.bearer.take() {
                     None => self.phase = Phase::WebSocket,
-                    Some(token) => match self.lookup_token(engine, now, &token) {
-                        Lookup::Blocked(step) => return *step,
-                        Lookup::Ready(outcome) => self.apply_token(outcome),
-                    },
+                    Some(token) => {
+                        // Lent out and put back: a 1 KB token is not copied per lookup.
+                        let found = self.lookup_token(engine, now, &token);
+                        self.bearer = Some(token);
+                        match found {
+                            Lookup::Blocked(step) => return *step,
+                            Lookup::Ready(outcome) => self.apply_token(outcome),
+                        }
+                    }
                 },
                 Phase::WebSocket => match self.ws.clone() {
                     None => self.phase = Phase::AuthnDone,

@@ -30,6 +30,8 @@ struct Fake {
     events: Vec<Ev>,
     logs: Vec<(Level, String)>,
     counters: Vec<(String, u64)>,
+    /// `source_address` reads, by the context effective at the time.
+    source_reads: Vec<u32>,
 }
 
 impl Fake {
@@ -137,6 +139,12 @@ impl Host for Fake {
         }
         Ok(())
     }
+    fn source_address(&mut self) -> Result<Option<Vec<u8>>, HostError> {
+        self.check("get_property")?;
+        self.source_reads.push(self.effective);
+        Ok(Some(format!("10.0.0.{}:5555", self.effective).into_bytes()))
+    }
+
     fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError> {
         self.check("set_tick_period")?;
         assert_eq!(self.effective, ROOT, "tick period set on the root");
@@ -206,6 +214,13 @@ fn bearer_allowed_after_two_callouts() {
     assert_eq!(audits.len(), 1);
     assert!(audits[0].contains("\"auditID\":\"req-1\""), "{}", audits[0]);
     assert!(!audits[0].contains("t1"));
+    // The client address is read once, when the event is written, in the request's context.
+    assert!(
+        audits[0].contains("\"sourceIPs\":[\"10.0.0.10\"]"),
+        "{}",
+        audits[0]
+    );
+    assert_eq!(h.source_reads, vec![10]);
     assert_eq!(h.counter("kubelet_authz.decisions.allowed.pods"), 1);
     assert_eq!(h.counter("kubelet_authz.authn.bearer"), 1);
     assert_eq!(h.counter("kubelet_authz.callouts.tokenreview"), 1);
@@ -241,6 +256,7 @@ fn anonymous_always_allow_continues() {
     assert_eq!(f.on_request_headers(h.at(10), 10, r, 1000), Next::Continue);
     assert_eq!(h.take(), vec![]);
     assert!(h.audits().is_empty());
+    assert!(h.source_reads.is_empty(), "no audit, no source address read");
     assert_eq!(h.counter("kubelet_authz.authn.anonymous"), 1);
 }
 
