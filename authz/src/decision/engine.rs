@@ -259,7 +259,10 @@ mod tests {
         let mut other = [1; 32];
         other[at] = 2;
         let token = LONG.trim_end();
-        assert_ne!(engine([1; 32]).token_key(token), engine(other).token_key(token));
+        assert_ne!(
+            engine([1; 32]).token_key(token),
+            engine(other).token_key(token)
+        );
     }
 
     #[test]
