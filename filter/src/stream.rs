@@ -5,10 +5,10 @@ use kubelet_authz::decision::Request;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::{abi, convert};
 use crate::driver::Next;
 use crate::host::{self, HostError, Level, Proxy};
 use crate::shared::{deliver, Shared};
+use crate::{abi, convert};
 
 /// The HTTP context of one request.
 #[derive(Debug)]

@@ -256,7 +256,10 @@ fn anonymous_always_allow_continues() {
     assert_eq!(f.on_request_headers(h.at(10), 10, r, 1000), Next::Continue);
     assert_eq!(h.take(), vec![]);
     assert!(h.audits().is_empty());
-    assert!(h.source_reads.is_empty(), "no audit, no source address read");
+    assert!(
+        h.source_reads.is_empty(),
+        "no audit, no source address read"
+    );
     assert_eq!(h.counter("kubelet_authz.authn.anonymous"), 1);
 }
 
