@@ -2,14 +2,17 @@
 # Load benchmark of the kubelet-authz filter: one command, one run on loopback.
 #
 #   bash envoy/bench/run.sh [--duration 3] [--latency-duration 2] [--connections 16]
-#                           [--configs a,b,c,g,d,d0,e,f] [--out envoy/bench/results.json]
+#                           [--configs a,b,c,g,d,d0,e,f] [--realistic-configs b,g,d,d0]
+#                           [--out envoy/bench/results.json]
 #                           [--perf d] [--sched fifo|nice|normal] [--keep] [--no-build]
 #
 # Builds what it needs (release filter .wasm, the no-op .wasm of envoy/bench/noop-filter, the
 # stand-in API server and kubelet), then envoy/bench/bench.py starts the stand-ins, an upstream
 # Envoy with direct_response and one proxy Envoy (--concurrency 1) per configuration, drives each
-# with wrk, prints the table and writes the JSON. At most 60 s of load; every process it starts is
-# stopped on exit. See docs/PERFORMANCE.md for the method and the latest numbers.
+# with wrk on two workloads (minimal: one short token; realistic: a node's clients with 1.2 KB
+# ServiceAccount tokens and Prometheus' scrape headers), prints the tables and writes the JSON.
+# About 75 s of load by default (at most 150 s); every process it starts is stopped on exit. See
+# docs/PERFORMANCE.md for the method and the latest numbers.
 #
 # Environment: CARGO_TARGET_DIR (default <repo>/target), ENVOY_BIN (default <repo>/.venv/bin/envoy,
 # installed by scripts/setup.sh when missing).
@@ -22,7 +25,7 @@ ARGS=()
 for a in "$@"; do
   case "$a" in
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,14p' "$0"; python3 envoy/bench/bench.py --help | sed -n '/^options:/,$p'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; python3 envoy/bench/bench.py --help | sed -n '/^options:/,$p'; exit 0 ;;
     *) ARGS+=("$a") ;;
   esac
 done

@@ -3,6 +3,10 @@
 --   BENCH_TOKEN         one bearer token for every request, or
 --   BENCH_TOKENS=N      cycle through N distinct tokens BENCH_TOKEN_PREFIX..%05d (0..N-1)
 --   BENCH_STOP_AFTER=N  stop after N responses (one pass over the tokens), else run for -d
+--   BENCH_MIX=FILE      the realistic workload instead: every line of FILE is one request,
+--                       `path<TAB>name: value<TAB>name: value...`; the requests are built once
+--                       and sent in the file's order, cycling (bench.py writes the file: the mix
+--                       of a node's clients, each with its own headers and 1 KB bearer token)
 -- done() prints one line `BENCH_RESULT {json}`: exact percentiles in microseconds, counts, errors.
 
 local path = os.getenv("BENCH_PATH") or "/metrics/cadvisor"
@@ -27,6 +31,39 @@ if ntokens > 0 then
     next_token = (next_token + 1) % ntokens
     return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. t,
                                       ["User-Agent"] = "kubelet-authz-bench" })
+  end
+end
+
+local mix_file = os.getenv("BENCH_MIX")
+if mix_file and mix_file ~= "" then
+  local lines = {}
+  for line in io.lines(mix_file) do
+    if line ~= "" then
+      lines[#lines + 1] = line
+    end
+  end
+  local mix = {}
+  -- Built in init: wrk sets the Host header only then.
+  init = function(args)
+    for _, line in ipairs(lines) do
+      local fields = {}
+      for f in string.gmatch(line, "[^\t]+") do
+        fields[#fields + 1] = f
+      end
+      local headers = {}
+      for i = 2, #fields do
+        local k, v = string.match(fields[i], "^([^:]+): (.*)$")
+        if k then
+          headers[k] = v
+        end
+      end
+      mix[#mix + 1] = wrk.format("GET", fields[1], headers)
+    end
+  end
+  local next_req = 0
+  request = function()
+    next_req = next_req % #mix + 1
+    return mix[next_req]
   end
 end
 

@@ -230,7 +230,8 @@ pub fn buffer(kind: u32, start: usize, max: usize) -> Result<Option<Vec<u8>>, u3
 }
 
 /// The serialized header map `map` exactly as the host hands it over (parse it with
-/// [`crate::convert::parse_pairs`]); empty when there is none.
+/// [`crate::convert::parse_pair_refs`] or [`crate::convert::parse_pairs`]); empty when there is
+/// none.
 pub fn header_map_pairs(map: u32) -> Result<Vec<u8>, u32> {
     // SAFETY: the out-pointers are live locals of `returned`.
     Ok(returned(|d, s| unsafe { proxy_get_header_map_pairs(map, d, s) })?.unwrap_or_default())
@@ -250,17 +251,18 @@ pub fn remove_header(map: u32, name: &[u8]) -> Result<(), u32> {
     status(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
 }
 
-/// A property by path segments; `None` when the host does not have it.
-pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, u32> {
-    let mut key = Vec::new();
-    for (i, segment) in path.iter().enumerate() {
-        if i > 0 {
-            key.push(0);
-        }
-        key.extend_from_slice(segment.as_bytes());
-    }
-    // SAFETY: `key` is live for the call; the out-pointers are live locals of `returned`.
-    returned(|d, s| unsafe { proxy_get_property(key.as_ptr(), key.len(), d, s) })
+/// The property path `connection.mtls`, serialized (segments joined by NUL).
+pub const PROPERTY_MTLS: &[u8] = b"connection\0mtls";
+/// The property path `connection.sha256_peer_certificate_digest`, serialized.
+pub const PROPERTY_PEER_DIGEST: &[u8] = b"connection\0sha256_peer_certificate_digest";
+/// The property path `source.address`, serialized.
+pub const PROPERTY_SOURCE_ADDRESS: &[u8] = b"source\0address";
+
+/// A property by its serialized path (segments joined by NUL, the `PROPERTY_*` constants);
+/// `None` when the host does not have it.
+pub fn property(path: &[u8]) -> Result<Option<Vec<u8>>, u32> {
+    // SAFETY: `path` is live for the call; the out-pointers are live locals of `returned`.
+    returned(|d, s| unsafe { proxy_get_property(path.as_ptr(), path.len(), d, s) })
 }
 
 /// Continues the paused request.

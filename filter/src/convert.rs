@@ -14,10 +14,14 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(raw)).ok()
 }
 
+/// Header names and values borrowed from the proxy's serialized map, in order.
+pub type PairRefs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// Parses the ABI's serialized header map (a `u32` count, a `u32` name size and value size per
-/// pair, then each name and value followed by a NUL; little-endian) into byte pairs. `None` when
-/// malformed; empty input is an empty map. Never panics, whatever the bytes.
-pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
+/// pair, then each name and value followed by a NUL; little-endian) into byte pairs borrowed from
+/// `bytes` (nothing copied). `None` when malformed; empty input is an empty map. Never panics,
+/// whatever the bytes.
+pub fn parse_pair_refs(bytes: &[u8]) -> Option<PairRefs<'_>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
@@ -29,9 +33,9 @@ pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
     let mut pairs = Vec::with_capacity(count);
     for index in 0..count {
         let entry = index.checked_mul(8)?.checked_add(4)?;
-        let mut take = |len: usize| -> Option<Vec<u8>> {
+        let mut take = |len: usize| -> Option<&[u8]> {
             let end = at.checked_add(len)?;
-            let data = bytes.get(at..end)?.to_vec();
+            let data = bytes.get(at..end)?;
             at = end.checked_add(1)?;
             Some(data)
         };
@@ -40,6 +44,16 @@ pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
         pairs.push((name, value));
     }
     Some(pairs)
+}
+
+/// [`parse_pair_refs`], owned.
+pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
+    Some(
+        parse_pair_refs(bytes)?
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+    )
 }
 
 /// Serializes pairs in the ABI's header map format (see [`parse_pairs`]).
@@ -60,23 +74,36 @@ pub fn serialize_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
     out
 }
 
+/// Whether the request carries an `x-forwarded-client-cert` header: only then does the engine
+/// use the connection's certificate facts (the certificate is taken from that header alone, and
+/// its digest must match the peer certificate's), so only then are they read.
+pub fn has_xfcc(headers: &[(&[u8], &[u8])]) -> bool {
+    headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case(b"x-forwarded-client-cert"))
+}
+
 /// Build the engine's request from the request headers as bytes and the connection properties
-/// (`connection.mtls`, `connection.sha256_peer_certificate_digest`, `source.address`, raw). Which
-/// headers the engine reads, and how it reads bytes that are not UTF-8, is the engine's rule
-/// ([`Request::from_header_bytes`]).
+/// (`connection.mtls`, `connection.sha256_peer_certificate_digest`, raw). Which headers the
+/// engine reads, and how it reads bytes that are not UTF-8, is the engine's rule
+/// ([`Request::from_header_bytes`]): only those are copied. The client address (for the audit
+/// event) is not read here: the driver reads it when an event is written
+/// ([`source_address`]).
 pub fn build_request(
-    headers: &Pairs,
+    headers: &[(&[u8], &[u8])],
     mtls: Option<&[u8]>,
     peer_digest: Option<&[u8]>,
-    source_address: Option<&[u8]>,
 ) -> Request {
-    let mut request =
-        Request::from_header_bytes(headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+    let mut request = Request::from_header_bytes(headers.iter().copied());
     let mtls = mtls.and_then(|b| b.first()).is_some_and(|b| *b != 0);
     request.mtls = mtls;
     request.peer_cert_sha256 = if mtls { text(peer_digest) } else { None };
-    request.source_address = text(source_address);
     request
+}
+
+/// The client address as the audit event takes it, from the raw `source.address` property.
+pub fn source_address(raw: Option<&[u8]>) -> Option<String> {
+    text(raw)
 }
 
 fn text(bytes: Option<&[u8]>) -> Option<String> {
@@ -166,6 +193,18 @@ mod tests {
             .collect()
     }
 
+    /// The borrowed view of owned pairs.
+    fn refs(pairs: &Pairs) -> PairRefs<'_> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect()
+    }
+
+    fn request(pairs: &[(&str, &str)], mtls: Option<&[u8]>, digest: Option<&[u8]>) -> Request {
+        build_request(&refs(&h(pairs)), mtls, digest)
+    }
+
     fn strings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -175,16 +214,20 @@ mod tests {
 
     #[test]
     fn request_from_headers_and_properties() {
-        let r = build_request(
-            &h(&[
+        let r = request(
+            &[
                 (":method", "GET"),
                 (":path", "/pods"),
                 ("Authorization", "Bearer x"),
                 ("x-request-id", "abc"),
-            ]),
+                ("Accept", "text/plain"),
+                ("X-Forwarded-Client-Cert", "Hash=ab12"),
+                ("connection", "keep-alive"),
+                ("X-Prometheus-Scrape-Timeout-Seconds", "10"),
+                ("Connection", "Upgrade"),
+            ],
             Some(&[1]),
             Some(b"ab12"),
-            Some(b"10.0.0.1:5555"),
         );
         assert_eq!(r.method, "GET");
         assert_eq!(r.target, "/pods");
@@ -195,18 +238,57 @@ mod tests {
             .all(|(k, _)| k.chars().all(|c| !c.is_ascii_uppercase())));
         assert!(r.mtls);
         assert_eq!(r.peer_cert_sha256.as_deref(), Some("ab12"));
-        assert_eq!(r.source_address.as_deref(), Some("10.0.0.1:5555"));
+        assert_eq!(r.source_address, None, "read at audit time");
         assert_eq!(r.request_id.as_deref(), Some("abc"));
+        // Only what the engine reads is kept, every value, in order.
+        assert_eq!(
+            r.headers,
+            strings(&[
+                ("authorization", "Bearer x"),
+                ("x-forwarded-client-cert", "Hash=ab12"),
+                ("connection", "keep-alive"),
+                ("connection", "Upgrade"),
+            ])
+        );
+        assert_eq!(r.header_values("connection"), vec!["keep-alive", "Upgrade"]);
+    }
+
+    #[test]
+    fn xfcc_presence_decides_the_property_reads() {
+        let with = h(&[(":path", "/"), ("X-Forwarded-Client-Cert", "By=x")]);
+        let without = h(&[(":path", "/"), ("x-forwarded-client", "By=x")]);
+        assert!(has_xfcc(&refs(&with)));
+        assert!(!has_xfcc(&refs(&without)));
+    }
+
+    #[test]
+    fn source_address_is_text_or_none() {
+        assert_eq!(
+            source_address(Some(b"10.0.0.1:5555")).as_deref(),
+            Some("10.0.0.1:5555")
+        );
+        assert_eq!(source_address(Some(b"")), None);
+        assert_eq!(source_address(Some(&[0xff])), None);
+        assert_eq!(source_address(None), None);
+    }
+
+    #[test]
+    fn borrowed_and_owned_parses_agree() {
+        let pairs = h(&[(":path", "/pods"), ("a", ""), ("", "b")]);
+        let bytes = serialize_pairs(&refs(&pairs));
+        assert_eq!(parse_pair_refs(&bytes), Some(refs(&pairs)));
+        assert_eq!(parse_pairs(&bytes), Some(pairs));
+        assert_eq!(parse_pair_refs(&[9, 0, 0, 0]), None);
     }
 
     #[test]
     fn digest_only_with_mtls() {
-        let r = build_request(&h(&[(":path", "/")]), Some(&[0]), Some(b"ab12"), None);
+        let r = request(&[(":path", "/")], Some(&[0]), Some(b"ab12"));
         assert!(!r.mtls);
         assert_eq!(r.peer_cert_sha256, None);
-        let r = build_request(&h(&[(":path", "/")]), None, Some(b"ab12"), Some(b""));
+        let r = request(&[(":path", "/")], None, Some(b"ab12"));
         assert!(!r.mtls);
-        assert_eq!(r.source_address, None);
+        assert_eq!(r.peer_cert_sha256, None);
     }
 
     #[test]
@@ -321,7 +403,7 @@ mod tests {
                 (b":path".to_vec(), b"/pods".to_vec()),
                 (name, value),
             ];
-            let r = build_request(&headers, None, None, None);
+            let r = build_request(&refs(&headers), None, None);
             proptest::prop_assert_eq!(r.target, "/pods");
         }
     }
@@ -334,7 +416,7 @@ mod tests {
             (b"Authorization".to_vec(), b"Bearer \xffabc".to_vec()),
             (b"user-agent".to_vec(), b"caf\xe9".to_vec()),
         ];
-        let r = build_request(&headers, None, None, None);
+        let r = build_request(&refs(&headers), None, None);
         assert_eq!(r.target, "/pods\u{fffd}");
         assert_eq!(r.header_values("authorization"), vec!["Bearer \u{fffd}abc"]);
         assert_eq!(r.header_values("user-agent"), vec!["caf\u{fffd}"]);
@@ -344,13 +426,12 @@ mod tests {
 
     #[test]
     fn audit_copy_keeps_only_what_audit_reads() {
-        let r = build_request(
-            &h(&[
+        let r = request(
+            &[
                 (":path", "/pods"),
                 ("authorization", "Bearer secret"),
                 ("user-agent", "curl"),
-            ]),
-            None,
+            ],
             None,
             None,
         );

@@ -72,9 +72,29 @@ struct InFlight {
 #[derive(Debug)]
 struct Stream {
     session: Session,
+    /// What the audit event reads of the request; its client address only after
+    /// [`Stream::load_source_address`].
     audit: Request,
+    /// Whether `audit.source_address` was read from the proxy.
+    source_read: bool,
     received_ms: Millis,
     deferred: Option<Callout>,
+}
+
+impl Stream {
+    /// Read the client address (`source.address`) into the audit copy of the request, once, on
+    /// first use: the property lookup is one of the dearer hostcalls and only a written audit
+    /// event needs it, so it is not read with the request. The effective context must be this
+    /// stream's (as it is once `finish` entered it). A failed read leaves the address out of
+    /// the event.
+    fn load_source_address(&mut self, host: &mut dyn Host) {
+        if self.source_read {
+            return;
+        }
+        self.source_read = true;
+        let raw = host.source_address().ok().flatten();
+        self.audit.source_address = crate::convert::source_address(raw.as_deref());
+    }
 }
 
 /// Which callback is running: the context it runs for, and whose request headers (if any).
@@ -231,6 +251,7 @@ impl Filter {
             Stream {
                 session,
                 audit,
+                source_read: false,
                 received_ms: now,
                 deferred: None,
             },
@@ -513,7 +534,7 @@ impl Filter {
     ) -> Acted {
         self.timers.retain(|t| t.stream != sid);
         self.cancel_callouts(sid);
-        let Some(stream) = self.streams.remove(&sid) else {
+        let Some(mut stream) = self.streams.remove(&sid) else {
             return Acted::Done;
         };
         self.metrics.decision(&v);
@@ -531,7 +552,7 @@ impl Filter {
             if self.replied.len() < MAX_STREAMS {
                 self.replied.insert(sid);
             }
-            self.audit(host, &stream, &v, Some(v.status), now);
+            self.audit(host, &mut stream, &v, Some(v.status), now);
             if let Err(e) = host.send_response(v.status, v.body.as_bytes()) {
                 self.metrics.internal_error();
                 host.log(Level::Error, &format!("kubelet-authz: {e}"));
@@ -549,15 +570,15 @@ impl Filter {
             });
         if let Err(e) = edited {
             // Never forward a request whose credentials could not be stripped.
-            self.fail_closed_raw(host, &stream, &v, &e.to_string(), now);
+            self.fail_closed_raw(host, &mut stream, &v, &e.to_string(), now);
             return Acted::Done;
         }
-        self.audit(host, &stream, &v, None, now);
+        self.audit(host, &mut stream, &v, None, now);
         if ctx.headers_of == Some(sid) {
             return Acted::Continued;
         }
         if let Err(e) = host.resume_request() {
-            self.fail_closed_raw(host, &stream, &v, &e.to_string(), now);
+            self.fail_closed_raw(host, &mut stream, &v, &e.to_string(), now);
         }
         Acted::Done
     }
@@ -566,7 +587,7 @@ impl Filter {
     fn fail_closed_raw(
         &mut self,
         host: &mut dyn Host,
-        stream: &Stream,
+        stream: &mut Stream,
         v: &Verdict,
         why: &str,
         now: Millis,
@@ -631,7 +652,7 @@ impl Filter {
     fn audit(
         &mut self,
         host: &mut dyn Host,
-        stream: &Stream,
+        stream: &mut Stream,
         v: &Verdict,
         code: Option<u16>,
         now: Millis,
@@ -640,6 +661,10 @@ impl Filter {
         if !config.audit_enabled || config.audit_policy.level_of(v, code) == audit::Level::None {
             return;
         }
+        // Only a written event reads the client address, with this stream's context effective
+        // (every caller has entered it).
+        stream.load_source_address(host);
+        let config = self.engine.config();
         let fallback;
         let audit_id = match stream.audit.request_id.as_deref() {
             Some(id) => id,

@@ -91,6 +91,9 @@ pub trait Host {
     fn record(&mut self, id: u32, value: u64) -> Result<(), HostError>;
     /// Call the root context's `on_tick` every `ms` milliseconds (0 stops it).
     fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError>;
+    /// The effective context's client address (`source.address`, raw; `None` when the proxy does
+    /// not have it). Read only when an audit event is written.
+    fn source_address(&mut self) -> Result<Option<Vec<u8>>, HostError>;
 }
 
 /// The real proxy.
@@ -183,6 +186,10 @@ impl Host for Proxy {
         let ms = u32::try_from(ms).unwrap_or(u32::MAX);
         wrap("set_tick_period", abi::set_tick_period_ms(ms))
     }
+
+    fn source_address(&mut self) -> Result<Option<Vec<u8>>, HostError> {
+        property(abi::PROPERTY_SOURCE_ADDRESS)
+    }
 }
 
 /// Write a log line through the proxy (errors are ignored: there is nowhere else to report them).
@@ -221,6 +228,23 @@ pub fn request_headers() -> Result<Pairs, HostError> {
     header_map("get_header_map_pairs", abi::MAP_REQUEST_HEADERS)
 }
 
+/// The effective context's request headers in the ABI's serialized form, in one hostcall: parse
+/// it with [`convert::parse_pair_refs`] (borrowed, nothing copied) or [`request_header_refs`].
+pub fn request_header_map() -> Result<Vec<u8>, HostError> {
+    wrap(
+        "get_header_map_pairs",
+        abi::header_map_pairs(abi::MAP_REQUEST_HEADERS),
+    )
+}
+
+/// The pairs of a map from [`request_header_map`], borrowed from it.
+pub fn request_header_refs(raw: &[u8]) -> Result<convert::PairRefs<'_>, HostError> {
+    convert::parse_pair_refs(raw).ok_or(HostError {
+        call: "get_header_map_pairs",
+        status: MALFORMED,
+    })
+}
+
 fn header_map(call: &'static str, map: u32) -> Result<Pairs, HostError> {
     let raw = wrap(call, abi::header_map_pairs(map))?;
     convert::parse_pairs(&raw).ok_or(HostError {
@@ -229,8 +253,9 @@ fn header_map(call: &'static str, map: u32) -> Result<Pairs, HostError> {
     })
 }
 
-/// A property's raw value (`None` when the proxy does not have it).
-pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+/// A property's raw value (`None` when the proxy does not have it), by its serialized path
+/// (segments joined by NUL: the `abi::PROPERTY_*` constants).
+pub fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
     wrap("get_property", abi::property(path))
 }
 

@@ -5,10 +5,10 @@ use kubelet_authz::decision::Request;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::convert;
 use crate::driver::Next;
 use crate::host::{self, HostError, Level, Proxy};
 use crate::shared::{deliver, Shared};
+use crate::{abi, convert};
 
 /// The HTTP context of one request.
 #[derive(Debug)]
@@ -48,39 +48,35 @@ impl HttpStream {
     }
 }
 
-/// Read the request of the effective context once: headers and connection properties.
-fn read_request(with_source: bool) -> Result<Request, HostError> {
-    let headers = host::request_headers()?;
-    // The engine uses the connection's certificate facts only together with an
-    // `x-forwarded-client-cert` header (its digest must match the peer certificate): without
-    // one, skip the two property lookups (they are among the dearer hostcalls).
-    let has_xfcc = headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case(b"x-forwarded-client-cert"));
-    let mtls = if has_xfcc {
-        host::property(&["connection", "mtls"])?
+/// Read the request of the effective context once: one `get_header_map_pairs` (cheaper than one
+/// `get_header_map_value` per header the engine reads, measured in docs/PERFORMANCE.md, and the
+/// only read that sees every value of a repeated header: the engine needs them for
+/// `x-forwarded-client-cert`, `Connection`, `Upgrade` and `Sec-WebSocket-Protocol`), parsed in
+/// place, with only the headers the engine reads copied. The connection's certificate facts are
+/// read only with an `x-forwarded-client-cert` header (the only place a certificate is taken
+/// from), and the client address not here: when an audit event is written.
+fn read_request() -> Result<Request, HostError> {
+    let raw = host::request_header_map()?;
+    let headers = host::request_header_refs(&raw)?;
+    let (mtls, digest) = if convert::has_xfcc(&headers) {
+        let mtls = host::property(abi::PROPERTY_MTLS)?;
+        let is_mtls = mtls
+            .as_deref()
+            .and_then(<[u8]>::first)
+            .is_some_and(|b| *b != 0);
+        let digest = if is_mtls {
+            host::property(abi::PROPERTY_PEER_DIGEST)?
+        } else {
+            None
+        };
+        (mtls, digest)
     } else {
-        None
-    };
-    let is_mtls = mtls
-        .as_deref()
-        .and_then(<[u8]>::first)
-        .is_some_and(|b| *b != 0);
-    let digest = if is_mtls {
-        host::property(&["connection", "sha256_peer_certificate_digest"])?
-    } else {
-        None
-    };
-    let source = if with_source {
-        host::property(&["source", "address"])?
-    } else {
-        None
+        (None, None)
     };
     Ok(convert::build_request(
         &headers,
         mtls.as_deref(),
         digest.as_deref(),
-        source.as_deref(),
     ))
 }
 
@@ -117,7 +113,7 @@ impl HttpContext for HttpStream {
             Ok(t) => t,
             Err(_) => filter.last_now(),
         };
-        let request = match read_request(filter.config().audit_enabled) {
+        let request = match read_request() {
             Ok(r) => r,
             Err(e) => {
                 filter.count_internal_error(&mut Proxy);

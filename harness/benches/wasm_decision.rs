@@ -7,6 +7,10 @@
 //! --release`, or `KUBELET_AUTHZ_FILTER_WASM`). Run: `cargo bench -p kubelet-authz-harness --bench
 //! wasm_decision`.
 //!
+//! Two requests: `realistic` is a Prometheus scrape with the 1.2 KB ServiceAccount token of
+//! `envoy/bench/token-1k.txt` and the scrape headers (the realistic workload of
+//! `envoy/bench/run.sh`); `minimal` the short-token request of the earlier runs.
+//!
 //! `host_floor_noop_module` runs the same request through the no-op module of
 //! `envoy/bench/noop-filter` (`KUBELET_AUTHZ_NOOP_WASM`, else built by `envoy/bench/run.sh` under
 //! `<target>/bench-noop/`): what the harness host itself costs per request, to subtract.
@@ -19,7 +23,14 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use kubelet_authz_harness::host::{Host, HostOptions, LogLevel, Outcome};
 
-const TOKEN: &str = "bench-token";
+/// The 1.2 KB bound ServiceAccount token of the realistic workload.
+const LONG_TOKEN: &str = include_str!("../../envoy/bench/token-1k.txt");
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Minimal,
+    Realistic,
+}
 
 fn config(audit: bool) -> String {
     format!(r#"{{"nodeName":"bench-node","kubeletVersion":"1.36","audit":{{"enabled":{audit}}}}}"#)
@@ -38,14 +49,28 @@ fn sar_response() -> String {
 }
 
 /// Send one request; answers its outcome with the stream still open.
-fn send(vm: &Host) -> kubelet_authz_harness::host::Stream {
-    vm.request()
+fn send(vm: &Host, w: Workload) -> kubelet_authz_harness::host::Stream {
+    let r = vm
+        .request()
         .method("GET")
         .path("/metrics/cadvisor")
-        .authority("bench-node:10250")
-        .header("authorization", &format!("Bearer {TOKEN}"))
-        .header("user-agent", "kubelet-authz-bench")
-        .header("x-request-id", "0d3c5f9e-7e1a-4a8e-9a51-2f7b2b1c9e00")
+        .authority("bench-node:10250");
+    let r = match w {
+        Workload::Minimal => r
+            .header("authorization", "Bearer bench-token")
+            .header("user-agent", "kubelet-authz-bench"),
+        Workload::Realistic => r
+            .header("user-agent", "Prometheus/2.53.0")
+            .header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            )
+            .header("accept-encoding", "gzip")
+            .header("authorization", &format!("Bearer {}", LONG_TOKEN.trim_end()))
+            .header("x-prometheus-scrape-timeout-seconds", "10")
+            .header("x-forwarded-proto", "http"),
+    };
+    r.header("x-request-id", "0d3c5f9e-7e1a-4a8e-9a51-2f7b2b1c9e00")
         .property("connection.mtls", [0])
         .property("source.address", "127.0.0.1:40000")
         .send_headers(true)
@@ -54,7 +79,7 @@ fn send(vm: &Host) -> kubelet_authz_harness::host::Stream {
 
 /// A VM whose caches hold the bench token and its SubjectAccessReview: the first request is
 /// answered through the callouts, and a second one must be forwarded with none.
-fn warm_vm(audit: bool) -> Host {
+fn warm_vm(audit: bool, w: Workload) -> Host {
     let options = HostOptions {
         // Audit lines are formatted and handed to the host, which drops them (as Envoy does below
         // its log level) instead of keeping millions of them.
@@ -63,7 +88,7 @@ fn warm_vm(audit: bool) -> Host {
     };
     let vm = Host::load_with(Host::default_module_path(), options).unwrap();
     vm.configure(config(audit)).unwrap();
-    let first = send(&vm);
+    let first = send(&vm, w);
     for _ in 0..4 {
         let calls = vm.pending_calls();
         let Some(call) = calls.first() else { break };
@@ -86,7 +111,7 @@ fn warm_vm(audit: bool) -> Host {
         first.outcome()
     );
     first.finish().unwrap();
-    let again = send(&vm);
+    let again = send(&vm, w);
     assert!(matches!(again.outcome(), Outcome::Forwarded));
     again.finish().unwrap();
     assert!(
@@ -98,16 +123,16 @@ fn warm_vm(audit: bool) -> Host {
 
 /// Time `iters` cached decisions, on a fresh warm VM every `PER_VM` of them (the host keeps
 /// per-stream state, so one VM must not see millions of streams).
-fn cached_decisions(iters: u64, audit: bool) -> Duration {
+fn cached_decisions(iters: u64, audit: bool, w: Workload) -> Duration {
     const PER_VM: u64 = 20_000;
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let n = left.min(PER_VM);
-        let vm = warm_vm(audit);
+        let vm = warm_vm(audit, w);
         let start = Instant::now();
         for _ in 0..n {
-            let s = send(&vm);
+            let s = send(&vm, w);
             black_box(s.outcome());
             s.finish().unwrap();
         }
@@ -133,7 +158,7 @@ fn noop_module() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn noop_requests(path: &Path, iters: u64) -> Duration {
+fn noop_requests(path: &Path, iters: u64, w: Workload) -> Duration {
     const PER_VM: u64 = 20_000;
     let mut total = Duration::ZERO;
     let mut left = iters;
@@ -143,7 +168,7 @@ fn noop_requests(path: &Path, iters: u64) -> Duration {
         vm.configure("").unwrap();
         let start = Instant::now();
         for _ in 0..n {
-            let s = send(&vm);
+            let s = send(&vm, w);
             black_box(s.outcome());
             s.finish().unwrap();
         }
@@ -156,22 +181,28 @@ fn noop_requests(path: &Path, iters: u64) -> Duration {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("wasm_decision");
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("cached_allow_audit_on", |b| {
-        b.iter_custom(|iters| cached_decisions(iters, true));
-    });
-    g.bench_function("cached_allow_audit_off", |b| {
-        b.iter_custom(|iters| cached_decisions(iters, false));
-    });
-    match noop_module() {
-        Some(path) => {
-            g.bench_function("host_floor_noop_module", |b| {
-                b.iter_custom(|iters| noop_requests(&path, iters));
-            });
-        }
-        None => eprintln!(
+    let noop = noop_module();
+    if noop.is_none() {
+        eprintln!(
             "wasm_decision: no no-op module (run envoy/bench/run.sh or set KUBELET_AUTHZ_NOOP_WASM); \
              host_floor_noop_module not measured"
-        ),
+        );
+    }
+    for (name, w) in [
+        ("realistic", Workload::Realistic),
+        ("minimal", Workload::Minimal),
+    ] {
+        g.bench_function(format!("{name}/cached_allow_audit_on"), |b| {
+            b.iter_custom(|iters| cached_decisions(iters, true, w));
+        });
+        g.bench_function(format!("{name}/cached_allow_audit_off"), |b| {
+            b.iter_custom(|iters| cached_decisions(iters, false, w));
+        });
+        if let Some(path) = &noop {
+            g.bench_function(format!("{name}/host_floor_noop_module"), |b| {
+                b.iter_custom(|iters| noop_requests(path, iters, w));
+            });
+        }
     }
     g.finish();
 }

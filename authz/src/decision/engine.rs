@@ -68,9 +68,13 @@ pub(super) struct SarKey {
     pub(super) sub: Subresource,
 }
 
+/// The token cache's key for a bearer token: a keyed 128-bit PRF of the token
+/// ([`Engine::token_key`]); the token itself is never kept.
+pub type TokenKey = [u8; 16];
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum CalloutKey {
-    Token([u8; 32]),
+    Token(TokenKey),
     Sar(SarKey),
 }
 
@@ -78,22 +82,23 @@ pub(super) enum CalloutKey {
 #[derive(Debug)]
 pub struct Engine {
     pub(super) config: Config,
-    salt: [u8; 32],
-    pub(super) token_cache: TtlCache<[u8; 32], TokenOutcome>,
+    /// The SipHash key of [`Engine::token_key`], derived from the per-VM salt.
+    token_key: (u64, u64),
+    pub(super) token_cache: TtlCache<TokenKey, TokenOutcome>,
     pub(super) sar_cache: TtlCache<SarKey, SubjectAccessReviewStatus>,
     pub(super) inflight: InFlight<CalloutKey>,
 }
 
 impl Engine {
-    /// A new engine. `salt` keys the token hashes (the kubelet uses a random per-process HMAC key),
-    /// so that tokens are never held in memory as cache keys.
+    /// A new engine. `salt` (random per VM, secret) keys the token hashes (the kubelet uses a
+    /// random per-process HMAC key), so that tokens are never held in memory as cache keys.
     pub fn new(config: Config, salt: [u8; 32]) -> Self {
         Engine {
             token_cache: TtlCache::new(config.limits.token_cache_size),
             sar_cache: TtlCache::new(config.limits.sar_cache_size),
             inflight: InFlight::new(config.limits.max_inflight, config.limits.max_waiters),
             config,
-            salt,
+            token_key: sip_key(&salt),
         }
     }
 
@@ -132,13 +137,43 @@ impl Engine {
         cache.get_stale(key, now, window)
     }
 
-    pub(super) fn token_key(&self, token: &str) -> [u8; 32] {
-        use sha2::Digest as _;
-        let mut h = sha2::Sha256::new();
-        h.update(self.salt);
-        h.update(token.as_bytes());
-        h.finalize().into()
+    /// The token cache's key for `token`: SipHash-2-4 with 128-bit output, keyed with 128 bits
+    /// derived from the per-VM random salt. The token itself is never stored.
+    ///
+    /// Why this is safe: the key stands for the token, so two tokens with one key would be one
+    /// identity (an impersonation). The key is a keyed PRF output of 128 bits under a secret key
+    /// that never leaves the VM and whose outputs are never shown: without the key nobody can
+    /// compute a key offline, so a collision can only be hit by chance, about
+    /// `cached tokens / 2^128` per presented token. The kubelet keys its token cache with
+    /// HMAC-SHA256 under a random per-process key for the same reason (reference 2.7).
+    ///
+    /// Why SipHash-2-4: measured in wasm on a 1.2 KB ServiceAccount token (docs/PERFORMANCE.md,
+    /// `harness/benches/wasm_primitives.rs`), SHA-256 of salt || token (the previous key) cost
+    /// about 11 us and HMAC-SHA256 12 us (software SHA-256: no SHA extensions in wasm), keyed
+    /// BLAKE3 2.2 us, SipHash-2-4-128 0.7 us and SipHash-1-3-128 0.35 us. SipHash-2-4 is the
+    /// variant its authors analyse as a PRF (SipHash-1-3 trades rounds for speed, for hash
+    /// tables), at a sixteenth of the cost of SHA-256 here.
+    pub(super) fn token_key(&self, token: &str) -> TokenKey {
+        use siphasher::sip128::Hasher128 as _;
+        use std::hash::Hasher as _;
+        let (k0, k1) = self.token_key;
+        let mut h = siphasher::sip128::SipHasher24::new_with_keys(k0, k1);
+        h.write(token.as_bytes());
+        h.finish128().as_bytes()
     }
+}
+
+/// The 128-bit SipHash key from the 256-bit salt (both halves folded in, so every salt byte
+/// counts).
+fn sip_key(salt: &[u8; 32]) -> (u64, u64) {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        if let Some(b) = salt.get(i..i.saturating_add(8)) {
+            w.copy_from_slice(b);
+        }
+        u64::from_le_bytes(w)
+    };
+    (word(0) ^ word(16), word(8) ^ word(24))
 }
 
 pub(super) fn ms(d: std::time::Duration) -> Millis {
@@ -170,5 +205,72 @@ pub(super) fn sar_spec(key: &SarKey, node_name: &str) -> SubjectAccessReviewSpec
         groups: user.groups.clone(),
         extra: user.extra.clone(),
         uid: user.uid.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use rstest::rstest;
+
+    fn engine(salt: [u8; 32]) -> Engine {
+        Engine::new(Config::with_defaults("node-1"), salt)
+    }
+
+    /// A 1.2 KB token of a bound ServiceAccount token's shape (`envoy/bench/token-1k.txt`).
+    const LONG: &str = include_str!("../../../envoy/bench/token-1k.txt");
+
+    fn flipped(token: &str, at: usize) -> String {
+        let mut b = token.as_bytes().to_vec();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    }
+
+    #[rstest]
+    #[case::short("tok-alice")]
+    #[case::long(LONG.trim_end())]
+    fn equal_tokens_have_equal_keys(#[case] token: &str) {
+        let e = engine([1; 32]);
+        let copy = String::from(token);
+        assert_eq!(e.token_key(token), e.token_key(copy.as_str()));
+    }
+
+    #[rstest]
+    #[case::short_other("tok-alice", "tok-bob".to_string())]
+    #[case::short_one_byte("tok-alice", "tok-alicf".to_string())]
+    #[case::prefix("tok-alice", "tok-alic".to_string())]
+    #[case::empty_vs_one("", "a".to_string())]
+    #[case::long_first_byte(LONG.trim_end(), flipped(LONG.trim_end(), 0))]
+    #[case::long_middle_byte(LONG.trim_end(), flipped(LONG.trim_end(), 600))]
+    #[case::long_last_byte(LONG.trim_end(), flipped(LONG.trim_end(), LONG.trim_end().len() - 1))]
+    #[case::long_extended(LONG.trim_end(), format!("{}A", LONG.trim_end()))]
+    fn different_tokens_have_different_keys(#[case] a: &str, #[case] b: String) {
+        let e = engine([1; 32]);
+        assert_ne!(e.token_key(a), e.token_key(&b));
+    }
+
+    #[rstest]
+    #[case::first_byte(0)]
+    #[case::first_half(9)]
+    #[case::second_half(20)]
+    #[case::last_byte(31)]
+    fn every_salt_byte_changes_the_key(#[case] at: usize) {
+        let mut other = [1; 32];
+        other[at] = 2;
+        let token = LONG.trim_end();
+        assert_ne!(
+            engine([1; 32]).token_key(token),
+            engine(other).token_key(token)
+        );
+    }
+
+    #[test]
+    fn the_key_is_not_the_token() {
+        let e = engine([0; 32]);
+        let key = e.token_key("0123456789abcdef");
+        assert_ne!(&key[..], b"0123456789abcdef");
+        assert_eq!(key.len(), 16, "a 128-bit key");
     }
 }

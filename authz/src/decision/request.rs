@@ -1,6 +1,20 @@
 //! The incoming request as a driver reads it once: method, target, headers and the connection
 //! facts the engine needs.
 
+/// The request headers the engine reads besides `:method`, `:path` and `x-request-id`, lower
+/// case: the bearer token, the upgrade headers (`Connection` tokens and `Upgrade`, every value), the
+/// WebSocket subprotocols (the WebSocket token, and what is stripped before forwarding), the
+/// client certificate from `x-forwarded-client-cert` (every value: several are a spoof), and the
+/// `User-Agent` of the audit event. A driver needs to hand over no other header.
+pub const READ_HEADERS: [&str; 6] = [
+    "authorization",
+    "connection",
+    "upgrade",
+    "sec-websocket-protocol",
+    "x-forwarded-client-cert",
+    "user-agent",
+];
+
 /// The incoming request, as the driver read it once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
@@ -8,7 +22,8 @@ pub struct Request {
     pub method: String,
     /// `:path`, the request target including the query string.
     pub target: String,
-    /// All request headers, names in lower case, in order.
+    /// The request headers, names in lower case, in order (from a proxy: the ones the engine
+    /// reads, [`READ_HEADERS`]).
     pub headers: Vec<(String, String)>,
     /// `connection.mtls`.
     pub mtls: bool,
@@ -33,7 +48,8 @@ impl Request {
 
     /// The request as a proxy hands it over: header names and values as bytes, in order, with
     /// the pseudo-headers `:method` and `:path` (the first of each counts) and Envoy's
-    /// `x-request-id` (the audit event's id).
+    /// `x-request-id` (the audit event's id). Of the other headers only those the engine reads
+    /// ([`READ_HEADERS`]) are kept, every value of each, in order; the rest are not copied.
     ///
     /// HTTP lets a header value carry any byte but controls (obs-text), and Envoy passes them on;
     /// the kubelet, in Go, reads them as bytes. Names are lower-cased, and a byte sequence that is
@@ -45,20 +61,30 @@ impl Request {
     /// always; any other header is not read. Nothing about such bytes can fail or stop the
     /// decision.
     pub fn from_header_bytes<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        fn text(bytes: &[u8]) -> String {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
         let mut request = Request::default();
         for (name, value) in pairs {
-            let mut name = String::from_utf8_lossy(name).into_owned();
-            name.make_ascii_lowercase();
-            let value = String::from_utf8_lossy(value).into_owned();
-            match name.as_str() {
-                ":method" if request.method.is_empty() => request.method.clone_from(&value),
-                ":path" if request.target.is_empty() => request.target.clone_from(&value),
-                "x-request-id" if request.request_id.is_none() => {
-                    request.request_id = Some(value.clone());
+            // A name that is not UTF-8 cannot equal any of these ASCII names, read as U+FFFD or not.
+            if name.eq_ignore_ascii_case(b":method") {
+                if request.method.is_empty() {
+                    request.method = text(value);
                 }
-                _ => {}
+            } else if name.eq_ignore_ascii_case(b":path") {
+                if request.target.is_empty() {
+                    request.target = text(value);
+                }
+            } else if name.eq_ignore_ascii_case(b"x-request-id") {
+                if request.request_id.is_none() {
+                    request.request_id = Some(text(value));
+                }
+            } else if let Some(known) = READ_HEADERS
+                .iter()
+                .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
+            {
+                request.headers.push(((*known).to_string(), text(value)));
             }
-            request.headers.push((name, value));
         }
         request
     }

@@ -48,7 +48,9 @@ pub struct Session {
     pub(super) verb: &'static str,
     pub(super) strict_applied: bool,
     pub(super) subs: Option<Subresources>,
-    pub(super) bearer: Option<String>,
+    /// Whether the `Authorization` header carries a bearer token (read from the request where
+    /// it is used, not copied).
+    pub(super) bearer: bool,
     pub(super) ws: Option<Result<identity::WebSocketToken, identity::WebSocketTokenError>>,
     pub(super) user: Option<SharedUser>,
     pub(super) authn: AuthnMethod,
@@ -83,7 +85,7 @@ impl Session {
             verb: "",
             strict_applied: false,
             subs: None,
-            bearer: None,
+            bearer: false,
             ws: None,
             user: None,
             authn: AuthnMethod::None,
@@ -310,13 +312,24 @@ impl Session {
                         return step;
                     }
                 }
-                Phase::Bearer => match self.bearer.clone() {
-                    None => self.phase = Phase::WebSocket,
-                    Some(token) => match self.lookup_token(engine, now, &token) {
-                        Lookup::Blocked(step) => return *step,
-                        Lookup::Ready(outcome) => self.apply_token(outcome),
-                    },
-                },
+                Phase::Bearer => {
+                    // The token is read in place from the request, lent out for the lookup and
+                    // put back: a 1 KB token is never copied.
+                    let request = std::mem::take(&mut self.request);
+                    let found = match identity::parse_bearer(request.first_header("authorization"))
+                    {
+                        BearerHeader::Token(token) if self.bearer => {
+                            Some(self.lookup_token(engine, now, token))
+                        }
+                        _ => None,
+                    };
+                    self.request = request;
+                    match found {
+                        None => self.phase = Phase::WebSocket,
+                        Some(Lookup::Blocked(step)) => return *step,
+                        Some(Lookup::Ready(outcome)) => self.apply_token(outcome),
+                    }
+                }
                 Phase::WebSocket => match self.ws.clone() {
                     None => self.phase = Phase::AuthnDone,
                     Some(Err(e)) => {
@@ -429,7 +442,7 @@ impl Session {
         }
         if config.webhook_authn_enabled {
             match identity::parse_bearer(self.request.first_header("authorization")) {
-                BearerHeader::Token(t) => self.bearer = Some(t.to_string()),
+                BearerHeader::Token(_) => self.bearer = true,
                 BearerHeader::NoOpinion | BearerHeader::EmptyTokenWarning => {}
             }
             let connection = self.request.header_values("connection");

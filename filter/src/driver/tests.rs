@@ -32,6 +32,8 @@ struct Fake {
     logs: Vec<(Level, String)>,
     counters: Vec<(String, u64)>,
     histograms: Vec<(String, Vec<u64>)>,
+    /// `source_address` reads, by the context effective at the time.
+    source_reads: Vec<u32>,
 }
 
 impl Fake {
@@ -151,6 +153,12 @@ impl Host for Fake {
         }
         Ok(())
     }
+    fn source_address(&mut self) -> Result<Option<Vec<u8>>, HostError> {
+        self.check("get_property")?;
+        self.source_reads.push(self.effective);
+        Ok(Some(format!("10.0.0.{}:5555", self.effective).into_bytes()))
+    }
+
     fn set_tick_period_ms(&mut self, ms: u64) -> Result<(), HostError> {
         self.check("set_tick_period")?;
         assert_eq!(self.effective, ROOT, "tick period set on the root");
@@ -224,6 +232,13 @@ fn bearer_allowed_after_two_callouts() {
     assert_eq!(audits.len(), 1);
     assert!(audits[0].contains("\"auditID\":\"req-1\""), "{}", audits[0]);
     assert!(!audits[0].contains("t1"));
+    // The client address is read once, when the event is written, in the request's context.
+    assert!(
+        audits[0].contains("\"sourceIPs\":[\"10.0.0.10\"]"),
+        "{}",
+        audits[0]
+    );
+    assert_eq!(h.source_reads, vec![10]);
     assert!(h.counters.is_empty(), "counted in the VM until the tick");
     f.on_tick(h.at(ROOT), 2000);
     assert_eq!(
@@ -308,6 +323,10 @@ fn anonymous_always_allow_continues() {
     assert_eq!(f.on_request_headers(h.at(10), 10, r, 1000), Next::Continue);
     assert_eq!(h.take(), vec![]);
     assert!(h.audits().is_empty());
+    assert!(
+        h.source_reads.is_empty(),
+        "no audit, no source address read"
+    );
     f.flush_metrics(&mut h);
     assert_eq!(
         h.counter(r#"kubelet_authz_authentications_total{method="anonymous"}"#),
@@ -769,6 +788,10 @@ fn the_audit_policy_decides_what_is_written() {
         Next::Continue
     );
     assert!(h.audits().is_empty(), "{:?}", h.audits());
+    assert!(
+        h.source_reads.is_empty(),
+        "a dropped event reads no client address"
+    );
     let exec = Request::new("POST", "/exec/ns/p/c?command=sh");
     assert_eq!(
         f.on_request_headers(h.at(11), 11, exec, 1001),
@@ -783,6 +806,7 @@ fn the_audit_policy_decides_what_is_written() {
     assert_eq!(audits.len(), 2, "{audits:?}");
     assert!(audits[0].contains(r#""verb":"create""#), "{}", audits[0]);
     assert!(audits[1].contains(r#""code":400"#), "{}", audits[1]);
+    assert_eq!(h.source_reads, vec![11, 12], "one read per written event");
     // A user policy that drops everything: nothing written, the decision still acted on.
     let mut f = filter(&cfg(r#"{"policy":{"rules":[{"level":"None"}]}}"#));
     let mut h = Fake::default();

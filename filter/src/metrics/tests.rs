@@ -63,6 +63,9 @@ impl Host for Recorder {
         self.records.push((id, value));
         Ok(())
     }
+    fn source_address(&mut self) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(None)
+    }
     fn set_tick_period_ms(&mut self, _: u64) -> Result<(), HostError> {
         Ok(())
     }
