@@ -527,6 +527,12 @@ class Envoy:
                 out[k.strip()] = int(v)
         return out
 
+    def settled_stats(self) -> dict:
+        """`stats()` once the filter's last tick has flushed everything counted so far (its
+        counters reach Envoy at most 1 s late): the snapshot a delta is taken between."""
+        time.sleep(1.1)
+        return self.stats()
+
     def stop(self) -> None:
         self.procs.stop(self.p)
 
@@ -775,7 +781,7 @@ class Bench:
                 if a.warmup > 0:
                     run_wrk(targets[n][0], self.lua, a.connections, a.warmup, env)
                     self.load_seconds += a.warmup
-            before = {n: e.stats() for n, e in envoys.items()}
+            before = {n: e.settled_stats() for n, e in envoys.items()}
             api0 = self.api_requests()
             perf = {n: self.start_perf(n, envoys[n].pid) for n in envoys if n in a.perf.split(",")}
             phases = [("throughput", a.connections, int(round(a.duration))),
@@ -801,7 +807,7 @@ class Bench:
                 res = results[n]
                 res["envoy_mem_kb"] = proc_mem_kb(e.pid)
                 if n in ("d", "d0", "da"):
-                    res["callouts"] = callouts(before[n], e.stats())
+                    res["callouts"] = callouts(before[n], e.settled_stats())
             for n in names:
                 results[n]["apiserver_requests_during_static_group"] = api1 - api0
                 self.report(f"{n} ({workload})", results[n])
@@ -818,13 +824,13 @@ class Bench:
             if name in ("f", "fs"):
                 self.results[name] = self.run_tokens(name, envoy)
                 return
-            s0, api0 = envoy.stats(), self.api_requests()
+            s0, api0 = envoy.settled_stats(), self.api_requests()
             perf = self.start_perf(name, envoy.pid) if name in self.args.perf.split(",") else None
             env = {"BENCH_TOKENS": self.args.tokens} if name == "e" else {"BENCH_TOKEN": ALLOWED_TOKEN}
             res = self.measure(name, envoy.url, envoy.pid, env)
             if perf:
                 res["perf_report"] = self.finish_perf(name, perf)
-            s1, api1 = envoy.stats(), self.api_requests()
+            s1, api1 = envoy.settled_stats(), self.api_requests()
             res["callouts"] = callouts(s0, s1)
             res["callouts"]["apiserver_requests"] = api1 - api0
             c = res["callouts"]
@@ -841,7 +847,7 @@ class Bench:
         res: dict = {"config": name, "description": DESCRIPTIONS[name], "distinct_tokens": n,
                      "plugin_configuration": json.loads(plugin_config(name, n))}
         mem0 = proc_mem_kb(envoy.pid)
-        s0, api0 = envoy.stats(), self.api_requests()
+        s0, api0 = envoy.settled_stats(), self.api_requests()
         # cold pass: every token once (bounded by --cold-max seconds)
         d0 = sum_prefix(s0, "kubelet_authz_decisions_total{")
 
@@ -850,7 +856,7 @@ class Bench:
 
         cold = self.phase(envoy.url, envoy.pid, a.connections, a.cold_max,
                           {"BENCH_TOKENS": n, "BENCH_STOP_AFTER": n}, done=cold_done)
-        s1, api1 = envoy.stats(), self.api_requests()
+        s1, api1 = envoy.settled_stats(), self.api_requests()
         mem1 = proc_mem_kb(envoy.pid)
         cold["callouts"] = callouts(s0, s1)
         cold["callouts"]["apiserver_requests"] = api1 - api0
@@ -858,7 +864,7 @@ class Bench:
             f"{cold['callouts']['tokenreviews']} TokenReviews, {cold['callouts']['subjectaccessreviews']} SARs")
         # the same tokens cycling again (within every TTL)
         warm = self.phase(envoy.url, envoy.pid, a.connections, a.duration, {"BENCH_TOKENS": n})
-        s2, api2 = envoy.stats(), self.api_requests()
+        s2, api2 = envoy.settled_stats(), self.api_requests()
         mem2 = proc_mem_kb(envoy.pid)
         warm["callouts"] = callouts(s1, s2)
         warm["callouts"]["apiserver_requests"] = api2 - api1
