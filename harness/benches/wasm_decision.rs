@@ -1,6 +1,6 @@
 //! One cached decision through the real filter `.wasm` in the harness host (wasmtime): the
 //! request headers callback (read headers and properties, authenticate from the token cache,
-//! authorize from the SubjectAccessReview cache, audit line, counters, continue) and the end of the
+//! authorize from the SubjectAccessReview cache, audit per policy, counters, continue) and the end of the
 //! stream. DESIGN.md target: <= 5 us per decision.
 //!
 //! Needs the release artefact (`cargo build -p kubelet-authz-filter --target wasm32-wasip1
@@ -32,8 +32,24 @@ enum Workload {
     Realistic,
 }
 
-fn config(audit: bool) -> String {
-    format!(r#"{{"nodeName":"bench-node","kubeletVersion":"1.36","audit":{{"enabled":{audit}}}}}"#)
+/// The audit configuration of a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audit {
+    /// `audit.enabled: false`.
+    Off,
+    /// The built-in policy: an allowed scrape is not written.
+    Builtin,
+    /// `audit.policy.rules: [{level: Metadata}]`: every decision written.
+    Every,
+}
+
+fn config(audit: Audit) -> String {
+    let audit = match audit {
+        Audit::Off => r#"{"enabled":false}"#,
+        Audit::Builtin => r#"{"enabled":true}"#,
+        Audit::Every => r#"{"enabled":true,"policy":{"rules":[{"level":"Metadata"}]}}"#,
+    };
+    format!(r#"{{"nodeName":"bench-node","kubeletVersion":"1.36","audit":{audit}}}"#)
 }
 
 fn token_review_response() -> String {
@@ -79,7 +95,7 @@ fn send(vm: &Host, w: Workload) -> kubelet_authz_harness::host::Stream {
 
 /// A VM whose caches hold the bench token and its SubjectAccessReview: the first request is
 /// answered through the callouts, and a second one must be forwarded with none.
-fn warm_vm(audit: bool, w: Workload) -> Host {
+fn warm_vm(audit: Audit, w: Workload) -> Host {
     let options = HostOptions {
         // Audit lines are formatted and handed to the host, which drops them (as Envoy does below
         // its log level) instead of keeping millions of them.
@@ -123,7 +139,7 @@ fn warm_vm(audit: bool, w: Workload) -> Host {
 
 /// Time `iters` cached decisions, on a fresh warm VM every `PER_VM` of them (the host keeps
 /// per-stream state, so one VM must not see millions of streams).
-fn cached_decisions(iters: u64, audit: bool, w: Workload) -> Duration {
+fn cached_decisions(iters: u64, audit: Audit, w: Workload) -> Duration {
     const PER_VM: u64 = 20_000;
     let mut total = Duration::ZERO;
     let mut left = iters;
@@ -192,11 +208,14 @@ fn bench(c: &mut Criterion) {
         ("realistic", Workload::Realistic),
         ("minimal", Workload::Minimal),
     ] {
-        g.bench_function(format!("{name}/cached_allow_audit_on"), |b| {
-            b.iter_custom(|iters| cached_decisions(iters, true, w));
+        g.bench_function(format!("{name}/cached_allow_audit_builtin_policy"), |b| {
+            b.iter_custom(|iters| cached_decisions(iters, Audit::Builtin, w));
+        });
+        g.bench_function(format!("{name}/cached_allow_audit_every_decision"), |b| {
+            b.iter_custom(|iters| cached_decisions(iters, Audit::Every, w));
         });
         g.bench_function(format!("{name}/cached_allow_audit_off"), |b| {
-            b.iter_custom(|iters| cached_decisions(iters, false, w));
+            b.iter_custom(|iters| cached_decisions(iters, Audit::Off, w));
         });
         if let Some(path) = &noop {
             g.bench_function(format!("{name}/host_floor_noop_module"), |b| {
