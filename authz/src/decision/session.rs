@@ -539,11 +539,18 @@ impl Session {
         key: SarKey,
     ) -> Lookup<SubjectAccessReviewStatus> {
         let cached = engine.sar_cache.get(&key, now);
-        let spec = sar_spec(&key, &engine.config.node_name);
+        // The review body is built only on a miss (`lookup` calls `review` only then): on the
+        // cached path it would be the user's names and groups copied for nothing.
+        let spec = cached
+            .is_none()
+            .then(|| sar_spec(&key, &engine.config.node_name));
         let review = || {
             Callout::first(
                 CalloutKind::SubjectAccessReview,
-                serde_json::to_string(&SubjectAccessReview::request(spec)).unwrap_or_default(),
+                spec.map(|spec| {
+                    serde_json::to_string(&SubjectAccessReview::request(spec)).unwrap_or_default()
+                })
+                .unwrap_or_default(),
             )
         };
         // Fail closed as an authorizer error (500), never an allow.
