@@ -10,7 +10,7 @@ pub mod writer;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::decision::{Decision, Outcome, Request, Verdict};
+use crate::decision::{Check, Decision, Outcome, Request, Verdict};
 
 pub use policy::{AuditOutcome, Facts, Level, Policy, Rule};
 pub use writer::Writer;
@@ -233,24 +233,27 @@ pub fn reason(verdict: &Verdict) -> String {
                 format!("authentication failed: {}", verdict.authn_errors.join("; "))
             }
         }
-        _ => {
-            let deciding = verdict
-                .checks
-                .iter()
-                .find(|c| matches!(c.decision, Decision::Allow | Decision::Error))
-                .or(verdict.checks.last());
-            match deciding {
-                Some(c) if !c.reason.is_empty() => c.reason.clone(),
-                Some(c) => format!(
-                    "{} nodes/{}: {}",
-                    c.verb,
-                    c.subresource,
-                    c.decision.as_str()
-                ),
-                None => String::new(),
-            }
-        }
+        _ => match reason_check(verdict) {
+            Some(c) if !c.reason.is_empty() => c.reason.clone(),
+            Some(c) => format!(
+                "{} nodes/{}: {}",
+                c.verb,
+                c.subresource,
+                c.decision.as_str()
+            ),
+            None => String::new(),
+        },
     }
+}
+
+/// The check whose reason an event's `authorization.k8s.io/reason` gives: the first that allowed
+/// or failed, else the last one made (the one both event writers read).
+pub(crate) fn reason_check(verdict: &Verdict) -> Option<&Check> {
+    verdict
+        .checks
+        .iter()
+        .find(|c| matches!(c.decision, Decision::Allow | Decision::Error))
+        .or(verdict.checks.last())
 }
 
 /// `10.0.0.1:1234` → `10.0.0.1`; `[::1]:80` → `::1`; anything else unchanged.

@@ -8,9 +8,9 @@
 
 use std::fmt::Write as _;
 
-use crate::decision::{Decision, Outcome, Request, Verdict};
+use crate::decision::{Outcome, Request, Verdict};
 
-use super::{source_ip, Context, AUDIT_LOG_PREFIX, LAST_RFC3339_MS};
+use super::{reason_check, source_ip, Context, AUDIT_LOG_PREFIX, LAST_RFC3339_MS};
 
 /// The constant parts of every event of one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,24 +182,17 @@ fn reason_into(out: &mut String, verdict: &Verdict) {
                 }
             }
         }
-        _ => {
-            let deciding = verdict
-                .checks
-                .iter()
-                .find(|c| matches!(c.decision, Decision::Allow | Decision::Error))
-                .or(verdict.checks.last());
-            match deciding {
-                Some(c) if !c.reason.is_empty() => escape(out, &c.reason),
-                Some(c) => {
-                    escape(out, &c.verb);
-                    out.push_str(" nodes/");
-                    out.push_str(c.subresource.as_str());
-                    out.push_str(": ");
-                    out.push_str(c.decision.as_str());
-                }
-                None => {}
+        _ => match reason_check(verdict) {
+            Some(c) if !c.reason.is_empty() => escape(out, &c.reason),
+            Some(c) => {
+                escape(out, &c.verb);
+                out.push_str(" nodes/");
+                out.push_str(c.subresource.as_str());
+                out.push_str(": ");
+                out.push_str(c.decision.as_str());
             }
-        }
+            None => {}
+        },
     }
 }
 
@@ -295,7 +288,7 @@ mod tests {
 
     use super::super::{event, rfc3339_micros, serde_log_line};
     use super::*;
-    use crate::decision::{AuthnMethod, Check};
+    use crate::decision::{AuthnMethod, Check, Decision};
     use crate::identity::UserInfo;
     use crate::kubelet::Subresource;
 
