@@ -693,6 +693,21 @@ async fn prometheus_counters_and_audit_events() {
         }
     }
     assert_eq!(events[0]["objectRef"]["subresource"], "pods");
+
+    // An x509 user's groups (every O of the certificate) in a written event: alice's `/pods`.
+    let mark = envoy.log_len();
+    let r = get(&s, &envoy, Who::Cert(CERT_ALICE), "/pods").await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let events = envoy
+        .wait_audit_since(mark, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["user"]["username"], Who::Cert(CERT_ALICE).user());
+    assert_eq!(
+        events[0]["user"]["groups"],
+        serde_json::json!(["observability", "dev", "system:authenticated"])
+    );
     envoy.stop().await;
     s.shutdown().await;
 }
