@@ -15,7 +15,6 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -27,30 +26,12 @@ const TOKEN: &str = include_str!("../../envoy/bench/token-1k.txt");
 pub const HASHES_PER_REQUEST: u32 = 10;
 
 fn module() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join("bench-module")
-        .join("Cargo.toml");
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-module");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .expect("run cargo to build the bench module");
-    assert!(
-        out.status.success(),
-        "building the bench module failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target
-        .join("wasm32-wasip1")
-        .join("release")
-        .join("bench_module.wasm")
+    kubelet_authz_harness::testdata::build(
+        "bench-module",
+        "bench_module",
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn send(vm: &Host) -> kubelet_authz_harness::host::Stream {

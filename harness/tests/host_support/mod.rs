@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use kubelet_authz_harness::host::{find_header, Headers, Host, HostOptions, Stream};
@@ -26,30 +25,12 @@ pub fn probe_path() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("testdata")
-                .join("probe-filter")
-                .join("Cargo.toml");
-            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe-filter");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let output = Command::new(cargo)
-                .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1"])
-                .arg("--manifest-path")
-                .arg(&manifest)
-                .env("CARGO_TARGET_DIR", &target)
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .output()
-                .expect("run cargo to build the probe module");
-            assert!(
-                output.status.success(),
-                "building the probe module failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            target
-                .join("wasm32-wasip1")
-                .join("release")
-                .join("probe_filter.wasm")
+            kubelet_authz_harness::testdata::build(
+                "probe-filter",
+                "probe_filter",
+                Path::new(env!("CARGO_TARGET_TMPDIR")),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
         })
         .clone()
 }
