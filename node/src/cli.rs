@@ -1,0 +1,44 @@
+//! The command line: `inspect`, `init`, `run`, `configure`, `unconfigure`, `drain`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The node agent of the kubelet-authz DaemonSet.
+#[derive(Debug, Parser)]
+#[command(name = "kubelet-authz-node", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the kubelet's effective configuration and what the proxy derives from it.
+    Inspect(InspectArgs),
+}
+
+/// `inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The kubelet's `--config` file (YAML or JSON).
+    #[arg(long)]
+    pub kubelet_config: std::path::PathBuf,
+    /// The kubelet's `--config-dir` (drop-ins: `*.conf`, lexical order, later wins).
+    #[arg(long)]
+    pub config_dir: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "json")]
+    pub output: String,
+}
+
+/// Run one command line; the exit code on success (a finding may be exit 1).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect(args) => {
+            anyhow::bail!("inspect {}: not built yet", args.kubelet_config.display())
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The node agent's library: one module per concern, each driven by a subcommand of [`cli`].
+
+pub mod cli;
