@@ -138,3 +138,61 @@ pub fn backoff_ms(attempt: u32, rand: u32) -> u64 {
     let jitter = 0.2 * f64::from(rand) / f64::from(u32::MAX);
     (d * (1.0 + jitter)) as u64
 }
+
+/// The most reviews one request can send: two TokenReviews (the bearer token, then the WebSocket
+/// protocol token when the first one errored) and two SubjectAccessReviews (the fine-grained
+/// subresource, then `proxy`).
+pub const MAX_CALLOUTS_PER_REQUEST: u32 = 4;
+
+/// The worst case of one callout against an API server that keeps asking to be asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorstCase {
+    /// Requests sent for the one callout (every attempt's first send and every resend).
+    pub sends: u32,
+    /// How long the callout holds the request, in milliseconds: every send answered just before
+    /// the callout timeout, every `Retry-After` at its bound, every backoff at its full jitter.
+    pub hold_ms: u64,
+}
+
+impl WorstCase {
+    /// The same for a whole request ([`MAX_CALLOUTS_PER_REQUEST`] callouts, one after the other).
+    pub fn per_request(self) -> WorstCase {
+        WorstCase {
+            sends: self.sends.saturating_mul(MAX_CALLOUTS_PER_REQUEST),
+            hold_ms: self
+                .hold_ms
+                .saturating_mul(u64::from(MAX_CALLOUTS_PER_REQUEST)),
+        }
+    }
+}
+
+/// The worst case of one callout with the callout timeout `timeout_ms`, computed by running the
+/// retry table itself ([`next`], [`backoff_ms`]) against an answer that is resent as long as the
+/// table allows (`429` with a `Retry-After` above [`MAX_RETRY_AFTER_MS`]), so the documented bound
+/// cannot drift from the rules.
+pub fn worst_case(timeout_ms: u64) -> WorstCase {
+    let answer = CalloutResult::Answered {
+        status: 429,
+        retry_after: Some((MAX_RETRY_AFTER_MS / 1000 + 1).to_string()),
+    };
+    let (mut attempt, mut resends, mut sends, mut hold_ms) = (1u32, 0u32, 0u32, 0u64);
+    // Bounded by the table (MAX_ATTEMPTS × (MAX_RESENDS + 1) sends); the guard only makes the loop
+    // visibly finite.
+    while sends <= MAX_ATTEMPTS.saturating_mul(MAX_RESENDS.saturating_add(1)) {
+        sends = sends.saturating_add(1);
+        hold_ms = hold_ms.saturating_add(timeout_ms);
+        match next(&answer, resends, attempt) {
+            Next::Resend { after_ms } => {
+                resends = resends.saturating_add(1);
+                hold_ms = hold_ms.saturating_add(after_ms);
+            }
+            Next::Retry => {
+                hold_ms = hold_ms.saturating_add(backoff_ms(attempt, u32::MAX));
+                attempt = attempt.saturating_add(1);
+                resends = 0;
+            }
+            Next::Use | Next::Fail => break,
+        }
+    }
+    WorstCase { sends, hold_ms }
+}

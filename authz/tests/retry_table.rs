@@ -119,3 +119,34 @@ fn webhook_backoff_is_500ms_times_1_5_with_20_percent_jitter() {
     assert_eq!(backoff_ms(1, u32::MAX), 600);
     assert_eq!(backoff_ms(4, u32::MAX), 2025);
 }
+
+/// The worst case DESIGN.md and SECURITY.md state, computed from the table: 5 attempts of 11 sends
+/// (10 resends each) per callout, 4 callouts per request; with the default 10 s callout timeout
+/// every send may take 10 s and every resend waits the 10 s `Retry-After` bound, plus four
+/// backoffs at full jitter (600 + 900 + 1350 + 2025 ms).
+#[rstest]
+#[case::default_timeout(10_000, 55, 5 * (11 * 10_000 + 10 * 10_000) + 600 + 900 + 1350 + 2025)]
+#[case::one_second_timeout(1_000, 55, 5 * (11 * 1_000 + 10 * 10_000) + 600 + 900 + 1350 + 2025)]
+#[case::instant_answers(0, 55, 5 * (10 * 10_000) + 600 + 900 + 1350 + 2025)]
+fn worst_case_of_one_callout(#[case] timeout_ms: u64, #[case] sends: u32, #[case] hold_ms: u64) {
+    use kubelet_authz::webhook::{worst_case, WorstCase};
+    let w = worst_case(timeout_ms);
+    assert_eq!(w, WorstCase { sends, hold_ms });
+    assert_eq!(sends, MAX_ATTEMPTS * (MAX_RESENDS + 1));
+}
+
+/// A request: four callouts, 220 reviews (what was measured through Envoy against an API server
+/// answering 429 to everything), and with the default timeout over an hour of hold, which only the
+/// route's timeout (180 s; 4 h on streaming routes) cuts.
+#[test]
+fn worst_case_of_one_request() {
+    use kubelet_authz::webhook::{worst_case, MAX_CALLOUTS_PER_REQUEST};
+    let r = worst_case(10_000).per_request();
+    assert_eq!(MAX_CALLOUTS_PER_REQUEST, 4);
+    assert_eq!(r.sends, 220);
+    assert_eq!(r.hold_ms, 4 * 1_054_875);
+    assert!(
+        r.hold_ms > 180_000,
+        "the ordinary route timeout is what ends it"
+    );
+}

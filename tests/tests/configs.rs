@@ -228,11 +228,14 @@ async fn front_proxy_variants_validate_and_keep_the_security_settings() {
 }
 
 /// The route idle timeouts bound how long a request held by the filter waits when the filter's VM
-/// dies under it (issue 16): the streaming endpoints keep the kubelet's 4h, every other endpoint
-/// gets a bound that is short, yet longer than the filter's longest decision with the template's
-/// callout timeout (a TokenReview and two SubjectAccessReviews, each `MAX_ATTEMPTS` attempts of
-/// `apiServer.timeout` plus the full backoff with 20% jitter), so that it never cuts a decision
-/// short. `hardening_panic.rs` proves the bound through Envoy.
+/// dies under it (issue 16), and when the API server keeps asking to be asked again: the streaming
+/// endpoints keep the kubelet's 4h, every other endpoint gets a bound that is short, yet longer than
+/// the filter's longest decision against an API server that fails without `Retry-After` (a
+/// TokenReview and two SubjectAccessReviews, each `MAX_ATTEMPTS` attempts of `apiServer.timeout`
+/// plus the full backoff with 20% jitter). Against one that answers every review with `Retry-After`
+/// the kubelet's rules allow far more (`webhook::worst_case`: 4 callouts of 55 sends); the route
+/// bound is then what ends the hold, failing closed, and SECURITY.md states both numbers.
+/// `hardening_panic.rs` proves the bound through Envoy.
 #[tokio::test]
 async fn route_idle_timeouts_bound_a_held_request() {
     use kubelet_authz::decision::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
@@ -273,6 +276,16 @@ async fn route_idle_timeouts_bound_a_held_request() {
         "idle timeout {idle} cuts decisions of up to {longest_decision:.1}s"
     );
     assert!(idle_s <= 300.0, "idle timeout {idle} is not a short bound");
+    // With `Retry-After` on every answer, the kubelet's rules hold a request far longer: the
+    // ordinary route's bound cuts it (fail closed), the streaming routes' 4h still exceeds it.
+    let timeout_ms = u64::try_from(plugin_config(&b).api_server.timeout.as_millis()).unwrap();
+    let worst = kubelet_authz::webhook::worst_case(timeout_ms).per_request();
+    assert_eq!(worst.sends, 220);
+    let worst_s = worst.hold_ms as f64 / 1000.0;
+    assert!(
+        idle_s < worst_s && worst_s < 14400.0,
+        "SECURITY.md: the worst-case hold {worst_s}s is cut by {idle} and bounded by 14400s"
+    );
     for r in &routes {
         assert_eq!(r["route"]["cluster"], "kubelet");
         assert_eq!(r["route"]["timeout"], "0s");
