@@ -8,7 +8,9 @@
 #   - each image holds exactly /kubelet-authz-node (0555, root, a static ELF for that machine: no
 #     interpreter) and /plugin.wasm (0444, root, byte-identical to the built module);
 #   - the amd64 agent runs (`--version`, `--help`), and the arm64 agent runs under
-#     qemu-aarch64-static (exit 0) and prints the same as the amd64 one.
+#     qemu-aarch64-static (exit 0) and prints the same as the amd64 one;
+#   - DEPLOY.md's push (`skopeo copy --all --preserve-digests --digestfile`) keeps the index digest,
+#     and a second build gives the same digest (reproducible).
 # Nothing is skipped: a missing tool (qemu included) fails. Prints "N passed, 0 failed".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -126,6 +128,13 @@ ok "one wasm layer blob for both platforms (${WASM_LAYER[amd64]})"
 [ "${VERSION[amd64]}" = "${VERSION[arm64]}" ] && [ "${HELP[amd64]}" = "${HELP[arm64]}" ] ||
   die "the arm64 agent prints other --version/--help than the amd64 one: $(diff <(echo "${VERSION[amd64]}"; echo "${HELP[amd64]}") <(echo "${VERSION[arm64]}"; echo "${HELP[arm64]}"))"
 ok "the arm64 agent (under qemu) prints the same --version and --help as the amd64 one"
+
+# Reproducible: the same inputs give the same index digest (buildah --timestamp 0), so a digest pinned
+# from one build can be checked against a rebuild.
+bash scripts/build-image.sh "$WASM" "$work/again.oci.tar" localhost/kubelet-authz:test >/dev/null
+again="sha256:$(skopeo inspect --raw "oci-archive:$work/again.oci.tar" | sha256sum | cut -d' ' -f1)"
+[ "$again" = "$index_digest" ] || die "a second build gave the index $again, the first $index_digest: the build is not reproducible"
+ok "reproducible: a second build gives the same index digest"
 
 echo "image index digest: $index_digest (pin this one)"
 echo "check-image: $((SECONDS - started)) s"
