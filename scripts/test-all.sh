@@ -52,7 +52,7 @@ export KUBELET_AUTHZ_PANIC_PROBE_WASM="$TARGET_DIR/panic-probe/wasm32-wasip1/rel
 say "deployment objects: Kubernetes (kubernetes-validate --strict 1.32-1.34) and Istio (@kubernetes-models/istio) schemas"
 bash scripts/check-deploy.sh
 
-say "filter image: built with buildah, checked with skopeo and umoci"
+say "the image (amd64 + arm64 index: static agent and plugin.wasm): built with buildah, checked with skopeo and umoci, the arm64 agent run under qemu"
 KUBELET_AUTHZ_FILTER_WASM="$WASM" bash tests/deploy/check-image.sh
 
 export KUBELET_AUTHZ_FILTER_WASM="$WASM"
