@@ -1432,7 +1432,10 @@ async fn daemonset_serviceaccount_token_mode() {
     let tokens = format!(
         "{one},{SA},uid-sa,{groups}\n{two},{SA},uid-sa,{groups}\nalice-token,alice,uid-alice\n"
     );
-    let rbac = std::fs::read_to_string(k8s_dir().join("serviceaccount-token/rbac-serviceaccount-token.yaml")).unwrap();
+    let rbac = std::fs::read_to_string(
+        k8s_dir().join("serviceaccount-token/rbac-serviceaccount-token.yaml"),
+    )
+    .unwrap();
     let node = Node::start_with(&rbac, &tokens).await;
     // An EKS node: no kubelet client certificate; the projected token volume.
     std::fs::remove_file(node.path("kubelet-client-current.pem")).unwrap();
