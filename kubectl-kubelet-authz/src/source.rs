@@ -70,7 +70,31 @@ pub fn read_dropins(dir: &str) -> Result<Vec<kubelet_authz::kubeletconfig::Sourc
     let root = std::path::absolute(dir).unwrap_or_else(|_| std::path::PathBuf::from(dir));
     let root = root.as_path();
     let mut names = Vec::new();
-    walk(root, "", &mut names)?;
+    match std::fs::symlink_metadata(root) {
+        Ok(meta) if meta.is_dir() => walk(root, "", &mut names)?,
+        // Go's filepath.WalkDir does not follow a symbolic link, not even the root: the kubelet
+        // sees one entry that is not a directory (read only if its name ends in `.conf`).
+        Ok(_) => {
+            let name = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return kubelet_authz::kubeletconfig::dropin_names([name])
+                .into_iter()
+                .map(|_| {
+                    let path = root.display().to_string();
+                    let text = read_input(&path)?;
+                    Ok(kubelet_authz::kubeletconfig::Source::new(path, text))
+                })
+                .collect();
+        }
+        Err(e) => {
+            return Err(anyhow!(
+                "cannot read the drop-in directory `{dir}` (--config-dir): {e}: check the path"
+            )
+            .into())
+        }
+    }
     kubelet_authz::kubeletconfig::dropin_names(names)
         .into_iter()
         .map(|rel| {

@@ -18,6 +18,10 @@
 //! `tlsCertFile`, `tlsPrivateKeyFile`, `resolvConf`, `volumePluginDir`, `podLogsDir`) are made
 //! absolute against the base file's directory, as the kubelet's file loader does; drop-ins are not
 //! resolved. Command-line flags, which the kubelet lays over all of this, are not read here.
+//!
+//! YAML is read as YAML 1.2: where the kubelet's YAML 1.1 reader takes `yes`/`on`/`off` as booleans,
+//! they are strings here, and a string where the engine expects a boolean is refused with the field
+//! named (never read as something else).
 
 use serde_json::{Map, Value};
 
