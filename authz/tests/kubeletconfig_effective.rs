@@ -659,3 +659,40 @@ fn each_bypass_is_one_finding(#[case] later_dropin: &str, #[case] id: &str) {
 fn loopback_addresses(#[case] address: &str, #[case] loopback: bool) {
     assert_eq!(kubelet_authz::kubeletconfig::is_loopback(address), loopback);
 }
+
+// ---- defaulting runs on the base only ---------------------------------------------------------
+
+#[test]
+fn empty_mode_is_defaulted_in_the_base_only() {
+    let c = eff("authorization:\n  mode: \"\"\nport: 0\n");
+    assert_eq!(c.settings.authorization_mode.value, "Webhook");
+    assert_eq!(c.port, 10250);
+    let c = effective_config(
+        &base("authorization:\n  mode: AlwaysAllow\n"),
+        &[
+            proxy_dropin(),
+            yaml("/d/99.conf", "authorization:\n  mode: \"\"\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.settings.authorization_mode.value, "");
+    assert_eq!(failed_checks(&c), vec!["authorization-webhook"]);
+}
+
+#[test]
+fn port_zero_in_a_dropin_is_refused_unless_overridden() {
+    let e = err("", &[("/d/10.conf", "port: 0\n")]);
+    assert!(
+        e.starts_with("/d/10.conf: port: 0 in a drop-in is not defaulted"),
+        "{e}"
+    );
+    let c = effective_config(
+        &base(""),
+        &[
+            yaml("/d/10.conf", "port: 0\n"),
+            yaml("/d/20.conf", "port: 10260\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.port, 10260);
+}
