@@ -320,11 +320,25 @@ fn dropin_names_as_the_kubelet(#[case] names: &[&str], #[case] want: &[&str]) {
 // ---- refused ----------------------------------------------------------------------------------
 
 #[rstest]
-#[case::top_level("addres: 127.0.0.1\n", "addres: unknown field")]
-#[case::case_sensitive("Address: 127.0.0.1\n", "Address: unknown field")]
+#[case::top_level(
+    "addres: 127.0.0.1\n",
+    "addres: unknown field (did you mean `address`?)"
+)]
+#[case::case_sensitive(
+    "Address: 127.0.0.1\n",
+    "Address: unknown field (did you mean `address`?)"
+)]
+#[case::top_level_far(
+    "kubeletAuthzMode: x\n",
+    "kubeletAuthzMode: unknown field (see the KubeletConfiguration"
+)]
 #[case::authentication(
     "authentication:\n  webhok:\n    enabled: false\n",
-    "authentication.webhok: unknown field"
+    "authentication.webhok: unknown field (did you mean `webhook`?)"
+)]
+#[case::nested_far(
+    "authentication:\n  tokens: {}\n",
+    "authentication.tokens: unknown field (known fields here: x509, webhook, anonymous)"
 )]
 #[case::authn_webhook(
     "authentication:\n  webhook:\n    enable: false\n",
