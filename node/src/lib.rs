@@ -1,3 +1,4 @@
 //! The node agent's library: one module per concern, each driven by a subcommand of [`cli`].
 
 pub mod cli;
+pub mod pki;
