@@ -37,8 +37,6 @@ pub struct InspectArgs {
 /// Run one command line; the exit code on success (a finding may be exit 1).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Inspect(args) => {
-            anyhow::bail!("inspect {}: not built yet", args.kubelet_config.display())
-        }
+        Command::Inspect(args) => crate::kubeletconfig::inspect(&args),
     }
 }

@@ -1,4 +1,5 @@
 //! The node agent's library: one module per concern, each driven by a subcommand of [`cli`].
 
 pub mod cli;
+pub mod kubeletconfig;
 pub mod pki;
