@@ -18,6 +18,11 @@ pub struct Cli {
 pub enum Command {
     /// Print the kubelet's effective configuration and what the proxy derives from it.
     Inspect(InspectArgs),
+    /// Opt-in privileged mode: put the kubelet behind the proxy (per-node CA, drop-in, restart,
+    /// verify; rolls back by itself when the kubelet does not come back).
+    Configure(crate::configure::ConfigureArgs),
+    /// Undo `configure`: the node's files back byte for byte, the kubelet on its own address.
+    Unconfigure(crate::configure::ConfigureArgs),
 }
 
 /// `inspect`.
@@ -38,5 +43,7 @@ pub struct InspectArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect(args) => crate::kubeletconfig::inspect(&args),
+        Command::Configure(args) => crate::configure::run_configure(&args),
+        Command::Unconfigure(args) => crate::configure::run_unconfigure(&args),
     }
 }
