@@ -13,19 +13,40 @@
 //! field path), then [`parse_config`] checks kind and apiVersion and lays the values over the
 //! defaults. A command line is split and read by `flags`. [`check`] then grades the settings: CIS
 //! Kubernetes Benchmark 4.2.1 to 4.2.4, webhook authentication, and the `KubeletFineGrainedAuthz`
-//! gate on the kubelet versions where it can be off. Everything here is pure: no file or network
-//! access.
+//! gate on the kubelet versions where it can be off.
+//!
+//! The node agent and `check-config --behind-proxy` read the kubelet's **effective configuration**
+//! instead ([`effective_config`], module `effective`): the `--config` file plus the `--config-dir`
+//! drop-ins merged as the kubelet merges them, with unknown fields refused (`fields`), the TLS policy
+//! mapped to Envoy's names (`tls`), and [`behind_proxy`] grading it against the profile of a
+//! kubelet that only the proxy can reach, whose settings ship as one drop-in ([`PROXY_DROPIN`]).
+//! Everything here is pure: no file or network access.
 
+mod behind_proxy;
 mod check;
+mod effective;
+mod fields;
 mod flags;
 mod raw;
+mod tls;
 
 use serde::Serialize;
 
 use crate::kubelet::FeatureGates;
+pub use behind_proxy::{
+    behind_proxy, is_loopback, PER_NODE_CA_FILE, PROXY_DROPIN, PROXY_DROPIN_NAME,
+};
 pub use check::{check, CheckResult, CheckStatus};
+pub use effective::{
+    dropin_names, effective_config, EffectiveConfig, Source, DEFAULT_ADDRESS, DEFAULT_PORT,
+};
+pub use fields::TOP_LEVEL_FIELDS;
 pub use flags::{apply_command_line, command_line_config_path, parse_command_line};
 use raw::{RawHead, RawKubeletConfiguration};
+pub use tls::{
+    envoy_cipher, envoy_tls, envoy_tls_version, CipherMapping, EnvoyTls, CIPHER_SUITES,
+    DEFAULT_TLS_VERSION, TLS_VERSIONS,
+};
 
 /// The only configuration API version the kubelet reads from a file.
 pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
@@ -53,6 +74,14 @@ pub enum KubeletConfigError {
         field: String,
         /// What is wrong.
         message: String,
+    },
+    /// An error in one file of several (the base configuration or a drop-in), named by `source_name`.
+    #[error("{source_name}: {error}")]
+    InSource {
+        /// The file (its path) the error is in.
+        source_name: String,
+        /// The error.
+        error: Box<KubeletConfigError>,
     },
     /// A command-line flag has a bad value.
     #[error("`{flag}`: {message}")]
@@ -170,9 +199,18 @@ pub use crate::gates::parse_go_bool;
 
 /// Parse a KubeletConfiguration file (YAML or JSON) and apply the config-file defaults.
 ///
-/// Fields this module does not check are ignored, as the kubelet's lenient decoding does;
-/// a wrong type in a checked field, another kind or another API version is an error.
+/// Fields this function does not check are ignored, as the kubelet's lenient decoding does;
+/// a wrong type in a checked field, another kind or another API version is an error. The node
+/// agent reads with [`effective_config`] instead, which refuses unknown fields.
 pub fn parse_config(text: &str) -> Result<KubeletSettings, KubeletConfigError> {
+    let doc = parse_document(text)?;
+    check_head(&doc)?;
+    let raw: RawKubeletConfiguration = crate::raw::from_value(&doc).map_err(field_error)?;
+    Ok(settings_from_raw(&raw))
+}
+
+/// YAML or JSON text to one mapping (a JSON document is read as JSON, anything else as YAML).
+fn parse_document(text: &str) -> Result<serde_json::Value, KubeletConfigError> {
     let doc: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| KubeletConfigError::Syntax(e.to_string()))?
     } else {
@@ -180,7 +218,7 @@ pub fn parse_config(text: &str) -> Result<KubeletSettings, KubeletConfigError> {
     };
     if !doc.is_object() {
         let got = match doc {
-            serde_json::Value::Null => "null",
+            serde_json::Value::Null => "null (an empty file?)",
             serde_json::Value::Bool(_) => "a boolean",
             serde_json::Value::Number(_) => "a number",
             serde_json::Value::String(_) => "a string",
@@ -191,9 +229,13 @@ pub fn parse_config(text: &str) -> Result<KubeletSettings, KubeletConfigError> {
             "expected a KubeletConfiguration mapping, got {got}"
         )));
     }
-    // Stage one, twice: kind and apiVersion first, so that another kind is reported as such
-    // rather than by the first field of it this module reads.
-    let head: RawHead = crate::raw::from_value(&doc).map_err(field_error)?;
+    Ok(doc)
+}
+
+/// Kind and apiVersion, read before anything else, so that another kind is reported as such
+/// rather than by the first field of it this module reads.
+fn check_head(doc: &serde_json::Value) -> Result<(), KubeletConfigError> {
+    let head: RawHead = crate::raw::from_value(doc).map_err(field_error)?;
     let kind = head.kind.unwrap_or_default();
     if kind != KIND {
         return Err(KubeletConfigError::UnknownKind(kind));
@@ -202,22 +244,25 @@ pub fn parse_config(text: &str) -> Result<KubeletSettings, KubeletConfigError> {
     if api_version != API_VERSION {
         return Err(KubeletConfigError::UnknownApiVersion(api_version));
     }
-    let raw: RawKubeletConfiguration = crate::raw::from_value(&doc).map_err(field_error)?;
+    Ok(())
+}
 
-    // Stage two: lay what was written over the config-file defaults.
+/// Stage two: lay what was written over the config-file defaults.
+fn settings_from_raw(raw: &RawKubeletConfiguration) -> KubeletSettings {
     let mut s = KubeletSettings::config_file_defaults();
-    let authn = raw.authentication.unwrap_or_default();
-    if let Some(v) = authn.anonymous.and_then(|a| a.enabled) {
-        s.anonymous_auth.set(v);
-    }
-    if let Some(v) = authn.webhook.and_then(|w| w.enabled) {
-        s.webhook_authentication.set(v);
-    }
-    if let Some(v) = authn.x509.and_then(|x| x.client_ca_file) {
-        s.client_ca_file.set(v);
+    if let Some(authn) = &raw.authentication {
+        if let Some(v) = authn.anonymous.as_ref().and_then(|a| a.enabled) {
+            s.anonymous_auth.set(v);
+        }
+        if let Some(v) = authn.webhook.as_ref().and_then(|w| w.enabled) {
+            s.webhook_authentication.set(v);
+        }
+        if let Some(v) = authn.x509.as_ref().and_then(|x| x.client_ca_file.clone()) {
+            s.client_ca_file.set(v);
+        }
     }
     // An empty mode is defaulted to Webhook by v1beta1 defaulting, so only a non-empty one counts.
-    if let Some(v) = raw.authorization.and_then(|a| a.mode) {
+    if let Some(v) = raw.authorization.as_ref().and_then(|a| a.mode.clone()) {
         if !v.is_empty() {
             s.authorization_mode.set(v);
         }
@@ -225,11 +270,11 @@ pub fn parse_config(text: &str) -> Result<KubeletSettings, KubeletConfigError> {
     if let Some(v) = raw.read_only_port {
         s.read_only_port.set(v);
     }
-    if let Some(g) = raw.feature_gates {
+    if let Some(g) = &raw.feature_gates {
         s.fine_grained_authz_gate = g.kubelet_fine_grained_authz;
         s.cert_uid_gate = g.allow_parsing_user_uid_from_cert_auth;
     }
-    Ok(s)
+    s
 }
 
 fn field_error(e: crate::raw::FieldError) -> KubeletConfigError {

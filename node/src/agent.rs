@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::bootstrap::{self, ApiServerAuth, NodeParams};
 use crate::cli::{AuthMode, InitArgs, PathArgs, RunArgs};
 use crate::filterconfig::{self, NodeValues};
-use crate::{kubeconfig, kubelet_tls, pki, portwait, version};
+use crate::{kubeconfig, kubeletconfig, pki, portwait, version};
 
 /// What `init` leaves for `run` (`OUTPUT_DIR/node.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,35 @@ impl NodeState {
             kubelet_version: self.kubelet_version.clone(),
             apiserver_authority: self.apiserver_authority.clone(),
         }
+    }
+}
+
+/// What the proxy takes from the kubelet's effective configuration ([`kubeletconfig::load`]).
+struct KubeletView {
+    tls: bootstrap::EnvoyTls,
+    address: std::net::IpAddr,
+    port: u16,
+}
+
+impl KubeletView {
+    fn load(config: &Path, config_dir: Option<&Path>) -> anyhow::Result<KubeletView> {
+        let e = kubeletconfig::load(config, config_dir)?;
+        let tls = e.envoy_tls();
+        let address = e.address.parse().with_context(|| {
+            format!(
+                "{}: address: `{}` is not an IP address",
+                config.display(),
+                e.address
+            )
+        })?;
+        Ok(KubeletView {
+            tls: bootstrap::EnvoyTls {
+                min_version: tls.tls_minimum_protocol_version,
+                cipher_suites: tls.cipher_suites,
+            },
+            address,
+            port: e.port,
+        })
     }
 }
 
@@ -210,7 +239,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         .kubelet_config_dir
         .clone()
         .or_else(|| first_existing(&["/etc/kubernetes/kubelet/config.json.d"]));
-    let kubelet = kubelet_tls::load(&config, config_dir.as_deref())?;
+    let kubelet = KubeletView::load(&config, config_dir.as_deref())?;
 
     let kubelet_version = match &args.kubelet_version {
         Some(v) => version::minor_version(v).with_context(|| {
@@ -319,7 +348,7 @@ fn wait_for_port(args: &InitArgs, config: &Path, config_dir: Option<&Path>) -> a
     let mut n = 0u64;
     loop {
         // Read again each time: `configure` may move the kubelet meanwhile.
-        let configured = kubelet_tls::load(config, config_dir)?.address;
+        let configured = KubeletView::load(config, config_dir)?.address;
         let listeners = portwait::read_listeners(&args.proc_net);
         let wildcard = portwait::conflicts(&listeners, args.listen_port);
         let not_moved = !configured.is_loopback();

@@ -234,9 +234,7 @@ pub enum AuthMode {
 /// Run one command line; the exit code on success (a finding may be exit 1).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Inspect(args) => {
-            anyhow::bail!("inspect {}: not built yet", args.kubelet_config.display())
-        }
+        Command::Inspect(args) => crate::kubeletconfig::inspect(&args),
         Command::Init(args) => crate::agent::init(&args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => crate::agent::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Drain(args) => crate::drain::drain(&args).map(|()| ExitCode::SUCCESS),

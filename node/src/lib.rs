@@ -8,7 +8,7 @@ pub mod cli;
 pub mod drain;
 pub mod filterconfig;
 pub mod kubeconfig;
-pub mod kubelet_tls;
+pub mod kubeletconfig;
 pub mod pki;
 pub mod portwait;
 pub mod version;

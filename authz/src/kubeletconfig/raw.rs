@@ -1,6 +1,7 @@
-//! Stage one of a KubeletConfiguration file: the few fields that decide API access, as written.
-//! Other fields are ignored, as the kubelet's lenient decoding ignores fields it does not know;
-//! an absent or `null` field is `None`, so stage two can tell "not set" from the default.
+//! Stage one of a KubeletConfiguration file: the few fields that decide API access and what the
+//! proxy serves (address, port, TLS policy), as written. Other fields are ignored here (the
+//! unknown-field check of the effective configuration is `fields`); an absent or `null` field is
+//! `None`, so stage two can tell "not set" from the default.
 
 use serde::Deserialize;
 
@@ -20,6 +21,10 @@ pub(super) struct RawKubeletConfiguration {
     pub authorization: Option<RawAuthorization>,
     pub read_only_port: Option<i64>,
     pub feature_gates: Option<RawFeatureGates>,
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    pub tls_min_version: Option<String>,
+    pub tls_cipher_suites: Option<Vec<String>>,
 }
 
 /// `authentication`.
