@@ -32,6 +32,14 @@ pub enum VersionError {
         /// The state file.
         state: PathBuf,
     },
+    /// The API server refused (403, 404): fixing the node's access is needed, not a retry.
+    #[error("node {node}: {message}: set --kubelet-version or fix the node's access")]
+    Refused {
+        /// The node.
+        node: String,
+        /// The refusal.
+        message: String,
+    },
     /// The Node has no usable `status.nodeInfo.kubeletVersion`.
     #[error("node {node}: status.nodeInfo.kubeletVersion `{found}` is not a version such as v1.34.2: set --kubelet-version")]
     BadVersion {
@@ -143,10 +151,15 @@ pub async fn kubelet_version(l: &Lookup) -> Result<String, VersionError> {
                     "kubelet-authz-node: reading the kubelet version of node {} (attempt {attempt}): {message}",
                     l.node_name
                 );
-                last = message;
                 if final_ {
-                    break;
+                    // A refusal (no such Node, no access) is a configuration error, not an
+                    // outage: the last known version does not stand in for it.
+                    return Err(VersionError::Refused {
+                        node: l.node_name.clone(),
+                        message,
+                    });
                 }
+                last = message;
             }
         }
         if attempt < l.attempts {
