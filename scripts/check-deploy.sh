@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validates every deployment object under envoy/ offline, as an operator's `kubectl apply` would
 # need it (a missing tool is a failure, never a skip; scripts/setup.sh installs them):
-# - the ConfigMap and the DaemonSet's checksum annotation are up to date (scripts/gen-configmap.py);
+# - the kustomize base (envoy/kubernetes, `kubectl kustomize`) builds, and what it builds validates;
 # - every Kubernetes object: PyPI kubernetes-validate --strict against 1.32, 1.33 and 1.34;
 # - every Istio object: the CRD schemas of npm @kubernetes-models/istio (tests/deploy/validate-istio.mjs);
 #   both for the shipped files and for the per-node objects that envoy/istio/per-node.sh prints;
@@ -19,7 +19,7 @@ NPM_DIR=.work/npm
 command -v node >/dev/null || die "node is missing: run scripts/setup.sh"
 [ -d "$NPM_DIR/node_modules/@kubernetes-models/istio" ] || die "$NPM_DIR/node_modules/@kubernetes-models/istio is missing: run scripts/setup.sh"
 
-python3 scripts/gen-configmap.py --check
+command -v kubectl >/dev/null || die "kubectl is missing (it ships kustomize): run scripts/setup.sh"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -29,9 +29,14 @@ sh envoy/istio/per-node.sh node-b.example 192.0.2.7 v1.34.1 >"$work/per-node-b.y
 
 # Split every document by kind: Kubernetes objects to files for kubernetes-validate, Istio objects to
 # JSON lines for node; anything else must be an Envoy bootstrap (checked by configs.rs).
-# node-proxy.yaml is an Envoy bootstrap template (not YAML until rendered): configs.rs checks it.
-mapfile -t files < <(find envoy/kubernetes envoy/istio -name '*.yaml' ! -name node-proxy.yaml | sort)
+# filter.yaml is the filter ConfigMap's content (configs.rs checks it with the engine); the kustomize
+# base is checked as built, below.
+mapfile -t files < <(find envoy/kubernetes envoy/istio -name '*.yaml' ! -name filter.yaml ! -name kustomization.yaml | sort)
 files+=("$work/per-node-b.yaml")
+# The base as `kubectl apply -k` sends it (generated ConfigMaps, hash-suffixed names).
+kubectl kustomize envoy/kubernetes >"$work/kustomize-base.yaml" || die "kubectl kustomize envoy/kubernetes failed"
+grep -q 'name: kubelet-authz-node-' "$work/kustomize-base.yaml" || die "the base has no hash-suffixed kubelet-authz-node ConfigMap"
+files+=("$work/kustomize-base.yaml")
 "$PY" - "$work" "${files[@]}" <<'PYEOF'
 import json, os, sys, yaml
 work, files = sys.argv[1], sys.argv[2:]
