@@ -59,28 +59,45 @@ pub struct Distribution {
     pub kubelet_config: &'static str,
     /// The kubelet's `--config-dir`.
     pub config_dir: &'static str,
-    /// The directory of `kubelet.service` drop-ins, when the distribution's unit does not pass
-    /// `--config-dir` and one must add it.
-    pub systemd_dropin_dir: Option<&'static str>,
+    /// The directory of `kubelet.service` drop-ins, where `--config-dir` is added.
+    pub systemd_dropin_dir: &'static str,
+    /// How `--config-dir` is added to the kubelet's command line.
+    pub unit_dropin: UnitDropin,
+    /// The kubelet binary (for a unit drop-in that rewrites `ExecStart`).
+    pub kubelet_binary: &'static str,
+}
+
+/// How a distribution's `kubelet.service` is made to pass `--config-dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitDropin {
+    /// kubeadm's `10-kubeadm.conf`: `ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS
+    /// $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS` with
+    /// `KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml`: a later `Environment=` of
+    /// `KUBELET_CONFIG_ARGS` with `--config-dir` added.
+    KubeadmConfigArgs,
+    /// AL2023's `kubelet.service`: `ExecStart=/usr/bin/kubelet $NODEADM_KUBELET_ARGS`, where nodeadm
+    /// puts `--config-dir` only when the NodeConfig has `spec.kubelet.config`: `ExecStart`
+    /// rewritten with `--config-dir` after the variable (the same value twice is harmless).
+    NodeadmExecStart,
 }
 
 /// The distributions `configure` knows, in the order `auto` tries them.
 pub const DISTRIBUTIONS: &[Distribution] = &[
     Distribution {
-        // nodeadm passes --config and --config-dir itself.
         name: "eks-al2023",
         kubelet_config: "/etc/kubernetes/kubelet/config.json",
         config_dir: "/etc/kubernetes/kubelet/config.json.d",
-        systemd_dropin_dir: None,
+        systemd_dropin_dir: "/etc/systemd/system/kubelet.service.d",
+        unit_dropin: UnitDropin::NodeadmExecStart,
+        kubelet_binary: "/usr/bin/kubelet",
     },
     Distribution {
-        // 10-kubeadm.conf: ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS
-        // $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS, with
-        // KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml and no --config-dir.
         name: "kubeadm",
         kubelet_config: "/var/lib/kubelet/config.yaml",
         config_dir: "/etc/kubernetes/kubelet.conf.d",
-        systemd_dropin_dir: Some("/etc/systemd/system/kubelet.service.d"),
+        systemd_dropin_dir: "/etc/systemd/system/kubelet.service.d",
+        unit_dropin: UnitDropin::KubeadmConfigArgs,
+        kubelet_binary: "/usr/bin/kubelet",
     },
 ];
 
@@ -96,17 +113,34 @@ pub fn detect() -> Option<&'static Distribution> {
         .find(|d| Path::new(d.kubelet_config).is_file())
 }
 
-/// The text of the kubeadm systemd drop-in: `KUBELET_CONFIG_ARGS` with `--config-dir` added.
-pub fn systemd_dropin_text(kubelet_config: &Path, config_dir: &Path) -> String {
-    format!(
-        "# kubelet-authz (kubelet-authz-node configure): kubeadm's 10-kubeadm.conf passes no\n\
-         # --config-dir; this adds it, so that the kubelet reads the proxy's drop-in.\n\
-         # Removed by `kubelet-authz-node unconfigure`.\n\
-         [Service]\n\
-         Environment=\"KUBELET_CONFIG_ARGS=--config={} --config-dir={}\"\n",
-        kubelet_config.display(),
-        config_dir.display()
-    )
+/// The text of the `kubelet.service` drop-in that adds `--config-dir`.
+pub fn systemd_dropin_text(
+    kind: UnitDropin,
+    kubelet_binary: &Path,
+    kubelet_config: &Path,
+    config_dir: &Path,
+) -> String {
+    match kind {
+        UnitDropin::KubeadmConfigArgs => format!(
+            "# kubelet-authz (kubelet-authz-node configure): kubeadm's 10-kubeadm.conf passes no\n\
+             # --config-dir; this adds it, so that the kubelet reads the proxy's drop-in.\n\
+             # Removed by `kubelet-authz-node unconfigure`.\n\
+             [Service]\n\
+             Environment=\"KUBELET_CONFIG_ARGS=--config={} --config-dir={}\"\n",
+            kubelet_config.display(),
+            config_dir.display()
+        ),
+        UnitDropin::NodeadmExecStart => format!(
+            "# kubelet-authz (kubelet-authz-node configure): nodeadm passes --config-dir only for a\n\
+             # NodeConfig with spec.kubelet.config; this adds it, so that the kubelet reads the\n\
+             # proxy's drop-in. Removed by `kubelet-authz-node unconfigure`.\n\
+             [Service]\n\
+             ExecStart=\n\
+             ExecStart={} $NODEADM_KUBELET_ARGS --config-dir={}\n",
+            kubelet_binary.display(),
+            config_dir.display()
+        ),
+    }
 }
 
 /// The proxy's drop-in with the per-node CA at `ca_cert` (the shipped text when it is the default
@@ -122,8 +156,12 @@ pub struct Options {
     pub kubelet_config: PathBuf,
     /// The kubelet's `--config-dir`.
     pub config_dir: PathBuf,
-    /// The directory of `kubelet.service` drop-ins to add `--config-dir` in (kubeadm), if any.
-    pub systemd_dropin_dir: Option<PathBuf>,
+    /// The directory of `kubelet.service` drop-ins, where `--config-dir` is added.
+    pub systemd_dropin_dir: PathBuf,
+    /// How `--config-dir` is added.
+    pub unit_dropin: UnitDropin,
+    /// The kubelet binary (for [`UnitDropin::NodeadmExecStart`]).
+    pub kubelet_binary: PathBuf,
     /// The per-node CA's directory.
     pub pki_dir: PathBuf,
     /// The state directory (backups in `backup/`).
@@ -143,7 +181,9 @@ impl Options {
         Options {
             kubelet_config: d.kubelet_config.into(),
             config_dir: d.config_dir.into(),
-            systemd_dropin_dir: d.systemd_dropin_dir.map(PathBuf::from),
+            systemd_dropin_dir: d.systemd_dropin_dir.into(),
+            unit_dropin: d.unit_dropin,
+            kubelet_binary: d.kubelet_binary.into(),
             pki_dir: pki::DEFAULT_DIR.into(),
             state_dir: DEFAULT_STATE_DIR.into(),
             timeout: DEFAULT_TIMEOUT,
@@ -402,12 +442,16 @@ fn wanted_files(o: &Options) -> Vec<(PathBuf, Vec<u8>)> {
         o.config_dir.join(PROXY_DROPIN_NAME),
         dropin_text(&ca).into_bytes(),
     )];
-    if let Some(dir) = &o.systemd_dropin_dir {
-        files.push((
-            dir.join(SYSTEMD_DROPIN_NAME),
-            systemd_dropin_text(&o.kubelet_config, &o.config_dir).into_bytes(),
-        ));
-    }
+    files.push((
+        o.systemd_dropin_dir.join(SYSTEMD_DROPIN_NAME),
+        systemd_dropin_text(
+            o.unit_dropin,
+            &o.kubelet_binary,
+            &o.kubelet_config,
+            &o.config_dir,
+        )
+        .into_bytes(),
+    ));
     files
 }
 
@@ -581,13 +625,10 @@ pub fn configure(o: &Options) -> Result<Outcome, ConfigureError> {
     log(
         CMD,
         format!(
-            "kubelet configuration {}, drop-in directory {}{}",
+            "kubelet configuration {}, drop-in directory {}, kubelet.service drop-ins in {}",
             o.kubelet_config.display(),
             o.config_dir.display(),
-            o.systemd_dropin_dir
-                .as_ref()
-                .map(|d| format!(", kubelet.service drop-ins in {}", d.display()))
-                .unwrap_or_default()
+            o.systemd_dropin_dir.display()
         ),
     );
     let before_cfg = effective(o)?;
@@ -653,7 +694,9 @@ pub fn configure(o: &Options) -> Result<Outcome, ConfigureError> {
         .all(|((_, want), (_, have))| have.0.as_ref().is_some_and(|(b, _)| b == want));
     if in_place {
         let port = before_cfg.port;
-        if let Ok(p) = healthy_behind_proxy(o, port, &cert)? {
+        // A kubelet that is (re)starting gets a few seconds before it counts as unhealthy.
+        let settle = o.timeout.min(Duration::from_secs(5));
+        if let Ok(p) = wait_for(settle, || healthy_behind_proxy(o, port, &cert))? {
             log(
                 CMD,
                 format!(
@@ -661,6 +704,35 @@ pub fn configure(o: &Options) -> Result<Outcome, ConfigureError> {
                      certificate; nothing to do"
                 ),
             );
+            if Manifest::load(o)?.is_none() {
+                // Configured at the node's first boot (envoy/node/): adopt it, so that
+                // `unconfigure` takes the node off the proxy like any other.
+                let adopted = Manifest {
+                    version: MANIFEST_VERSION,
+                    kubelet_config: o.kubelet_config.clone(),
+                    config_dir: o.config_dir.clone(),
+                    pki_dir: o.pki_dir.clone(),
+                    created_pki: true,
+                    created_state_dirs: Vec::new(),
+                    created_dirs: Vec::new(),
+                    files: wanted
+                        .iter()
+                        .map(|(path, _)| Entry {
+                            path: path.clone(),
+                            original: None,
+                        })
+                        .collect(),
+                };
+                adopted.save(o)?;
+                log(
+                    CMD,
+                    format!(
+                        "adopted the drop-ins written at the node's first boot (recorded in {}; \
+                         unconfigure removes them)",
+                        Manifest::path(o).display()
+                    ),
+                );
+            }
             return Ok(Outcome::Unchanged);
         }
     }
@@ -949,10 +1021,14 @@ pub struct ConfigureArgs {
     /// The kubelet's `--config-dir` (instead of the distribution's).
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
-    /// The `kubelet.service` drop-in directory where `--config-dir` is added (kubeadm; instead of
-    /// the distribution's).
+    /// The `kubelet.service` drop-in directory where `--config-dir` is added (instead of the
+    /// distribution's).
     #[arg(long)]
     pub systemd_dropin_dir: Option<PathBuf>,
+    /// The kubelet binary, for a unit drop-in that rewrites `ExecStart` (eks-al2023; instead of
+    /// the distribution's `/usr/bin/kubelet`).
+    #[arg(long)]
+    pub kubelet_binary: Option<PathBuf>,
     /// The per-node CA's directory (host path).
     #[arg(long, default_value = pki::DEFAULT_DIR)]
     pub pki_dir: PathBuf,
@@ -962,6 +1038,10 @@ pub struct ConfigureArgs {
     /// How long the kubelet may take to come back (and, for `unconfigure`, Envoy to go).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// `configure`: make the per-node CA and the proxy's certificate, and nothing else (a fresh
+    /// node's first boot, before its kubelet starts: envoy/node/cloud-init.yaml).
+    #[arg(long)]
+    pub ca_only: bool,
     /// `unconfigure`: once done (or when there is nothing to undo), stay running until killed, as
     /// a DaemonSet's container must.
     #[arg(long)]
@@ -1005,7 +1085,10 @@ impl ConfigureArgs {
             o.config_dir = p.clone();
         }
         if let Some(p) = &self.systemd_dropin_dir {
-            o.systemd_dropin_dir = Some(p.clone());
+            o.systemd_dropin_dir = p.clone();
+        }
+        if let Some(p) = &self.kubelet_binary {
+            o.kubelet_binary = p.clone();
         }
         o.pki_dir = self.pki_dir.clone();
         o.state_dir = self.state_dir.clone();
@@ -1038,8 +1121,40 @@ fn finish(cmd: &str, r: Result<Outcome, ConfigureError>) -> std::process::ExitCo
 
 /// `kubelet-authz-node configure`.
 pub fn run_configure(args: &ConfigureArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.ca_only {
+        return Ok(finish("configure", ca_only(args)));
+    }
     let o = args.enter()?;
     Ok(finish("configure", configure(&o)))
+}
+
+/// `configure --ca-only`: the per-node CA and the proxy's certificate, in the host root.
+fn ca_only(args: &ConfigureArgs) -> Result<Outcome, ConfigureError> {
+    let pki_dir = if args.host_root == Path::new("/") {
+        args.pki_dir.clone()
+    } else {
+        args.host_root
+            .join(args.pki_dir.strip_prefix("/").unwrap_or(&args.pki_dir))
+    };
+    let ca = pki::ensure_ca(&pki_dir)?;
+    log(
+        "configure",
+        format!(
+            "per-node CA {}: {ca:?}",
+            pki::ca_cert_path(&pki_dir).display()
+        ),
+    );
+    let cert = pki::ensure_proxy_cert(
+        &pki_dir,
+        SystemTime::now(),
+        pki::DEFAULT_VALIDITY,
+        pki::DEFAULT_RENEW_BEFORE,
+    )?;
+    log("configure", format!("proxy certificate: {cert:?}"));
+    Ok(match (ca, cert) {
+        (pki::CaStatus::Kept, pki::ProxyCertStatus::Kept { .. }) => Outcome::Unchanged,
+        _ => Outcome::Changed,
+    })
 }
 
 /// `kubelet-authz-node unconfigure`.
@@ -1070,24 +1185,28 @@ mod tests {
         "eks-al2023",
         "/etc/kubernetes/kubelet/config.json",
         "/etc/kubernetes/kubelet/config.json.d",
-        None
+        UnitDropin::NodeadmExecStart
     )]
     #[case::kubeadm(
         "kubeadm",
         "/var/lib/kubelet/config.yaml",
         "/etc/kubernetes/kubelet.conf.d",
-        Some("/etc/systemd/system/kubelet.service.d")
+        UnitDropin::KubeadmConfigArgs
     )]
     fn distribution_table(
         #[case] name: &str,
         #[case] config: &str,
         #[case] dir: &str,
-        #[case] systemd: Option<&str>,
+        #[case] unit: UnitDropin,
     ) {
         let d = distribution(name).unwrap();
         assert_eq!(d.kubelet_config, config);
         assert_eq!(d.config_dir, dir);
-        assert_eq!(d.systemd_dropin_dir, systemd);
+        assert_eq!(
+            d.systemd_dropin_dir,
+            "/etc/systemd/system/kubelet.service.d"
+        );
+        assert_eq!(d.unit_dropin, unit);
     }
 
     #[test]
@@ -1103,12 +1222,30 @@ mod tests {
     #[test]
     fn systemd_dropin_adds_config_dir_to_kubeadm_args() {
         let text = systemd_dropin_text(
+            UnitDropin::KubeadmConfigArgs,
+            Path::new("/usr/bin/kubelet"),
             Path::new("/var/lib/kubelet/config.yaml"),
             Path::new("/etc/kubernetes/kubelet.conf.d"),
         );
         assert!(text.contains(
             "\n[Service]\nEnvironment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml --config-dir=/etc/kubernetes/kubelet.conf.d\"\n"
         ), "{text}");
+    }
+
+    #[test]
+    fn systemd_dropin_adds_config_dir_to_nodeadm_exec_start() {
+        let text = systemd_dropin_text(
+            UnitDropin::NodeadmExecStart,
+            Path::new("/usr/bin/kubelet"),
+            Path::new("/etc/kubernetes/kubelet/config.json"),
+            Path::new("/etc/kubernetes/kubelet/config.json.d"),
+        );
+        assert!(
+            text.contains(
+                "\n[Service]\nExecStart=\nExecStart=/usr/bin/kubelet $NODEADM_KUBELET_ARGS --config-dir=/etc/kubernetes/kubelet/config.json.d\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

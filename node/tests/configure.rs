@@ -136,14 +136,21 @@ impl Node {
             "etc/kubernetes/kubelet/config.json.d/40-nodeadm.conf",
             "{\"apiVersion\":\"kubelet.config.k8s.io/v1beta1\",\"kind\":\"KubeletConfiguration\",\"maxPods\":17}\n",
         );
+        // nodeadm without spec.kubelet.config: no --config-dir in NODEADM_KUBELET_ARGS.
+        node.write(
+            "etc/eks/kubelet/environment",
+            &format!(
+                "NODEADM_KUBELET_ARGS=\"--pki-dir {} --config {}\"\n",
+                node.cluster.dir().display(),
+                node.ps("etc/kubernetes/kubelet/config.json"),
+            ),
+        );
         node.write(
             "etc/systemd/system/kubelet.service",
             &format!(
-                "[Service]\nExecStart={} --pki-dir {} --config {} --config-dir {}\n",
+                "[Service]\nEnvironmentFile={}\nExecStart={} $NODEADM_KUBELET_ARGS\n",
+                node.ps("etc/eks/kubelet/environment"),
                 bin_dir().join("kubelet-authz-kubelet").display(),
-                node.cluster.dir().display(),
-                node.ps("etc/kubernetes/kubelet/config.json"),
-                node.ps("etc/kubernetes/kubelet/config.json.d"),
             ),
         );
         node.boot();
@@ -231,7 +238,7 @@ impl Node {
     }
 
     fn agent(&self, cmd: &str, timeout: &str) -> std::process::Output {
-        let mut args = vec![
+        let mut args: Vec<String> = vec![
             cmd.to_string(),
             "--host-root".into(),
             "/".into(),
@@ -243,6 +250,13 @@ impl Node {
             self.ps("var/lib/kubelet-authz"),
             "--timeout".into(),
             timeout.into(),
+            "--systemd-dropin-dir".into(),
+            self.ps("etc/systemd/system/kubelet.service.d"),
+            "--kubelet-binary".into(),
+            bin_dir()
+                .join("kubelet-authz-kubelet")
+                .display()
+                .to_string(),
         ];
         if self.distribution == "kubeadm" {
             args.extend([
@@ -250,8 +264,6 @@ impl Node {
                 self.ps("var/lib/kubelet/config.yaml"),
                 "--config-dir".into(),
                 self.ps("etc/kubernetes/kubelet.conf.d"),
-                "--systemd-dropin-dir".into(),
-                self.ps("etc/systemd/system/kubelet.service.d"),
             ]);
         } else {
             args.extend([
@@ -450,7 +462,15 @@ fn eks_al2023_configure_unconfigure() {
     assert!(node
         .p("etc/kubernetes/kubelet/config.json.d/90-kubelet-authz.conf")
         .is_file());
-    assert!(!node.p("etc/systemd/system/kubelet.service.d").exists());
+    // nodeadm passed no --config-dir: the unit drop-in adds it.
+    let argv = node.systemd().resolve().unwrap();
+    assert!(
+        argv.contains(&format!(
+            "--config-dir={}",
+            node.ps("etc/kubernetes/kubelet/config.json.d")
+        )),
+        "{argv:?}"
+    );
 
     let out = node.agent("unconfigure", "30s");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -555,4 +575,60 @@ fn an_overriding_dropin_is_refused_without_a_restart() {
     );
     assert_eq!(node.snapshot(&["var/lib/kubelet-authz"]), before);
     assert_eq!(node.systemd().pid().unwrap(), pid);
+}
+
+/// A node built configured (envoy/node/cloud-init.yaml: `configure --ca-only` and the drop-ins
+/// before the kubelet's first start): its kubelet comes up behind the proxy, the DaemonSet's
+/// `configure` adopts it without a restart, and `unconfigure` takes it off the proxy.
+#[test]
+fn a_node_built_configured_is_adopted_and_can_be_unconfigured() {
+    use kubelet_authz_node::configure::{dropin_text, systemd_dropin_text, UnitDropin};
+    let node = Node::kubeadm();
+    let before = node.snapshot(&[]);
+    node.systemd().stop().unwrap();
+
+    // First boot: the CA with the agent, then the drop-ins (cloud-init's write_files).
+    let out = assert_cmd::Command::cargo_bin("kubelet-authz-node")
+        .unwrap()
+        .args(["configure", "--ca-only", "--host-root", "/", "--pki-dir"])
+        .arg(node.p("var/lib/kubelet-authz/pki"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    node.write(
+        "etc/kubernetes/kubelet.conf.d/90-kubelet-authz.conf",
+        &dropin_text(&node.p("var/lib/kubelet-authz/pki/ca.crt")),
+    );
+    node.write(
+        "etc/systemd/system/kubelet.service.d/90-kubelet-authz.conf",
+        &systemd_dropin_text(
+            UnitDropin::KubeadmConfigArgs,
+            Path::new("/usr/bin/kubelet"),
+            &node.p("var/lib/kubelet/config.yaml"),
+            &node.p("etc/kubernetes/kubelet.conf.d"),
+        ),
+    );
+    node.boot_configured();
+    assert_eq!(node.listen_addrs(), vec![IpAddr::from([127, 0, 0, 1])]);
+
+    let pid = node.systemd().pid().unwrap();
+    let out = node.agent("configure", "30s");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("adopted"), "{}", stderr(&out));
+    assert_eq!(node.systemd().pid().unwrap(), pid);
+
+    let out = node.agent("unconfigure", "30s");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The files as they were, but the directories the first boot made (empty now).
+    let mut want = before;
+    for dir in [
+        "etc/kubernetes",
+        "etc/kubernetes/kubelet.conf.d",
+        "var/lib/kubelet-authz",
+    ] {
+        want.insert(dir.to_string(), "dir 755".to_string());
+    }
+    assert_eq!(node.snapshot(&[]), want);
+    assert_eq!(node.probe(&node.alice()), Probe::Answered(200));
+    assert_eq!(node.listen_addrs(), vec![IpAddr::from([0, 0, 0, 0])]);
 }

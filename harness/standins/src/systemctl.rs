@@ -4,8 +4,8 @@
 //!
 //! Files under the host root `ROOT` (environment variable [`HOST_ROOT_ENV`]):
 //! - `ROOT/etc/systemd/system/kubelet.service` and `ROOT/etc/systemd/system/kubelet.service.d/*.conf`
-//!   (lexical order): `Environment=` assignments (later ones win) and `ExecStart=` (an empty one
-//!   resets it); `$VAR` as a whole word expands to the value split at white space, `${VAR}` to the
+//!   (lexical order): `Environment=` assignments and `EnvironmentFile=` files (later ones win) and
+//!   `ExecStart=` (an empty one resets it); `$VAR` as a whole word expands to the value split at white space, `${VAR}` to the
 //!   value in place, as systemd does.
 //! - `ROOT/run/systemd/kubelet.loaded`: the command line `daemon-reload` resolved (JSON); `start`
 //!   and `restart` run it, so a changed unit takes effect only after `daemon-reload`.
@@ -170,6 +170,31 @@ impl Systemd {
                             env.retain(|(name, _)| name != k);
                             env.push((k.to_string(), v.to_string()));
                         }
+                    }
+                } else if let Some(v) = line.strip_prefix("EnvironmentFile=") {
+                    // `-`: a missing file is not an error.
+                    let (optional, path) = match v.strip_prefix('-') {
+                        Some(p) => (true, p),
+                        None => (false, v),
+                    };
+                    let path = Path::new(path.trim());
+                    match std::fs::read_to_string(path) {
+                        Ok(text) => {
+                            for l in text.lines().map(str::trim) {
+                                if l.is_empty() || l.starts_with('#') {
+                                    continue;
+                                }
+                                if let Some((k, v)) = l.split_once('=') {
+                                    let v = shlex::split(v)
+                                        .map(|w| w.join(" "))
+                                        .unwrap_or_else(|| v.to_string());
+                                    env.retain(|(name, _)| name != k);
+                                    env.push((k.to_string(), v));
+                                }
+                            }
+                        }
+                        Err(_) if optional => {}
+                        Err(e) => return Err(io_err(path)(e)),
                     }
                 } else if let Some(v) = line.strip_prefix("ExecStart=") {
                     exec = (!v.trim().is_empty()).then(|| v.to_string());
