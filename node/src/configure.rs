@@ -3,8 +3,11 @@
 //!
 //! What changes on the node is data per distribution ([`DISTRIBUTIONS`]): the kubelet's
 //! configuration file (never modified), its `--config-dir` where the proxy's drop-in
-//! ([`kubelet_authz::kubeletconfig::PROXY_DROPIN`]) is written, and, for kubeadm, whose
-//! `10-kubeadm.conf` passes no `--config-dir`, a systemd drop-in for `kubelet.service` that adds it.
+//! ([`kubelet_authz::kubeletconfig::PROXY_DROPIN`]) is written, and a systemd drop-in for
+//! `kubelet.service` that passes `--config-dir` ([`UnitDropin`]: kubeadm's `10-kubeadm.conf` passes
+//! none, nodeadm only for a `NodeConfig` with `spec.kubelet.config`). A node whose drop-ins are in
+//! place and whose kubelet answers behind the proxy without a backup record (built configured,
+//! `envoy/node/`) is adopted: recorded so that `unconfigure` removes the drop-ins.
 //!
 //! `configure` makes the per-node CA and the proxy's certificate first (the kubelet exits when its
 //! `clientCAFile` does not exist), records the previous state of every file it changes under
@@ -47,6 +50,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
 /// The timeout of one probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// PATH for the restart commands when the container has none.
+const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The version of the backup manifest's format.
 const MANIFEST_VERSION: u32 = 1;
 
@@ -494,8 +499,13 @@ fn restart(cmd: &str, o: &Options) -> Result<(), String> {
             continue;
         };
         log(cmd, format!("running {}", argv.join(" ")));
-        let out = Command::new(program)
-            .args(args)
+        let mut command = Command::new(program);
+        command.args(args);
+        // A FROM-scratch image may run without PATH; the host's tools are in the usual places.
+        if std::env::var_os("PATH").is_none() {
+            command.env("PATH", HOST_PATH);
+        }
+        let out = command
             .output()
             .map_err(|e| format!("`{}`: {e}", argv.join(" ")))?;
         if !out.status.success() {
