@@ -320,11 +320,25 @@ fn dropin_names_as_the_kubelet(#[case] names: &[&str], #[case] want: &[&str]) {
 // ---- refused ----------------------------------------------------------------------------------
 
 #[rstest]
-#[case::top_level("addres: 127.0.0.1\n", "addres: unknown field")]
-#[case::case_sensitive("Address: 127.0.0.1\n", "Address: unknown field")]
+#[case::top_level(
+    "addres: 127.0.0.1\n",
+    "addres: unknown field (did you mean `address`?)"
+)]
+#[case::case_sensitive(
+    "Address: 127.0.0.1\n",
+    "Address: unknown field (did you mean `address`?)"
+)]
+#[case::top_level_far(
+    "kubeletAuthzMode: x\n",
+    "kubeletAuthzMode: unknown field (see the KubeletConfiguration"
+)]
 #[case::authentication(
     "authentication:\n  webhok:\n    enabled: false\n",
-    "authentication.webhok: unknown field"
+    "authentication.webhok: unknown field (did you mean `webhook`?)"
+)]
+#[case::nested_far(
+    "authentication:\n  tokens: {}\n",
+    "authentication.tokens: unknown field (known fields here: x509, webhook, anonymous)"
 )]
 #[case::authn_webhook(
     "authentication:\n  webhook:\n    enable: false\n",
@@ -658,4 +672,41 @@ fn each_bypass_is_one_finding(#[case] later_dropin: &str, #[case] id: &str) {
 #[case::other_name("node-1", false)]
 fn loopback_addresses(#[case] address: &str, #[case] loopback: bool) {
     assert_eq!(kubelet_authz::kubeletconfig::is_loopback(address), loopback);
+}
+
+// ---- defaulting runs on the base only ---------------------------------------------------------
+
+#[test]
+fn empty_mode_is_defaulted_in_the_base_only() {
+    let c = eff("authorization:\n  mode: \"\"\nport: 0\n");
+    assert_eq!(c.settings.authorization_mode.value, "Webhook");
+    assert_eq!(c.port, 10250);
+    let c = effective_config(
+        &base("authorization:\n  mode: AlwaysAllow\n"),
+        &[
+            proxy_dropin(),
+            yaml("/d/99.conf", "authorization:\n  mode: \"\"\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.settings.authorization_mode.value, "");
+    assert_eq!(failed_checks(&c), vec!["authorization-webhook"]);
+}
+
+#[test]
+fn port_zero_in_a_dropin_is_refused_unless_overridden() {
+    let e = err("", &[("/d/10.conf", "port: 0\n")]);
+    assert!(
+        e.starts_with("/d/10.conf: port: 0 in a drop-in is not defaulted"),
+        "{e}"
+    );
+    let c = effective_config(
+        &base(""),
+        &[
+            yaml("/d/10.conf", "port: 0\n"),
+            yaml("/d/20.conf", "port: 10260\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.port, 10260);
 }

@@ -41,7 +41,8 @@ pub enum Command {
     /// A least-privilege ClusterRole (YAML) for kubelet endpoints, without nodes/proxy
     #[command(after_help = SUGGEST_EXAMPLES)]
     SuggestRole(SuggestRoleArgs),
-    /// Check a KubeletConfiguration (or kubelet command line) against the CIS kubelet items
+    /// Check a KubeletConfiguration (or kubelet command line) against the CIS kubelet items, or
+    /// (--behind-proxy) against the profile of a kubelet only the proxy can reach
     #[command(after_help = CHECK_CONFIG_EXAMPLES)]
     CheckConfig(CheckConfigArgs),
     /// Who gains or loses access to which kubelet endpoint between two kubelet versions
@@ -101,7 +102,16 @@ const CHECK_CONFIG_EXAMPLES: &str = "Examples:
   kubectl kubelet-authz check-config config.json --kubelet-version 1.33 -o json
 
   # A kubelet command line (legacy flag defaults apply to flags not given)
-  ps -o args= -C kubelet | kubectl kubelet-authz check-config --flags -";
+  ps -o args= -C kubelet | kubectl kubelet-authz check-config --flags -
+
+  # Is this kubelet reachable only through the kubelet-authz proxy? (its drop-ins merged)
+  kubectl kubelet-authz check-config --behind-proxy /var/lib/kubelet/config.yaml \\
+      --config-dir /etc/kubernetes/kubelet.conf.d
+
+  # EKS AL2023, and the shipped drop-in alone
+  kubectl kubelet-authz check-config --behind-proxy /etc/kubernetes/kubelet/config.json \\
+      --config-dir /etc/kubernetes/kubelet/config.json.d
+  kubectl kubelet-authz check-config --behind-proxy envoy/kubernetes/node/90-kubelet-authz.conf";
 
 const IMPACT_EXAMPLES: &str = "Examples:
   # What changes for every bound subject when kubelets move from 1.31 to 1.36?
@@ -289,6 +299,15 @@ pub struct CheckConfigArgs {
     /// FILE is a kubelet command line: flags not given take the legacy flag defaults
     #[arg(long)]
     pub flags: bool,
+    /// Check the profile of a kubelet behind the kubelet-authz proxy instead of the CIS items:
+    /// loopback only, no token (webhook) or anonymous authentication, only the per-node CA, mode
+    /// Webhook, read-only port off; exit 1 for each way around the proxy
+    #[arg(long, conflicts_with = "flags")]
+    pub behind_proxy: bool,
+    /// The kubelet's --config-dir: its *.conf drop-ins are merged over FILE as the kubelet merges
+    /// them (lexical order, later wins); FILE and drop-ins are read strictly (unknown fields refused)
+    #[arg(long, value_name = "DIR", conflicts_with = "flags")]
+    pub config_dir: Option<String>,
     /// Kubelet version (decides the KubeletFineGrainedAuthz check); default 1.36
     #[arg(long, value_name = "VERSION", default_value = "1.36")]
     pub kubelet_version: String,

@@ -15,16 +15,38 @@ use crate::cli::InspectArgs;
 
 /// Read the kubelet's configuration file `config` and, when given, the drop-ins of `config_dir`
 /// (a missing directory is an error naming it, as it is for the kubelet), and merge them.
+///
+/// As for the kubelet, a `config_dir` that is a symbolic link is not walked (Go's
+/// `filepath.WalkDir` does not follow links, not even its root): its drop-ins do not count. Point
+/// `--config-dir` at the real directory.
 pub fn load(config: &Path, config_dir: Option<&Path>) -> anyhow::Result<EffectiveConfig> {
     let config = absolute(config)?;
     let base = read_source(&config)?;
     let mut dropins = Vec::new();
     if let Some(dir) = config_dir {
         let dir = absolute(dir)?;
-        let mut entries = Vec::new();
-        walk(&dir, "", &mut entries)?;
-        for rel in dropin_names(entries) {
-            dropins.push(read_source(&dir.join(&rel))?);
+        let meta = std::fs::symlink_metadata(&dir).with_context(|| {
+            format!(
+                "{}: cannot read the kubelet's drop-in directory (--config-dir)",
+                dir.display()
+            )
+        })?;
+        if meta.is_dir() {
+            let mut entries = Vec::new();
+            walk(&dir, "", &mut entries)?;
+            for rel in dropin_names(entries) {
+                dropins.push(read_source(&dir.join(&rel))?);
+            }
+        } else {
+            // Go's filepath.WalkDir does not follow a symbolic link, not even the root: the kubelet
+            // sees one entry that is not a directory, and reads it only if its name ends in `.conf`.
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !dropin_names([name]).is_empty() {
+                dropins.push(read_source(&dir)?);
+            }
         }
     }
     Ok(effective_config(&base, &dropins)?)

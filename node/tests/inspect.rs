@@ -234,3 +234,37 @@ fn usage_error_exit_2() {
     let out = inspect(&[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The kubelet walks its `--config-dir` with Go's `filepath.WalkDir`, which does not follow a
+/// symbolic link, not even the root: a symlinked drop-in directory contributes nothing.
+#[test]
+fn a_symlinked_config_dir_is_not_walked_as_by_the_kubelet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let link = tmp.path().join("kubelet.conf.d");
+    std::os::unix::fs::symlink(fixtures().join("kubeadm/conf.d"), &link).unwrap();
+    let v = inspect_json(&[
+        "--kubelet-config",
+        &path("kubeadm/config.yaml"),
+        "--config-dir",
+        link.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        v["address"], "0.0.0.0",
+        "90-kubelet-authz.conf was not read"
+    );
+    // Subdirectories of a real directory are walked.
+    let real = tmp.path().join("real.d");
+    std::fs::create_dir_all(real.join("sub")).unwrap();
+    std::fs::copy(
+        fixtures().join("kubeadm/conf.d/90-kubelet-authz.conf"),
+        real.join("sub/90-kubelet-authz.conf"),
+    )
+    .unwrap();
+    let v = inspect_json(&[
+        "--kubelet-config",
+        &path("kubeadm/config.yaml"),
+        "--config-dir",
+        real.to_str().unwrap(),
+    ]);
+    assert_eq!(v["address"], "127.0.0.1");
+}

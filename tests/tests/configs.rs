@@ -108,7 +108,6 @@ async fn every_envoy_bootstrap_in_envoy_dir_renders_and_validates() {
         "kubernetes/rbac-serviceaccount-token.yaml",
         "kubernetes/configmap.yaml",
         "kubernetes/node-proxy.yaml",
-        "kubernetes/node/kubelet-config.yaml",
     ]
     .into();
     let mut bootstraps = 0;
@@ -932,28 +931,72 @@ async fn istio_objects_are_complete_and_consistent() {
     );
 }
 
-/// The kubelet configuration the runbook prescribes passes the CIS kubelet checks of
-/// `kubectl kubelet-authz check-config` for every supported version it names, keeps the kubelet
-/// on loopback with the per-node CA of the DaemonSet, and its TLS policy renders.
+/// The proxy's kubelet drop-in (`node/90-kubelet-authz.conf`, the kubelet's `--config-dir`) is the
+/// engine's constant byte for byte, passes `check-config --behind-proxy` alone and merged over a
+/// kubeadm base, passes the CIS items 4.2.1-4.2.4 on every supported version, and trusts exactly the
+/// DaemonSet's per-node CA.
 #[test]
 fn prescribed_kubelet_config_passes_check_config() {
-    use kubelet_authz::kubeletconfig::{check, parse_config, CheckStatus};
-    let file = k8s_dir().join("node/kubelet-config.yaml");
+    use kubelet_authz::kubeletconfig::{
+        behind_proxy, check, effective_config, CheckStatus, Source, PROXY_DROPIN,
+    };
+    let file = k8s_dir().join("node/90-kubelet-authz.conf");
     let text = std::fs::read_to_string(&file).unwrap();
-    let settings = parse_config(&text).unwrap();
-    for v in ["1.32", "1.33", "1.34", "1.35", "1.36"] {
-        let results = check(&settings, v.parse().unwrap());
-        assert!(results.len() >= 5, "{v}: {} checks", results.len());
-        let failed: Vec<_> = results
-            .iter()
+    assert_eq!(
+        text, PROXY_DROPIN,
+        "the shipped drop-in is the engine's constant"
+    );
+    let dropin = Source::new(file.display().to_string(), text.clone());
+    let kubeadm_base = Source::new(
+        "/var/lib/kubelet/config.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         authentication:\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n\
+         authorization:\n  mode: Webhook\ncgroupDriver: systemd\nstaticPodPath: /etc/kubernetes/manifests\n",
+    );
+    for (what, cfg) in [
+        ("drop-in alone", effective_config(&dropin, &[]).unwrap()),
+        (
+            "kubeadm base + drop-in",
+            effective_config(&kubeadm_base, std::slice::from_ref(&dropin)).unwrap(),
+        ),
+    ] {
+        let failed: Vec<_> = behind_proxy(&cfg)
+            .into_iter()
             .filter(|r| r.status == CheckStatus::Fail)
             .map(|r| format!("{} {}: {}", r.id, r.title, r.actual))
             .collect();
-        assert!(failed.is_empty(), "{v}: {failed:?}");
+        assert!(failed.is_empty(), "{what}: {failed:?}");
+        for v in ["1.31", "1.32", "1.33", "1.34", "1.35", "1.36"] {
+            for r in check(&cfg.settings, v.parse().unwrap()) {
+                if r.cis.is_some() {
+                    assert_eq!(
+                        r.status,
+                        CheckStatus::Pass,
+                        "{what} {v}: {} {}",
+                        r.id,
+                        r.actual
+                    );
+                }
+            }
+        }
     }
+    // Nothing but what the proxy needs: no feature gates (a 1.31 kubelet exits on an unknown one),
+    // no protectKernelDefaults (stops the kubelet at the next reboot), no unrelated settings.
     let y: Value =
         serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).unwrap())
             .unwrap();
+    let keys: BTreeSet<&str> = y.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "apiVersion",
+            "kind",
+            "address",
+            "authentication",
+            "authorization"
+        ]
+        .into()
+    );
     assert_eq!(y["address"], "127.0.0.1");
     let node_ca = daemonset_pod()["volumes"]
         .as_array()

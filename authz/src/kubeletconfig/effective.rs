@@ -12,12 +12,19 @@
 //!   result decoded into the existing configuration: objects (nested structs and maps such as
 //!   `featureGates`) merge key by key, lists and scalars are replaced, later files win, and a
 //!   `null` leaves the value as it was (merge patch deletes the key, and Go's decoder then keeps
-//!   the field of the struct it decodes into).
+//!   the field of the struct it decodes into);
+//! - defaults are applied to the base file alone, before the drop-ins: a drop-in's
+//!   `authorization.mode: ""` stays empty (the kubelet refuses to start) and its `port: 0` is
+//!   refused, where the same values in the base mean `Webhook` and 10250.
 //!
 //! Relative paths in the base file (`staticPodPath`, `authentication.x509.clientCAFile`,
 //! `tlsCertFile`, `tlsPrivateKeyFile`, `resolvConf`, `volumePluginDir`, `podLogsDir`) are made
 //! absolute against the base file's directory, as the kubelet's file loader does; drop-ins are not
 //! resolved. Command-line flags, which the kubelet lays over all of this, are not read here.
+//!
+//! YAML is read as YAML 1.2: where the kubelet's YAML 1.1 reader takes `yes`/`on`/`off` as booleans,
+//! they are strings here, and a string where the engine expects a boolean is refused with the field
+//! named (never read as something else).
 
 use serde_json::{Map, Value};
 
@@ -166,14 +173,37 @@ pub fn effective_config(
     let mut merged = read_source(base)?;
     resolve_relative_paths(&mut merged, &base.name);
     let mut sources = vec![base.name.clone()];
+    // Defaulting runs on the base file only (the kubelet defaults it, then decodes each drop-in
+    // over it as written): an empty `authorization.mode` or a `port: 0` in a drop-in stays empty or
+    // zero. The last drop-in that writes each of them, if any:
+    let mut dropin_mode: Option<String> = None;
+    let mut dropin_port: Option<(String, i64)> = None;
     for dropin in dropins {
         let doc = read_source(dropin)?;
+        if let Some(mode) = doc.pointer("/authorization/mode").and_then(Value::as_str) {
+            dropin_mode = Some(mode.to_string());
+        }
+        if let Some(port) = doc.get("port").and_then(Value::as_i64) {
+            dropin_port = Some((dropin.name.clone(), port));
+        }
         merge(&mut merged, doc);
         sources.push(dropin.name.clone());
     }
+    if let Some((name, 0)) = dropin_port {
+        return Err(KubeletConfigError::InSource {
+            source_name: name,
+            error: Box::new(KubeletConfigError::Field {
+                field: "port".into(),
+                message: "0 in a drop-in is not defaulted: the kubelet refuses to start (a port between 1 and 65535); set the port or remove the field".into(),
+            }),
+        });
+    }
     // Every file was type-checked on its own; the merge of well-typed files is well typed.
     let raw: RawKubeletConfiguration = crate::raw::from_value(&merged).map_err(field_error)?;
-    let settings = settings_from_raw(&raw);
+    let mut settings = settings_from_raw(&raw);
+    if dropin_mode.as_deref() == Some("") {
+        settings.authorization_mode.set(String::new());
+    }
     let address = match raw.address.as_deref() {
         None | Some("") => DEFAULT_ADDRESS.to_string(),
         Some(a) => a.to_string(),

@@ -178,7 +178,12 @@ pub(super) fn check_unknown_fields(doc: &Value) -> Result<(), KubeletConfigError
     };
     for key in top.keys() {
         if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
-            return Err(unknown(&crate::raw::join("", key), None));
+            return Err(unknown(
+                &crate::raw::join("", key),
+                key,
+                TOP_LEVEL_FIELDS,
+                false,
+            ));
         }
     }
     if let Some(authn) = top.get("authentication") {
@@ -209,16 +214,17 @@ fn check_struct(value: &Value, path: &str, known: &[&str]) -> Result<(), Kubelet
     };
     for key in map.keys() {
         if !known.contains(&key.as_str()) {
-            return Err(unknown(&crate::raw::join(path, key), Some(known)));
+            return Err(unknown(&crate::raw::join(path, key), key, known, true));
         }
     }
     Ok(())
 }
 
-fn unknown(field: &str, known: Option<&[&str]>) -> KubeletConfigError {
-    let hint = match known {
-        Some(k) => format!("known fields here: {}", k.join(", ")),
-        None => {
+fn unknown(field: &str, key: &str, known: &[&str], list: bool) -> KubeletConfigError {
+    let hint = match (closest(key, known), list) {
+        (Some(near), _) => format!("did you mean `{near}`?"),
+        (None, true) => format!("known fields here: {}", known.join(", ")),
+        (None, false) => {
             "see the KubeletConfiguration (kubelet.config.k8s.io/v1beta1) reference".to_string()
         }
     };
@@ -228,4 +234,38 @@ fn unknown(field: &str, known: Option<&[&str]>) -> KubeletConfigError {
             "unknown field ({hint}); the kubelet would only warn and ignore it, kubelet-authz refuses what it cannot read: correct or remove it"
         ),
     }
+}
+
+/// The known name `key` most likely misspells: the same letters in another case, or at most two
+/// edits away.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev
+                .get(j)
+                .map_or(usize::MAX, |p| p + usize::from(ca != *cb));
+            let delete = prev.get(j + 1).map_or(usize::MAX, |p| p + 1);
+            let insert = cur.get(j).map_or(usize::MAX, |c| c + 1);
+            cur.push(substitute.min(delete).min(insert));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or_default()
 }
