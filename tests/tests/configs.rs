@@ -279,9 +279,15 @@ async fn route_idle_timeouts_bound_a_held_request() {
     }
 
     // The DaemonSet's bootstrap (the node agent's) has the same two routes.
-    let node = kubelet_authz_node::bootstrap::bootstrap(&kubelet_authz_node::bootstrap::NodeParams::example());
+    let node = kubelet_authz_node::bootstrap::bootstrap(
+        &kubelet_authz_node::bootstrap::NodeParams::example(),
+    );
     let node_routes = hcm(&node)["route_config"]["virtual_hosts"][0]["routes"].clone();
-    assert_eq!(node_routes, Value::Array(routes.clone()), "the node agent's routes");
+    assert_eq!(
+        node_routes,
+        Value::Array(routes.clone()),
+        "the node agent's routes"
+    );
 
     // The Istio form: two named VirtualService routes, and an EnvoyFilter route patch for each.
     let docs = yaml_docs(&workspace().join("envoy/istio/wasmplugin.yaml"));
@@ -456,7 +462,9 @@ fn every_shipped_form_extracts_the_filter_labels() {
         assert_eq!(stats_tags(&b), want, "{rel}");
     }
     // The DaemonSet's bootstrap, as the node agent renders it.
-    let node = kubelet_authz_node::bootstrap::bootstrap(&kubelet_authz_node::bootstrap::NodeParams::example());
+    let node = kubelet_authz_node::bootstrap::bootstrap(
+        &kubelet_authz_node::bootstrap::NodeParams::example(),
+    );
     assert_eq!(stats_tags(&node), want, "the node agent's bootstrap");
 
     let gw = yaml_docs(&workspace().join("envoy/istio/gateway-deployment.yaml"));

@@ -89,7 +89,13 @@ fn agent_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let out = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "kubelet-authz-node", "--bin", "kubelet-authz-node"])
+            .args([
+                "build",
+                "-p",
+                "kubelet-authz-node",
+                "--bin",
+                "kubelet-authz-node",
+            ])
             .output()
             .unwrap();
         assert!(
@@ -145,7 +151,11 @@ fn daemonset_manifest_is_deployable_and_locked_down() {
             let sc = &c["securityContext"];
             assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
             assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
-            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
             assert!(sc["capabilities"].get("add").is_none(), "{name}");
             let image = c["image"].as_str().unwrap();
             let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
@@ -158,10 +168,15 @@ fn daemonset_manifest_is_deployable_and_locked_down() {
                 assert!(!image.contains(banned), "{name}: {image}");
             }
             assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
-            assert!(c.get("ports").is_none(), "{name}: declared ports keep a surge pod out");
+            assert!(
+                c.get("ports").is_none(),
+                "{name}: declared ports keep a surge pod out"
+            );
             let command = strings(&c["command"]);
             assert!(
-                !command.iter().any(|a| a.ends_with("/sh") || a.ends_with(".sh")),
+                !command
+                    .iter()
+                    .any(|a| a.ends_with("/sh") || a.ends_with(".sh")),
                 "{name}: no shell: {command:?}"
             );
         }
@@ -195,10 +210,15 @@ fn daemonset_manifest_is_deployable_and_locked_down() {
     assert_eq!(drain[..2], ["/kubelet-authz-node", "drain"]);
     let at = drain.iter().position(|a| a == "--deadline").unwrap();
     let deadline: u64 = drain[at + 1].trim_end_matches('s').parse().unwrap();
-    let sleep = envoy["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
+    let sleep = envoy["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap();
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(deadline >= 600, "a drain of {deadline} s cuts long streams");
-    assert!(sleep > deadline, "Envoy sleeps {sleep} s, the drain lasts {deadline} s");
+    assert!(
+        sleep > deadline,
+        "Envoy sleeps {sleep} s, the drain lasts {deadline} s"
+    );
     assert!(grace > sleep, "grace {grace} s, Envoy's preStop {sleep} s");
 
     // Host paths: kubeadm's and EKS AL2023's kubelet configuration directories; never a File
@@ -223,10 +243,16 @@ fn daemonset_manifest_is_deployable_and_locked_down() {
         );
     }
     // The filter ConfigMap (fixed name) and the restart settings (generated, hash-suffixed).
-    let filter = volumes.iter().find(|v| v["name"] == "filter-config").unwrap();
+    let filter = volumes
+        .iter()
+        .find(|v| v["name"] == "filter-config")
+        .unwrap();
     assert_eq!(filter["configMap"]["name"], "kubelet-authz-filter");
     for c in [init, agent] {
-        assert_eq!(c["envFrom"][0]["configMapRef"]["name"], "kubelet-authz-node");
+        assert_eq!(
+            c["envFrom"][0]["configMapRef"]["name"],
+            "kubelet-authz-node"
+        );
     }
 }
 
@@ -241,7 +267,11 @@ fn kustomize_base_builds_with_both_configmaps() {
         .arg(k8s_dir())
         .output()
         .expect("kubectl (kustomize) is needed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let docs = yaml_docs(&String::from_utf8_lossy(&out.stdout));
     let cm = |pred: &dyn Fn(&str) -> bool| {
         docs.iter()
@@ -251,13 +281,17 @@ fn kustomize_base_builds_with_both_configmaps() {
     };
     let filter = cm(&|n| n == "kubelet-authz-filter");
     let text = filter["data"]["filter.yaml"].as_str().unwrap();
-    assert_eq!(text, std::fs::read_to_string(k8s_dir().join("filter.yaml")).unwrap());
+    assert_eq!(
+        text,
+        std::fs::read_to_string(k8s_dir().join("filter.yaml")).unwrap()
+    );
     let node = kubelet_authz_node::filterconfig::NodeValues {
         node_name: NODE_NAME.into(),
         kubelet_version: "1.34".into(),
         apiserver_authority: "kubernetes.default.svc".into(),
     };
-    let json = kubelet_authz_node::filterconfig::merge(Path::new("filter.yaml"), text, &node).unwrap();
+    let json =
+        kubelet_authz_node::filterconfig::merge(Path::new("filter.yaml"), text, &node).unwrap();
     let c = Config::from_json(json.as_bytes()).unwrap();
     assert_eq!(
         c.enforcement,
@@ -273,7 +307,10 @@ fn kustomize_base_builds_with_both_configmaps() {
     let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
     let pod = &ds["spec"]["template"]["spec"];
     for (list, c) in [("initContainers", "init"), ("containers", "agent")] {
-        assert_eq!(container(pod, list, c)["envFrom"][0]["configMapRef"]["name"], name);
+        assert_eq!(
+            container(pod, list, c)["envFrom"][0]["configMapRef"]["name"],
+            name
+        );
     }
 }
 
@@ -284,8 +321,15 @@ fn kubelet_dropin_trusts_the_agents_ca() {
     let text = std::fs::read_to_string(k8s_dir().join("node/90-kubelet-authz.conf")).unwrap();
     let y = yaml(&text);
     assert_eq!(y["address"], "127.0.0.1");
-    let pki = node_env().into_iter().find(|(k, _)| k == "PKI_DIR").unwrap().1;
-    assert_eq!(y["authentication"]["x509"]["clientCAFile"], format!("{pki}/ca.crt"));
+    let pki = node_env()
+        .into_iter()
+        .find(|(k, _)| k == "PKI_DIR")
+        .unwrap()
+        .1;
+    assert_eq!(
+        y["authentication"]["x509"]["clientCAFile"],
+        format!("{pki}/ca.crt")
+    );
     let state = daemonset_pod()["volumes"]
         .as_array()
         .unwrap()
@@ -295,7 +339,10 @@ fn kubelet_dropin_trusts_the_agents_ca() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(pki.starts_with(&format!("{state}/")), "{pki} is not on the host path {state}");
+    assert!(
+        pki.starts_with(&format!("{state}/")),
+        "{pki} is not on the host path {state}"
+    );
 }
 
 /// A node on this machine: the stand-in API server knows Node `worker-1` (kubelet v1.34.2) and lets
@@ -320,7 +367,10 @@ const POD2: Pod = Pod("pod-2");
 fn write_volume(dir: &Path, file: &str, text: &str) {
     static N: AtomicUsize = AtomicUsize::new(0);
     std::fs::create_dir_all(dir).unwrap();
-    let payload = format!("..2026_01_01_00_00_00.{:09}", N.fetch_add(1, Ordering::SeqCst));
+    let payload = format!(
+        "..2026_01_01_00_00_00.{:09}",
+        N.fetch_add(1, Ordering::SeqCst)
+    );
     std::fs::create_dir(dir.join(&payload)).unwrap();
     std::fs::write(dir.join(&payload).join(file), text).unwrap();
     let old = std::fs::read_link(dir.join("..data")).ok();
@@ -466,7 +516,10 @@ impl Node {
             })
             .collect();
         if name == "init" {
-            out.push(("KUBELET_CONFIG".into(), self.path("config.yaml").display().to_string()));
+            out.push((
+                "KUBELET_CONFIG".into(),
+                self.path("config.yaml").display().to_string(),
+            ));
             out.push((
                 "KUBELET_KUBECONFIG".into(),
                 self.path("kubelet.conf").display().to_string(),
@@ -476,7 +529,14 @@ impl Node {
     }
 
     /// The command line of a container (`command` + `args`), the agent mapped onto its binary.
-    fn command(&self, pod: Pod, list: &str, name: &str, argv: &[String], overrides: &[(&str, &str)]) -> std::process::Command {
+    fn command(
+        &self,
+        pod: Pod,
+        list: &str,
+        name: &str,
+        argv: &[String],
+        overrides: &[(&str, &str)],
+    ) -> std::process::Command {
         assert_eq!(argv[0], "/kubelet-authz-node", "{name}: {argv:?}");
         let mut cmd = std::process::Command::new(agent_bin());
         cmd.args(&argv[1..]).env_clear();
@@ -504,15 +564,19 @@ impl Node {
             .command(pod, "initContainers", "init", &argv, overrides)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Start the `agent` container as written (until killed); its stderr in `agent.log`.
     fn start_agent(&self, pod: Pod, overrides: &[(&str, &str)]) -> tokio::process::Child {
         let argv = Node::argv("containers", "agent");
         let log = std::fs::File::create(self.path(&format!("{}/agent.log", pod.0))).unwrap();
-        let mut cmd: tokio::process::Command =
-            self.command(pod, "containers", "agent", &argv, overrides).into();
+        let mut cmd: tokio::process::Command = self
+            .command(pod, "containers", "agent", &argv, overrides)
+            .into();
         cmd.stderr(log).kill_on_drop(true).spawn().unwrap()
     }
 
@@ -542,7 +606,10 @@ impl Node {
     async fn start_envoy(&self, pod: Pod, metrics: u16) -> tokio::process::Child {
         let mut argv = Node::argv("containers", "envoy");
         assert_eq!(argv[0], "/usr/local/bin/envoy");
-        argv[0] = kubelet_authz_e2e::envoy::envoy_bin().unwrap().display().to_string();
+        argv[0] = kubelet_authz_e2e::envoy::envoy_bin()
+            .unwrap()
+            .display()
+            .to_string();
         for a in argv.iter_mut().skip(1) {
             if let Some(rest) = a.strip_prefix("/rendered/") {
                 *a = self.out(pod).join(rest).display().to_string();
@@ -560,8 +627,16 @@ impl Node {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while plain(metrics, "GET", "/live").await != 200 {
-            assert!(envoy.try_wait().unwrap().is_none(), "envoy exited:\n{}", self.envoy_log(pod));
-            assert!(Instant::now() < deadline, "not live:\n{}", self.envoy_log(pod));
+            assert!(
+                envoy.try_wait().unwrap().is_none(),
+                "envoy exited:\n{}",
+                self.envoy_log(pod)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "not live:\n{}",
+                self.envoy_log(pod)
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         envoy
@@ -593,7 +668,8 @@ fn ecds_filter(node: &Node, pod: Pod) -> (Value, Value) {
     let r = &e["resources"][0];
     assert_eq!(r["name"], "envoy.filters.http.wasm");
     let wasm = r["typed_config"].clone();
-    let cfg: Value = serde_json::from_str(wasm["config"]["configuration"]["value"].as_str().unwrap()).unwrap();
+    let cfg: Value =
+        serde_json::from_str(wasm["config"]["configuration"]["value"].as_str().unwrap()).unwrap();
     (wasm, cfg)
 }
 
@@ -609,22 +685,35 @@ fn validate_with_ecds(node: &Node, pod: Pod) {
     let mut b = read_yaml(&node.out(pod).join("envoy.yaml"));
     let (wasm, _) = ecds_filter(node, pod);
     let filters = hcm(&b)["http_filters"].as_array().unwrap().clone();
-    let at = filters.iter().position(|f| f["name"] == "envoy.filters.http.wasm").unwrap();
-    assert!(filters[at]["config_discovery"].is_object(), "the filter is not from ECDS");
-    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][at] =
+    let at = filters
+        .iter()
+        .position(|f| f["name"] == "envoy.filters.http.wasm")
+        .unwrap();
+    assert!(
+        filters[at]["config_discovery"].is_object(),
+        "the filter is not from ECDS"
+    );
+    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][at] =
         serde_json::json!({ "name": "envoy.filters.http.wasm", "typed_config": wasm });
     let file = node.out(pod).join("validate.yaml");
     std::fs::write(&file, serde_yaml_ng::to_string(&b).unwrap()).unwrap();
     let (ok, out) = validate(&file).unwrap();
     assert!(ok, "envoy --mode validate failed:\n{out}");
     assert!(
-        out.contains(&format!("kubelet-authz: configured for node \"{NODE_NAME}\"")),
+        out.contains(&format!(
+            "kubelet-authz: configured for node \"{NODE_NAME}\""
+        )),
         "the filter did not configure:\n{out}"
     );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A plain HTTP/1.1 request to the metrics listener: status (0 when nothing answers).
@@ -633,14 +722,19 @@ async fn plain(port: u16, method: &str, path: &str) -> u16 {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return 0;
     };
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     if s.write_all(req.as_bytes()).await.is_err() {
         return 0;
     }
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The init container, run as written: the per-node CA and the proxy's certificate are made once;
@@ -659,7 +753,9 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
     let ca = std::fs::read(node.path("node-state/pki/ca.crt")).unwrap();
     let proxy = std::fs::read_link(node.path("node-state/pki/proxy-current.pem")).unwrap();
     assert_eq!(
-        std::fs::read_to_string(node.path("node-state/kubelet-version")).unwrap().trim(),
+        std::fs::read_to_string(node.path("node-state/kubelet-version"))
+            .unwrap()
+            .trim(),
         "v1.34.2",
         "the last known version is kept on the node"
     );
@@ -672,8 +768,14 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
     let (ok, err) = node.init(POD, &[]);
     assert!(ok, "init again: {err}");
     assert!(!err.contains("made the per-node CA"), "{err}");
-    assert_eq!(std::fs::read(node.path("node-state/pki/ca.crt")).unwrap(), ca);
-    assert_eq!(std::fs::read_link(node.path("node-state/pki/proxy-current.pem")).unwrap(), proxy);
+    assert_eq!(
+        std::fs::read(node.path("node-state/pki/ca.crt")).unwrap(),
+        ca
+    );
+    assert_eq!(
+        std::fs::read_link(node.path("node-state/pki/proxy-current.pem")).unwrap(),
+        proxy
+    );
 
     validate_with_ecds(&node, POD);
     let b = read_yaml(&node.out(POD).join("envoy.yaml"));
@@ -694,7 +796,8 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
     let metrics = listeners.iter().find(|l| l["name"] == "metrics").unwrap();
     assert_eq!(metrics["bypass_overload_manager"], true);
     assert_eq!(metrics["ignore_global_conn_limit"], true);
-    let routes = metrics["filter_chains"][0]["filters"][1]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    let routes = metrics["filter_chains"][0]["filters"][1]["typed_config"]["route_config"]
+        ["virtual_hosts"][0]["routes"]
         .as_array()
         .unwrap();
     let by_path = |p: &str| routes.iter().find(|r| r["match"]["path"] == p).unwrap();
@@ -713,9 +816,15 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
     let kubelet_l = &listeners[0];
     assert_eq!(kubelet_l["enable_reuse_port"], true);
     assert_eq!(kubelet_l["traffic_direction"], "INBOUND");
-    assert_eq!(kubelet_l["filter_chains"][0]["transport_socket_connect_timeout"], "10s");
+    assert_eq!(
+        kubelet_l["filter_chains"][0]["transport_socket_connect_timeout"],
+        "10s"
+    );
     assert_eq!(hcm(&b)["request_headers_timeout"], "10s");
-    assert_eq!(hcm(&b)["common_http_protocol_options"]["idle_timeout"], "180s");
+    assert_eq!(
+        hcm(&b)["common_http_protocol_options"]["idle_timeout"],
+        "180s"
+    );
     // The connection cap and the breakers sized to it.
     let cap = b["overload_manager"]["resource_monitors"]
         .as_array()
@@ -723,43 +832,79 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
         .iter()
         .find(|m| m["name"] == "envoy.resource_monitors.global_downstream_max_connections")
         .unwrap();
-    let max = cap["typed_config"]["max_active_downstream_connections"].as_u64().unwrap();
+    let max = cap["typed_config"]["max_active_downstream_connections"]
+        .as_u64()
+        .unwrap();
     assert!((1000..=10_000).contains(&max), "{max}");
     let clusters = b["static_resources"]["clusters"].as_array().unwrap();
     let kubelet = clusters.iter().find(|c| c["name"] == "kubelet").unwrap();
-    assert_eq!(kubelet["circuit_breakers"]["thresholds"][0]["max_requests"], max);
+    assert_eq!(
+        kubelet["circuit_breakers"]["thresholds"][0]["max_requests"],
+        max
+    );
     // The kubelet's TLS policy, its TLS 1.3 suite left to BoringSSL.
-    let tls = &listeners[0]["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]["tls_params"];
+    let tls = &listeners[0]["filter_chains"][0]["transport_socket"]["typed_config"]
+        ["common_tls_context"]["tls_params"];
     assert_eq!(tls["tls_minimum_protocol_version"], "TLSv1_2");
     assert_eq!(
         tls["cipher_suites"],
-        serde_json::json!(["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"])
+        serde_json::json!([
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-AES256-GCM-SHA384"
+        ])
     );
     // The API server at the kubelet's own endpoint (not a Service), every certificate by SDS.
-    let api = clusters.iter().find(|c| c["name"] == "kube-apiserver").unwrap();
-    let addr = &api["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+    let api = clusters
+        .iter()
+        .find(|c| c["name"] == "kube-apiserver")
+        .unwrap();
+    let addr = &api["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
     assert_eq!(addr["port_value"], node.api.addr().port());
     assert_eq!(
-        api["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificate_sds_secret_configs"][0]["name"],
+        api["transport_socket"]["typed_config"]["common_tls_context"]
+            ["tls_certificate_sds_secret_configs"][0]["name"],
         "node-client"
     );
-    let protocol = |c: &Value| c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].clone();
+    let protocol = |c: &Value| {
+        c["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .clone()
+    };
     assert!(protocol(api).get("http_filters").is_none(), "{api}");
     assert!(!node.out(POD).join("sds/apiserver-token.yaml").exists());
     for c in [api, kubelet] {
-        assert_eq!(protocol(c)["common_http_protocol_options"]["max_connection_duration"], "3600s", "{}", c["name"]);
+        assert_eq!(
+            protocol(c)["common_http_protocol_options"]["max_connection_duration"],
+            "3600s",
+            "{}",
+            c["name"]
+        );
     }
     let text = std::fs::read_to_string(node.out(POD).join("envoy.yaml")).unwrap();
     for inline in ["certificate_chain", "private_key", "trusted_ca"] {
-        assert!(!text.contains(inline), "certificates must come through SDS: {inline}");
+        assert!(
+            !text.contains(inline),
+            "certificates must come through SDS: {inline}"
+        );
     }
-    for sds in ["kubelet-serving", "node-client", "proxy-local", "cluster-ca"] {
+    for sds in [
+        "kubelet-serving",
+        "node-client",
+        "proxy-local",
+        "cluster-ca",
+    ] {
         let t = std::fs::read_to_string(node.out(POD).join(format!("sds/{sds}.yaml"))).unwrap();
         assert!(t.contains("watched_directory"), "{sds}: {t}");
     }
     // The HTTP settings the filter's guarantees rest on are the front proxy's.
     let s = Standins::start().await.unwrap();
-    let front = yaml(&s.params(&ProxyOptions::version("1.36")).unwrap().render().unwrap());
+    let front = yaml(
+        &s.params(&ProxyOptions::version("1.36"))
+            .unwrap()
+            .render()
+            .unwrap(),
+    );
     for k in [
         "normalize_path",
         "merge_slashes",
@@ -789,7 +934,11 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
         w["vm_config"]["code"] = Value::Null;
         w
     };
-    assert_eq!(strip(wasm["config"].clone()), strip(front_wasm), "the wasm filter settings differ");
+    assert_eq!(
+        strip(wasm["config"].clone()),
+        strip(front_wasm),
+        "the wasm filter settings differ"
+    );
     let rbac = &hcm(&b)["http_filters"][0];
     assert_eq!(rbac["name"], "envoy.filters.http.rbac");
     assert_eq!(rbac["typed_config"]["rules"]["action"], "DENY");
@@ -823,14 +972,30 @@ async fn daemonset_init_refuses_broken_inputs() {
     let bad_cfg = bad_cfg.display().to_string();
     type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a str>, &'a str);
     let cases: Vec<Case> = vec![
-        (vec![("SERVING_CERT", &missing)], None, "serving certificate"),
-        (vec![("NODE_CLIENT_CERT", &not_pem)], None, "holds no PEM certificate"),
+        (
+            vec![("SERVING_CERT", &missing)],
+            None,
+            "serving certificate",
+        ),
+        (
+            vec![("NODE_CLIENT_CERT", &not_pem)],
+            None,
+            "holds no PEM certificate",
+        ),
         (vec![("NODE_NAME", "worker-9")], None, "worker-9"),
-        (vec![("KUBELET_CONFIG", &bad_cfg)], None, "TLS_RSA_WITH_RC4_128_SHA"),
+        (
+            vec![("KUBELET_CONFIG", &bad_cfg)],
+            None,
+            "TLS_RSA_WITH_RC4_128_SHA",
+        ),
         (vec![], Some("enforcement: enforce\n"), "enforcement"),
         (vec![], Some("nodeName: worker-2\n"), "nodeName"),
         (vec![("APISERVER_AUTH", "iam")], None, "--apiserver-auth"),
-        (vec![("APISERVER_AUTH", "serviceaccount-token")], None, "ServiceAccount token"),
+        (
+            vec![("APISERVER_AUTH", "serviceaccount-token")],
+            None,
+            "ServiceAccount token",
+        ),
     ];
     let good = std::fs::read_to_string(k8s_dir().join("filter.yaml")).unwrap();
     for (overrides, filter, expected) in cases {
@@ -866,7 +1031,11 @@ impl Loop {
                     Ok(r) if expected.contains(&r.status) => {
                         seen.insert(r.status);
                     }
-                    Ok(r) => failures.push(format!("#{n}: {} {}", r.status, String::from_utf8_lossy(&r.body))),
+                    Ok(r) => failures.push(format!(
+                        "#{n}: {} {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    )),
                     Err(e) => failures.push(format!("#{n}: {e}")),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -977,20 +1146,44 @@ async fn daemonset_node_in_a_box() {
     let anonymous = Client::new(&node.ca, None).unwrap();
     let r = anonymous.get(&url, &[]).await.unwrap();
     assert_eq!(r.status, 200, "{:?}\n{}", r, logs());
-    let node_cert = CertPaths { cert: node.path("pki/node.crt"), key: node.path("pki/node.key") };
+    let node_cert = CertPaths {
+        cert: node.path("pki/node.crt"),
+        key: node.path("pki/node.key"),
+    };
     let as_node = Client::new(&node.ca, Some(&node_cert)).unwrap();
-    assert_eq!(as_node.get(&url, &[]).await.unwrap().status, 403, "the node's credential was accepted downstream");
+    assert_eq!(
+        as_node.get(&url, &[]).await.unwrap().status,
+        403,
+        "the node's credential was accepted downstream"
+    );
     let local = node.path("node-state/pki/proxy-current.pem");
-    let as_proxy = Client::new(&node.ca, Some(&CertPaths { cert: local.clone(), key: local.clone() })).unwrap();
-    assert!(as_proxy.get(&url, &[]).await.is_err(), "the proxy's local identity was accepted downstream");
+    let as_proxy = Client::new(
+        &node.ca,
+        Some(&CertPaths {
+            cert: local.clone(),
+            key: local.clone(),
+        }),
+    )
+    .unwrap();
+    assert!(
+        as_proxy.get(&url, &[]).await.is_err(),
+        "the proxy's local identity was accepted downstream"
+    );
 
     // Rotation 1: the serving certificate.
     let pki = Pki::open(&node.path("pki")).unwrap();
     let before = served_serial(listen);
     assert!(before.starts_with("serial="), "{before}");
     let second = node.path("kubelet-server-2.pem");
-    let renewed = pki.write_server_cert("serving-renewed", &["localhost", "127.0.0.1"]).unwrap();
-    std::fs::write(&second, std::fs::read_to_string(&renewed.cert).unwrap() + &std::fs::read_to_string(&renewed.key).unwrap()).unwrap();
+    let renewed = pki
+        .write_server_cert("serving-renewed", &["localhost", "127.0.0.1"])
+        .unwrap();
+    std::fs::write(
+        &second,
+        std::fs::read_to_string(&renewed.cert).unwrap()
+            + &std::fs::read_to_string(&renewed.key).unwrap(),
+    )
+    .unwrap();
     swap_symlink(&serving, &second);
     until(15, "the renewed serving certificate", || {
         let now = served_serial(listen);
@@ -1002,19 +1195,38 @@ async fn daemonset_node_in_a_box() {
     let node_user = format!("system:node:{NODE_NAME}");
     let first_client = format!("X509SHA256={}", cert_sha256(&client_first));
     await_review_credential(&node, &url, &first_client, 10, "node-cert-1").await;
-    let renewed = pki.client_cert("node-renewed", &ClientSubject::new(&node_user, &["system:nodes"])).unwrap();
+    let renewed = pki
+        .client_cert(
+            "node-renewed",
+            &ClientSubject::new(&node_user, &["system:nodes"]),
+        )
+        .unwrap();
     let client_second = node.path("kubelet-client-2.pem");
-    std::fs::write(&client_second, std::fs::read_to_string(&renewed.cert).unwrap() + &std::fs::read_to_string(&renewed.key).unwrap()).unwrap();
+    std::fs::write(
+        &client_second,
+        std::fs::read_to_string(&renewed.cert).unwrap()
+            + &std::fs::read_to_string(&renewed.key).unwrap(),
+    )
+    .unwrap();
     let second_client = format!("X509SHA256={}", cert_sha256(&client_second));
     assert_ne!(first_client, second_client);
     swap_symlink(&client_current, &client_second);
     await_review_credential(&node, &url, &second_client, 15, "node-cert-2").await;
-    let last = node.api.records().into_iter().rev().find(|r| r.kind == "TokenReview").unwrap();
+    let last = node
+        .api
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == "TokenReview")
+        .unwrap();
     assert_eq!(last.caller, node_user, "the renewed certificate's user");
 
     // Rotation 3: the proxy's local certificate, renewed by the agent's PKI.
     let kubelet_saw = |kubelet: &Kubelet| -> Option<String> {
-        kubelet.records().last().and_then(|r| r["clientCert"]["sha256"].as_str().map(str::to_string))
+        kubelet
+            .records()
+            .last()
+            .and_then(|r| r["clientCert"]["sha256"].as_str().map(str::to_string))
     };
     let local_first = cert_sha256(&local);
     assert_eq!(anonymous.get(&url, &[]).await.unwrap().status, 200);
@@ -1037,7 +1249,11 @@ async fn daemonset_node_in_a_box() {
         if kubelet_saw(&kubelet).as_deref() == Some(local_second.as_str()) {
             break;
         }
-        assert!(Instant::now() < deadline, "the kubelet still sees the old proxy certificate\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "the kubelet still sees the old proxy certificate\n{}",
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
@@ -1046,21 +1262,41 @@ async fn daemonset_node_in_a_box() {
     let requests = Loop::start(&node.ca, url.clone(), &[200, 401]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = || async { anonymous.get(&url, &[]).await.unwrap().status };
-    node.set_filter(&std::fs::read_to_string(k8s_dir().join("filter.yaml")).unwrap().replace("enforcement: Shadow", "enforcement: Enforce"));
+    node.set_filter(
+        &std::fs::read_to_string(k8s_dir().join("filter.yaml"))
+            .unwrap()
+            .replace("enforcement: Shadow", "enforcement: Enforce"),
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     while status().await != 401 {
-        assert!(Instant::now() < deadline, "still Shadow\n{}", node.agent_log(POD));
+        assert!(
+            Instant::now() < deadline,
+            "still Shadow\n{}",
+            node.agent_log(POD)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(node.agent_log(POD).contains("(Enforce)"), "{}", node.agent_log(POD));
+    assert!(
+        node.agent_log(POD).contains("(Enforce)"),
+        "{}",
+        node.agent_log(POD)
+    );
     node.set_filter("enforcement: Shadow\n");
     let deadline = Instant::now() + Duration::from_secs(15);
     while status().await != 200 {
-        assert!(Instant::now() < deadline, "still Enforce\n{}", node.agent_log(POD));
+        assert!(
+            Instant::now() < deadline,
+            "still Enforce\n{}",
+            node.agent_log(POD)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (n, failures, seen) = requests.finish().await;
-    assert!(failures.is_empty(), "{} of {n} requests failed during the flips: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {n} requests failed during the flips: {failures:?}",
+        failures.len()
+    );
     assert_eq!(seen, BTreeSet::from([200, 401]), "{n} requests");
 
     // A configuration the engine refuses is not written; the old one keeps serving.
@@ -1068,36 +1304,64 @@ async fn daemonset_node_in_a_box() {
     let before = std::fs::read_to_string(&ecds).unwrap();
     node.set_filter("enforcement: Sometimes\n");
     let agent_log = || node.agent_log(POD);
-    until(10, "the refusal in the agent's log", || agent_log().contains("REFUSED")).await;
-    let line = agent_log().lines().find(|l| l.contains("REFUSED")).unwrap().to_string();
+    until(10, "the refusal in the agent's log", || {
+        agent_log().contains("REFUSED")
+    })
+    .await;
+    let line = agent_log()
+        .lines()
+        .find(|l| l.contains("REFUSED"))
+        .unwrap()
+        .to_string();
     assert!(line.contains("enforcement"), "{line}");
     assert_eq!(std::fs::read_to_string(&ecds).unwrap(), before);
     assert_eq!(status().await, 200, "Shadow keeps serving");
     // One that reaches Envoy anyway (written past the agent) is rejected by Envoy, visibly.
     let stats = node.stats(POD).await;
     let prefix = "extension_config_discovery.http_filter.envoy.filters.http.wasm";
-    let rejected = stat(&stats, &format!("{prefix}.update_rejected")) + stat(&stats, &format!("{prefix}.config_fail"));
+    let rejected = stat(&stats, &format!("{prefix}.update_rejected"))
+        + stat(&stats, &format!("{prefix}.config_fail"));
     let mut bad: Value = yaml(&before);
-    let cfg_text = bad["resources"][0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap().to_string();
+    let cfg_text = bad["resources"][0]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut cfg: Value = serde_json::from_str(&cfg_text).unwrap();
     cfg["enforcement"] = Value::String("Enforce".into());
     cfg["authorization"]["mode"] = Value::String("RBAC".into());
-    bad["resources"][0]["typed_config"]["config"]["configuration"]["value"] = Value::String(cfg.to_string());
+    bad["resources"][0]["typed_config"]["config"]["configuration"]["value"] =
+        Value::String(cfg.to_string());
     kubelet_authz_node::bootstrap::write_atomic(&ecds, &bad).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let stats = node.stats(POD).await;
-        let now = stat(&stats, &format!("{prefix}.update_rejected")) + stat(&stats, &format!("{prefix}.config_fail"));
+        let now = stat(&stats, &format!("{prefix}.update_rejected"))
+            + stat(&stats, &format!("{prefix}.config_fail"));
         if now > rejected {
             break;
         }
-        assert!(Instant::now() < deadline, "Envoy did not reject the configuration\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "Envoy did not reject the configuration\n{}",
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let prom = kubelet_authz_node::drain::admin(&node.admin(POD), "GET", "/stats/prometheus").await.unwrap().1;
-    assert!(prom.contains("envoy_extension_config_discovery_http_filter"), "not exported");
+    let prom = kubelet_authz_node::drain::admin(&node.admin(POD), "GET", "/stats/prometheus")
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        prom.contains("envoy_extension_config_discovery_http_filter"),
+        "not exported"
+    );
     for _ in 0..5 {
-        assert_eq!(status().await, 200, "the old (Shadow) configuration keeps serving\n{}", logs());
+        assert_eq!(
+            status().await,
+            200,
+            "the old (Shadow) configuration keeps serving\n{}",
+            logs()
+        );
     }
 
     // Readiness follows the kubelet; liveness does not.
@@ -1108,20 +1372,29 @@ async fn daemonset_node_in_a_box() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(plain(metrics, "GET", "/live").await, 200);
-    let mut again = KubeletConfig::new(node.path("pki")).client_ca(&node.path("node-state/pki/ca.crt"), true);
+    let mut again =
+        KubeletConfig::new(node.path("pki")).client_ca(&node.path("node-state/pki/ca.crt"), true);
     again.listen = kubelet_addr;
     kubelet = Kubelet::start(again).await.unwrap();
     assert!(kubelet.records().is_empty());
     let deadline = Instant::now() + Duration::from_secs(10);
     while plain(metrics, "GET", "/ready").await != 200 {
-        assert!(Instant::now() < deadline, "not ready with the kubelet back\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "not ready with the kubelet back\n{}",
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // The connection cap (8 here): connections beyond it are closed at once; probes still work.
     let mut held = Vec::new();
     for _ in 0..20 {
-        held.push(tokio::net::TcpStream::connect(("127.0.0.1", listen)).await.unwrap());
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                .await
+                .unwrap(),
+        );
     }
     let mut closed = 0;
     for s in &mut held {
@@ -1131,26 +1404,46 @@ async fn daemonset_node_in_a_box() {
             closed += 1;
         }
     }
-    assert!(closed >= 10, "only {closed} of 20 connections closed over a cap of 8");
-    assert_eq!(plain(metrics, "GET", "/ready").await, 200, "probe under the cap");
+    assert!(
+        closed >= 10,
+        "only {closed} of 20 connections closed over a cap of 8"
+    );
+    assert_eq!(
+        plain(metrics, "GET", "/ready").await,
+        200,
+        "probe under the cap"
+    );
     // Silent connections fill the cap; the handshake timeout (2 s) frees it: a legitimate client
     // is served within it (plus the cap monitor's refresh).
     let filled = Instant::now();
     let deadline = filled + Duration::from_secs(6);
-    let quick = Client::new(&node.ca, None).unwrap().with_timeout(Duration::from_secs(1));
+    let quick = Client::new(&node.ca, None)
+        .unwrap()
+        .with_timeout(Duration::from_secs(1));
     loop {
         if let Ok(r) = quick.get(&url, &[]).await {
             assert_eq!(r.status, 200);
             break;
         }
-        assert!(Instant::now() < deadline, "locked out for {:?} by silent connections", filled.elapsed());
+        assert!(
+            Instant::now() < deadline,
+            "locked out for {:?} by silent connections",
+            filled.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("served {:?} after the cap filled with silent connections", filled.elapsed());
+    eprintln!(
+        "served {:?} after the cap filled with silent connections",
+        filled.elapsed()
+    );
     drop(held);
 
     assert!(envoy.try_wait().unwrap().is_none(), "envoy restarted");
-    assert!(agent.try_wait().unwrap().is_none(), "the agent exited:\n{}", node.agent_log(POD));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        node.agent_log(POD)
+    );
     envoy.kill().await.unwrap();
     agent.kill().await.unwrap();
     eprintln!("node in a box: {:?}", started.elapsed());
@@ -1187,14 +1480,30 @@ async fn daemonset_health_under_overload() {
     assert!(ok, "init: {err}");
     let mut envoy = node.start_envoy(POD, metrics).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stat(&node.stats(POD).await, "overload.envoy.overload_actions.stop_accepting_requests.active") != 1 {
-        assert!(Instant::now() < deadline, "not overloaded\n{}", node.envoy_log(POD));
+    while stat(
+        &node.stats(POD).await,
+        "overload.envoy.overload_actions.stop_accepting_requests.active",
+    ) != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not overloaded\n{}",
+            node.envoy_log(POD)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = Client::new(&node.ca, None).unwrap().get(&format!("https://localhost:{listen}/pods"), &[]).await.unwrap();
+    let r = Client::new(&node.ca, None)
+        .unwrap()
+        .get(&format!("https://localhost:{listen}/pods"), &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 503, "{r:?}");
     for path in ["/live", "/ready", "/stats/prometheus"] {
-        assert_eq!(plain(metrics, "GET", path).await, 200, "{path} under overload");
+        assert_eq!(
+            plain(metrics, "GET", path).await,
+            200,
+            "{path} under overload"
+        );
     }
     envoy.kill().await.unwrap();
 }
@@ -1232,7 +1541,10 @@ async fn daemonset_rolling_replacement_loses_nothing() {
     let client = Client::new(&node.ca, None).unwrap();
     // A long stream on the old Envoy.
     let (mut ws, resp) = client
-        .websocket(&format!("https://localhost:{listen}/exec/default/web/app?command=sh&stdin=true"), &[])
+        .websocket(
+            &format!("https://localhost:{listen}/exec/default/web/app?command=sh&stdin=true"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(resp.status, 101);
@@ -1244,7 +1556,11 @@ async fn daemonset_rolling_replacement_loses_nothing() {
     let t = Instant::now();
     let (ok, err) = node.init(POD2, &overrides);
     assert!(ok, "surge init: {err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "the surge init waited {:?}: {err}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the surge init waited {:?}: {err}",
+        t.elapsed()
+    );
     let mut new = node.start_envoy(POD2, metrics).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The old pod is deleted: its agent's preStop drains (deadline shortened to 14 s here).
@@ -1255,20 +1571,39 @@ async fn daemonset_rolling_replacement_loses_nothing() {
     // New connections go to the new Envoy only: the old one serves no new request.
     let served = stat(&node.stats(POD).await, "http.kubelet.downstream_rq_total");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(stat(&node.stats(POD).await, "http.kubelet.downstream_rq_total"), served, "the drained Envoy still takes requests");
-    echo(&mut ws, 1).await.expect("the exec stream on the draining Envoy");
-    let out = tokio::task::spawn_blocking(move || drain.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(
+        stat(&node.stats(POD).await, "http.kubelet.downstream_rq_total"),
+        served,
+        "the drained Envoy still takes requests"
+    );
+    echo(&mut ws, 1)
+        .await
+        .expect("the exec stream on the draining Envoy");
+    let out = tokio::task::spawn_blocking(move || drain.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let drain_log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "drain: {drain_log}");
-    assert!(drained.elapsed() >= Duration::from_secs(13), "the drain returned early ({:?}) with a stream open: {drain_log}", drained.elapsed());
+    assert!(
+        drained.elapsed() >= Duration::from_secs(13),
+        "the drain returned early ({:?}) with a stream open: {drain_log}",
+        drained.elapsed()
+    );
     assert!(drain_log.contains("deadline"), "{drain_log}");
-    echo(&mut ws, 2).await.expect("the exec stream until the drain deadline");
+    echo(&mut ws, 2)
+        .await
+        .expect("the exec stream until the drain deadline");
     // The kubelet sends SIGTERM after the preStop hooks: the old Envoy goes.
     old.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (n, failures, _) = requests.finish().await;
     assert!(n > 50, "only {n} requests");
-    assert!(failures.is_empty(), "{} of {n} requests failed during the replacement: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {n} requests failed during the replacement: {failures:?}",
+        failures.len()
+    );
     assert_eq!(client.get(&url, &[]).await.unwrap().status, 200);
     assert_eq!(plain(metrics, "GET", "/ready").await, 200);
     assert!(new.try_wait().unwrap().is_none());
@@ -1279,13 +1614,19 @@ async fn daemonset_rolling_replacement_loses_nothing() {
 async fn echo<S>(ws: &mut S, n: usize) -> Result<(), String>
 where
     S: futures_util::Sink<tokio_tungstenite::tungstenite::Message>
-        + futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
+        + futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
     <S as futures_util::Sink<tokio_tungstenite::tungstenite::Message>>::Error: std::fmt::Debug,
 {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
-    ws.send(Message::Text(format!("ping {n}").into())).await.map_err(|e| format!("{e:?}"))?;
+    ws.send(Message::Text(format!("ping {n}").into()))
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
         Ok(Some(Ok(Message::Text(t)))) if t.as_str() == format!("ping {n}") => Ok(()),
         other => Err(format!("{other:?}")),
@@ -1361,12 +1702,17 @@ async fn daemonset_serviceaccount_token_mode() {
     const SA: &str = "system:serviceaccount:kubelet-authz:kubelet-authz";
     let (one, two) = ("sa-token-one.jwt", "sa-token-two.jwt");
     let groups = "\"system:serviceaccounts,system:serviceaccounts:kubelet-authz\"";
-    let tokens = format!("{one},{SA},uid-sa,{groups}\n{two},{SA},uid-sa,{groups}\nalice-token,alice,uid-alice\n");
-    let rbac_file = ["rbac-serviceaccount-token.yaml", "serviceaccount-token/rbac-serviceaccount-token.yaml"]
-        .iter()
-        .map(|f| k8s_dir().join(f))
-        .find(|p| p.exists())
-        .unwrap();
+    let tokens = format!(
+        "{one},{SA},uid-sa,{groups}\n{two},{SA},uid-sa,{groups}\nalice-token,alice,uid-alice\n"
+    );
+    let rbac_file = [
+        "rbac-serviceaccount-token.yaml",
+        "serviceaccount-token/rbac-serviceaccount-token.yaml",
+    ]
+    .iter()
+    .map(|f| k8s_dir().join(f))
+    .find(|p| p.exists())
+    .unwrap();
     let rbac = std::fs::read_to_string(rbac_file).unwrap();
     let node = Node::start_with(&rbac, &tokens).await;
     std::fs::remove_file(node.path("kubelet-client-current.pem")).unwrap();
@@ -1394,31 +1740,66 @@ async fn daemonset_serviceaccount_token_mode() {
         ],
     );
     assert!(ok, "init: {err}");
-    assert!(err.contains("APISERVER_AUTH=auto: serviceaccount-token"), "{err}");
-    assert!(err.contains("kubelet version 1.34"), "read with the token: {err}");
+    assert!(
+        err.contains("APISERVER_AUTH=auto: serviceaccount-token"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kubelet version 1.34"),
+        "read with the token: {err}"
+    );
     validate_with_ecds(&node, POD);
     let b = read_yaml(&node.out(POD).join("envoy.yaml"));
-    let api = b["static_resources"]["clusters"].as_array().unwrap().iter().find(|c| c["name"] == "kube-apiserver").unwrap().clone();
+    let api = b["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "kube-apiserver")
+        .unwrap()
+        .clone();
     let tls = &api["transport_socket"]["typed_config"]["common_tls_context"];
-    assert!(tls.get("tls_certificate_sds_secret_configs").is_none(), "no client certificate in token mode: {tls}");
-    let filters = api["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"].as_array().unwrap();
+    assert!(
+        tls.get("tls_certificate_sds_secret_configs").is_none(),
+        "no client certificate in token mode: {tls}"
+    );
+    let filters = api["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+        .as_array()
+        .unwrap();
     assert_eq!(filters[0]["name"], "envoy.filters.http.credential_injector");
     assert_eq!(filters[0]["typed_config"]["overwrite"], true);
-    assert_eq!(filters.last().unwrap()["name"], "envoy.filters.http.upstream_codec");
+    assert_eq!(
+        filters.last().unwrap()["name"],
+        "envoy.filters.http.upstream_codec"
+    );
     assert!(!node.out(POD).join("sds/node-client.yaml").exists());
     let sds = std::fs::read_to_string(node.out(POD).join("sds/apiserver-token.yaml")).unwrap();
-    assert!(sds.contains(&node.path("sa-token/token").display().to_string()), "{sds}");
+    assert!(
+        sds.contains(&node.path("sa-token/token").display().to_string()),
+        "{sds}"
+    );
 
     let mut envoy = node.start_envoy(POD, metrics).await;
     let url = format!("https://localhost:{listen}/pods");
     let client = Client::new(&node.ca, None).unwrap();
-    let cred = |t: &str| format!("TokenSHA256={}", kubelet_authz::identity::x509::sha256_hex(t.as_bytes()));
+    let cred = |t: &str| {
+        format!(
+            "TokenSHA256={}",
+            kubelet_authz::identity::x509::sha256_hex(t.as_bytes())
+        )
+    };
     let mark = node.api.records().len();
-    let r = client.get(&url, &[("authorization", "Bearer alice-token")]).await.unwrap();
+    let r = client
+        .get(&url, &[("authorization", "Bearer alice-token")])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{r:?}\n{}", node.envoy_log(POD));
     let records = node.api.records()[mark..].to_vec();
     let kinds: BTreeSet<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-    assert!(kinds.contains("TokenReview") && kinds.contains("SubjectAccessReview"), "{kinds:?}");
+    assert!(
+        kinds.contains("TokenReview") && kinds.contains("SubjectAccessReview"),
+        "{kinds:?}"
+    );
     for r in &records {
         assert_eq!(r.caller, SA, "{r:?}");
         assert_eq!(r.caller_credential, cred(one), "{r:?}");
@@ -1427,7 +1808,14 @@ async fn daemonset_serviceaccount_token_mode() {
     write_volume(&token_dir, "token", two);
     await_review_credential(&node, &url, &cred(two), 15, "sa-token-2").await;
     let mark = node.api.records().len();
-    assert_eq!(client.get(&url, &[("authorization", "Bearer probe-after")]).await.unwrap().status, 200);
+    assert_eq!(
+        client
+            .get(&url, &[("authorization", "Bearer probe-after")])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let after = node.api.records()[mark..].to_vec();
     assert!(!after.is_empty());
     for r in &after {
