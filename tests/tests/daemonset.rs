@@ -1824,3 +1824,57 @@ async fn daemonset_serviceaccount_token_mode() {
     assert!(envoy.try_wait().unwrap().is_none(), "envoy restarted");
     envoy.kill().await.unwrap();
 }
+
+/// `init` waits only for what conflicts: while a wildcard listener (`0.0.0.0`, the kubelet not yet
+/// moved) holds the kubelet port it waits and says why; once it is gone it finishes. (A listener on
+/// the node IP, the previous pod's Envoy, does not hold it: the rolling replacement test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_init_waits_for_a_wildcard_listener_only() {
+    let node = Node::start().await;
+    let wildcard = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = wildcard.local_addr().unwrap().port().to_string();
+    let argv = Node::argv("initContainers", "init");
+    let log = node.path("init-wait.log");
+    let mut init = node
+        .command(
+            POD,
+            "initContainers",
+            "init",
+            &argv,
+            &[("LISTEN_PORT", &port), ("KUBELET_VERSION", "1.34")],
+        )
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        init.try_wait().unwrap().is_none(),
+        "init did not wait: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("waiting: 0.0.0.0 listens on port {port}")),
+        "{text}"
+    );
+    // Rendered already: only the start of Envoy waits.
+    assert!(node.out(POD).join("envoy.yaml").exists());
+    drop(wildcard);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = init.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "init still waiting: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
