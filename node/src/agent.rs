@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{self, ApiServerAuth, NodeParams};
-use crate::cli::{AuthMode, InitArgs, PathArgs, RunArgs};
+use crate::cli::{AuthMode, InitArgs, PathArgs, PkiArgs, RunArgs};
 use crate::filterconfig::{self, NodeValues};
 use crate::{kubeconfig, kubeletconfig, pki, portwait, version};
 
@@ -96,7 +96,10 @@ fn check_pem(what: &str, path: &Path, key: bool) -> anyhow::Result<()> {
 }
 
 fn ensure_pki(paths: &PathArgs) -> anyhow::Result<()> {
-    let dir = &paths.pki_dir;
+    ensure_pki_in(&paths.pki_dir, paths.cert_days, paths.renew_days)
+}
+
+fn ensure_pki_in(dir: &Path, cert_days: u64, renew_days: u64) -> anyhow::Result<()> {
     match pki::ensure_ca(dir).with_context(|| format!("per-node CA in {}", dir.display()))? {
         pki::CaStatus::Created => say(format!("made the per-node CA in {}", dir.display())),
         pki::CaStatus::Kept => {}
@@ -105,8 +108,8 @@ fn ensure_pki(paths: &PathArgs) -> anyhow::Result<()> {
     let status = pki::ensure_proxy_cert(
         dir,
         SystemTime::now(),
-        Duration::from_secs(paths.cert_days * day),
-        Duration::from_secs(paths.renew_days * day),
+        Duration::from_secs(cert_days * day),
+        Duration::from_secs(renew_days * day),
     )
     .with_context(|| format!("proxy certificate in {}", dir.display()))?;
     if let pki::ProxyCertStatus::Renewed { file, .. } = status {
@@ -114,7 +117,7 @@ fn ensure_pki(paths: &PathArgs) -> anyhow::Result<()> {
             "issued the proxy certificate {} ({}), valid {} days",
             file.display(),
             pki::PROXY_CN,
-            paths.cert_days
+            cert_days
         ));
     }
     Ok(())
@@ -468,5 +471,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             next_renew = std::time::Instant::now() + renew_every;
         }
         std::thread::sleep(poll);
+    }
+}
+
+/// `pki`: the per-node CA and the proxy's certificate only; with `--renew-every`, until SIGTERM.
+pub fn pki(args: &PkiArgs) -> anyhow::Result<()> {
+    ensure_pki_in(&args.pki_dir, args.cert_days, args.renew_days)?;
+    let Some(every) = args.renew_every else {
+        return Ok(());
+    };
+    loop {
+        std::thread::sleep(Duration::from(every).max(Duration::from_secs(1)));
+        if let Err(e) = ensure_pki_in(&args.pki_dir, args.cert_days, args.renew_days) {
+            say(format!(
+                "proxy certificate renewal failed (retrying): {e:#}"
+            ));
+        }
     }
 }

@@ -108,6 +108,43 @@ pub struct NodeParams {
     pub request_headers_timeout_s: u64,
 }
 
+impl NodeParams {
+    /// A node's parameters with the DaemonSet's defaults (`envoy/kubernetes/node.env`, node
+    /// certificate mode, node `worker-1` on 10.0.0.2): documentation and tests of the shape.
+    pub fn example() -> NodeParams {
+        let ip = |a: [u8; 4]| IpAddr::from(a);
+        NodeParams {
+            node_name: "worker-1".into(),
+            listen_address: ip([10, 0, 0, 2]),
+            listen_port: 10250,
+            metrics_port: 9977,
+            admin_socket: "/run/kubelet-authz/admin.sock".into(),
+            sds_dir: "/rendered/sds".into(),
+            ecds_dir: "/rendered/ecds".into(),
+            filter_wasm: "/wasm/plugin.wasm".into(),
+            tls: EnvoyTls {
+                min_version: "TLSv1_2".into(),
+                cipher_suites: Vec::new(),
+            },
+            max_connections: 4096,
+            max_heap_bytes: 335_544_320,
+            apiserver_host: "10.0.0.1".into(),
+            apiserver_port: 6443,
+            apiserver_name: "kubernetes.default.svc".into(),
+            auth: ApiServerAuth::NodeCert("/var/lib/kubelet/pki/kubelet-client-current.pem".into()),
+            serving_cert: "/var/lib/kubelet/pki/kubelet-server-current.pem".into(),
+            proxy_cert: "/var/lib/kubelet-authz/pki/proxy-current.pem".into(),
+            cluster_ca: "/etc/kubernetes/pki/ca.crt".into(),
+            kubelet_address: ip([127, 0, 0, 1]),
+            kubelet_port: 10250,
+            kubelet_server_name: "worker-1".into(),
+            upstream_max_connection_age_s: 3600,
+            handshake_timeout_s: 10,
+            request_headers_timeout_s: 10,
+        }
+    }
+}
+
 /// One file Envoy reads: its name (relative to the output directory) and content.
 #[derive(Debug, Clone, PartialEq)]
 pub struct File {

@@ -32,6 +32,9 @@ pub enum Command {
     /// The agent container: renew the proxy's certificate and rewrite the ECDS filter file when
     /// the filter ConfigMap changes (until SIGTERM).
     Run(RunArgs),
+    /// Only the per-node CA and the proxy's certificate (the Istio gateway form): make them when
+    /// missing, renew the certificate when due; with `--renew-every`, keep doing so.
+    Pki(PkiArgs),
     /// The preStop hook: drain Envoy's kubelet listener (new connections go to the new pod),
     /// then wait until its connections end or the deadline passes.
     Drain(DrainArgs),
@@ -209,6 +212,23 @@ pub struct RunArgs {
     pub renew_check_seconds: u64,
 }
 
+/// `pki`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PkiArgs {
+    /// The per-node CA and the proxy's certificate.
+    #[arg(long, env = "PKI_DIR", default_value = crate::pki::DEFAULT_DIR)]
+    pub pki_dir: PathBuf,
+    /// Validity of a proxy certificate, days.
+    #[arg(long, env = "CERT_DAYS", default_value_t = 30)]
+    pub cert_days: u64,
+    /// A proxy certificate with fewer days left is renewed.
+    #[arg(long, env = "RENEW_DAYS", default_value_t = 10)]
+    pub renew_days: u64,
+    /// Keep running and check this often (`1h`); without it, check once and exit.
+    #[arg(long)]
+    pub renew_every: Option<humantime::Duration>,
+}
+
 /// `drain`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrainArgs {
@@ -244,6 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unconfigure(args) => crate::configure::run_unconfigure(&args),
         Command::Init(args) => crate::agent::init(&args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => crate::agent::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Pki(args) => crate::agent::pki(&args).map(|()| ExitCode::SUCCESS),
         Command::Drain(args) => crate::drain::drain(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -19,7 +19,9 @@ pub async fn admin(socket: &Path, method: &str, path: &str) -> anyhow::Result<(u
     let mut s = tokio::net::UnixStream::connect(socket)
         .await
         .with_context(|| format!("Envoy's admin socket {}", socket.display()))?;
-    let req = format!("{method} {path} HTTP/1.0\r\nHost: admin\r\nContent-Length: 0\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.context("admin request")?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
@@ -32,11 +34,36 @@ pub async fn admin(socket: &Path, method: &str, path: &str) -> anyhow::Result<(u
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
+}
+
+/// The body of a chunked HTTP/1.1 response.
+pub fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        let Some(chunk) = after.get(..n) else {
+            out.push_str(after);
+            break;
+        };
+        out.push_str(chunk);
+        rest = after.get(n + 2..).unwrap_or_default();
+    }
+    out
 }
 
 /// The kubelet listener's open downstream connections (`http.kubelet.downstream_cx_active`).
@@ -114,6 +141,14 @@ pub fn drain(args: &DrainArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[rstest]
+    #[case::one("5\r\nhello\r\n0\r\n\r\n", "hello")]
+    #[case::two("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", "abcde")]
+    #[case::empty("0\r\n\r\n", "")]
+    fn chunked_bodies_are_joined(#[case] body: &str, #[case] want: &str) {
+        assert_eq!(dechunk(body), want);
+    }
 
     #[rstest]
     #[case::open("http.kubelet.downstream_cx_active: 3\n", Some(3))]
