@@ -1048,10 +1048,6 @@ pub struct ConfigureArgs {
     /// How long the kubelet may take to come back (and, for `unconfigure`, Envoy to go).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// `configure`: make the per-node CA and the proxy's certificate, and nothing else (a fresh
-    /// node's first boot, before its kubelet starts: envoy/node/cloud-init.yaml).
-    #[arg(long)]
-    pub ca_only: bool,
     /// `unconfigure`: once done (or when there is nothing to undo), stay running until killed, as
     /// a DaemonSet's container must.
     #[arg(long)]
@@ -1131,40 +1127,8 @@ fn finish(cmd: &str, r: Result<Outcome, ConfigureError>) -> std::process::ExitCo
 
 /// `kubelet-authz-node configure`.
 pub fn run_configure(args: &ConfigureArgs) -> anyhow::Result<std::process::ExitCode> {
-    if args.ca_only {
-        return Ok(finish("configure", ca_only(args)));
-    }
     let o = args.enter()?;
     Ok(finish("configure", configure(&o)))
-}
-
-/// `configure --ca-only`: the per-node CA and the proxy's certificate, in the host root.
-fn ca_only(args: &ConfigureArgs) -> Result<Outcome, ConfigureError> {
-    let pki_dir = if args.host_root == Path::new("/") {
-        args.pki_dir.clone()
-    } else {
-        args.host_root
-            .join(args.pki_dir.strip_prefix("/").unwrap_or(&args.pki_dir))
-    };
-    let ca = pki::ensure_ca(&pki_dir)?;
-    log(
-        "configure",
-        format!(
-            "per-node CA {}: {ca:?}",
-            pki::ca_cert_path(&pki_dir).display()
-        ),
-    );
-    let cert = pki::ensure_proxy_cert(
-        &pki_dir,
-        SystemTime::now(),
-        pki::DEFAULT_VALIDITY,
-        pki::DEFAULT_RENEW_BEFORE,
-    )?;
-    log("configure", format!("proxy certificate: {cert:?}"));
-    Ok(match (ca, cert) {
-        (pki::CaStatus::Kept, pki::ProxyCertStatus::Kept { .. }) => Outcome::Unchanged,
-        _ => Outcome::Changed,
-    })
 }
 
 /// `kubelet-authz-node unconfigure`.

@@ -577,7 +577,7 @@ fn an_overriding_dropin_is_refused_without_a_restart() {
     assert_eq!(node.systemd().pid().unwrap(), pid);
 }
 
-/// A node built configured (envoy/node/cloud-init.yaml: `configure --ca-only` and the drop-ins
+/// A node built configured (envoy/node/cloud-init.yaml: `kubelet-authz-node pki` and the drop-ins
 /// before the kubelet's first start): its kubelet comes up behind the proxy, the DaemonSet's
 /// `configure` adopts it without a restart, and `unconfigure` takes it off the proxy.
 #[test]
@@ -590,7 +590,7 @@ fn a_node_built_configured_is_adopted_and_can_be_unconfigured() {
     // First boot: the CA with the agent, then the drop-ins (cloud-init's write_files).
     let out = assert_cmd::Command::cargo_bin("kubelet-authz-node")
         .unwrap()
-        .args(["configure", "--ca-only", "--host-root", "/", "--pki-dir"])
+        .args(["pki", "--pki-dir"])
         .arg(node.p("var/lib/kubelet-authz/pki"))
         .output()
         .unwrap();

@@ -93,7 +93,7 @@ fn cloud_init_writes_the_dropins_and_makes_the_ca_first() {
             Path::new(kubeadm.config_dir),
         )
     );
-    // The CA with the agent's own image, `configure --ca-only`, on the state directory.
+    // The CA with the agent's own image (`kubelet-authz-node pki`), on the state directory.
     let runcmd: Vec<Vec<String>> = doc["runcmd"]
         .as_array()
         .unwrap()
@@ -121,10 +121,9 @@ fn cloud_init_writes_the_dropins_and_makes_the_ca_first() {
         agent_args,
         [
             "/kubelet-authz-node",
-            "configure",
-            "--ca-only",
-            "--host-root",
-            "/"
+            "pki",
+            "--pki-dir",
+            "/var/lib/kubelet-authz/pki"
         ]
     );
     assert!(run
