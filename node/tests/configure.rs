@@ -238,18 +238,16 @@ impl Node {
     }
 
     fn agent(&self, cmd: &str, timeout: &str) -> std::process::Output {
-        let mut args: Vec<String> = vec![
-            cmd.to_string(),
-            "--host-root".into(),
-            "/".into(),
+        // The shipped command line, with the box's host root (no chroot) and timeout, and the
+        // box's paths for the distribution's.
+        let mut args = shipped_args(cmd, timeout);
+        args.extend([
             "--distribution".into(),
             self.distribution.into(),
             "--pki-dir".into(),
             self.ps("var/lib/kubelet-authz/pki"),
             "--state-dir".into(),
             self.ps("var/lib/kubelet-authz"),
-            "--timeout".into(),
-            timeout.into(),
             "--systemd-dropin-dir".into(),
             self.ps("etc/systemd/system/kubelet.service.d"),
             "--kubelet-binary".into(),
@@ -257,7 +255,7 @@ impl Node {
                 .join("kubelet-authz-kubelet")
                 .display()
                 .to_string(),
-        ];
+        ]);
         if self.distribution == "kubeadm" {
             args.extend([
                 "--kubelet-config".into(),
@@ -309,6 +307,64 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.systemd().stop();
     }
+}
+
+/// The agent's arguments in the shipped objects: `configure` from the component
+/// (envoy/kubernetes/overlays/configure), `unconfigure` from envoy/kubernetes/unconfigure-daemonset.yaml
+/// (without `--stay`, which waits forever); `--host-root /host` becomes `/` and `--timeout` the
+/// test's.
+fn shipped_args(cmd: &str, timeout: &str) -> Vec<String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let command: Vec<String> = if cmd == "configure" {
+        let patch: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                repo.join("envoy/kubernetes/overlays/configure/configure-init.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let op = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|op| op["value"]["name"] == "configure")
+            .unwrap();
+        serde_json::from_value(op["value"]["command"].clone()).unwrap()
+    } else {
+        let ds: serde_json::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(repo.join("envoy/kubernetes/unconfigure-daemonset.yaml"))
+                .unwrap(),
+        )
+        .unwrap();
+        serde_json::from_value(ds["spec"]["template"]["spec"]["containers"][0]["command"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        command.first().map(String::as_str),
+        Some("/kubelet-authz-node")
+    );
+    assert_eq!(command.get(1).map(String::as_str), Some(cmd));
+    let mut out = Vec::new();
+    let mut words = command.into_iter().skip(1);
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--host-root" => {
+                assert_eq!(words.next().as_deref(), Some("/host"));
+                out.extend(["--host-root".to_string(), "/".to_string()]);
+            }
+            "--timeout" => {
+                words.next();
+                out.extend(["--timeout".to_string(), timeout.to_string()]);
+            }
+            "--stay" => {}
+            _ => out.push(w),
+        }
+    }
+    assert!(
+        out.contains(&"--timeout".to_string()),
+        "{out:?}: no --timeout shipped"
+    );
+    out
 }
 
 fn snap(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) {
