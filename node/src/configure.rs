@@ -763,11 +763,14 @@ pub fn configure(o: &Options) -> Result<Outcome, ConfigureError> {
     };
     let manifest_existed = Manifest::path(o).exists();
     let mut created_now = Vec::new();
-    for ((path, _), (_, state)) in wanted.iter().zip(&current) {
+    for ((path, want), (_, state)) in wanted.iter().zip(&current) {
         if manifest.files.iter().any(|e| &e.path == path) {
             continue;
         }
         let original = match &state.0 {
+            // Already this agent's file (put there by hand, or at the node's first boot): taking
+            // the node off the proxy removes it.
+            Some((bytes, _)) if bytes == want => None,
             Some((bytes, mode)) => {
                 let name = format!("files/{}", manifest.files.len());
                 write_file(&o.backup_dir().join(&name), bytes, 0o600)?;

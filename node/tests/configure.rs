@@ -688,3 +688,24 @@ fn a_node_built_configured_is_adopted_and_can_be_unconfigured() {
     assert_eq!(node.probe(&node.alice()), Probe::Answered(200));
     assert_eq!(node.listen_addrs(), vec![IpAddr::from([0, 0, 0, 0])]);
 }
+
+/// A node moved behind the proxy by hand, the manual way (the drop-in copied, nodeadm's unit left
+/// without `--config-dir`): configure completes it, and unconfigure removes the hand-copied drop-in
+/// too (it is byte for byte the agent's).
+#[test]
+fn a_hand_copied_dropin_is_the_agents_and_is_removed() {
+    use kubelet_authz_node::configure::dropin_text;
+    let node = Node::eks();
+    let before = node.snapshot(&[]);
+    node.write(
+        "etc/kubernetes/kubelet/config.json.d/90-kubelet-authz.conf",
+        &dropin_text(&node.p("var/lib/kubelet-authz/pki/ca.crt")),
+    );
+    let out = node.agent("configure", "30s");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.probe(&node.proxy()), Probe::Answered(200));
+    let out = node.agent("unconfigure", "30s");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.snapshot(&[]), before);
+    assert_eq!(node.probe(&node.alice()), Probe::Answered(200));
+}
