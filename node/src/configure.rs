@@ -885,15 +885,52 @@ fn restore_files(before: &[(PathBuf, FileState)], created_dirs: &[PathBuf]) {
 /// Take the kubelet back out from behind the proxy (see the module documentation).
 pub fn unconfigure(o: &Options) -> Result<Outcome, ConfigureError> {
     const CMD: &str = "unconfigure";
-    let Some(manifest) = Manifest::load(o)? else {
-        log(
-            CMD,
-            format!(
-                "no record of a configure in {}: nothing to undo",
-                Manifest::path(o).display()
-            ),
-        );
-        return Ok(Outcome::Unchanged);
+    let manifest = match Manifest::load(o)? {
+        Some(m) => m,
+        None => {
+            // No record, but the agent's own files (put there by hand, or at the node's first
+            // boot): they are what taking the node off the proxy removes.
+            let files: Vec<Entry> = wanted_files(o)
+                .into_iter()
+                .filter(|(path, want)| std::fs::read(path).is_ok_and(|have| &have == want))
+                .map(|(path, _)| Entry {
+                    path,
+                    original: None,
+                })
+                .collect();
+            if files.is_empty() {
+                log(
+                    CMD,
+                    format!(
+                        "no record of a configure in {} and none of the agent's drop-ins: \
+                         nothing to undo",
+                        Manifest::path(o).display()
+                    ),
+                );
+                return Ok(Outcome::Unchanged);
+            }
+            log(
+                CMD,
+                format!(
+                    "no record of a configure, but the agent's drop-ins are in place: removing {}",
+                    files
+                        .iter()
+                        .map(|e| e.path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            Manifest {
+                version: MANIFEST_VERSION,
+                kubelet_config: o.kubelet_config.clone(),
+                config_dir: o.config_dir.clone(),
+                pki_dir: o.pki_dir.clone(),
+                created_pki: true,
+                created_state_dirs: Vec::new(),
+                created_dirs: Vec::new(),
+                files,
+            }
+        }
     };
     let o = &Options {
         kubelet_config: manifest.kubelet_config.clone(),

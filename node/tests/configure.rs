@@ -709,3 +709,52 @@ fn a_hand_copied_dropin_is_the_agents_and_is_removed() {
     assert_eq!(node.snapshot(&[]), before);
     assert_eq!(node.probe(&node.alice()), Probe::Answered(200));
 }
+
+/// A node moved behind the proxy by hand without `configure` (no backup record; the drop-ins are
+/// byte for byte the agent's): `unconfigure` still takes it off the proxy.
+#[test]
+fn a_node_configured_by_hand_is_unconfigured() {
+    use kubelet_authz_node::configure::{dropin_text, systemd_dropin_text, UnitDropin};
+    let node = Node::eks();
+    let before = node.snapshot(&[]);
+    let out = assert_cmd::Command::cargo_bin("kubelet-authz-node")
+        .unwrap()
+        .args(["pki", "--pki-dir"])
+        .arg(node.p("var/lib/kubelet-authz/pki"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    node.write(
+        "etc/kubernetes/kubelet/config.json.d/90-kubelet-authz.conf",
+        &dropin_text(&node.p("var/lib/kubelet-authz/pki/ca.crt")),
+    );
+    node.write(
+        "etc/systemd/system/kubelet.service.d/90-kubelet-authz.conf",
+        &systemd_dropin_text(
+            UnitDropin::NodeadmExecStart,
+            &bin_dir().join("kubelet-authz-kubelet"),
+            &node.p("etc/kubernetes/kubelet/config.json"),
+            &node.p("etc/kubernetes/kubelet/config.json.d"),
+        ),
+    );
+    node.systemd().stop().unwrap();
+    node.boot_configured();
+
+    let out = node.agent("unconfigure", "30s");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no record of a configure, but"),
+        "{}",
+        stderr(&out)
+    );
+    let mut want = before;
+    for dir in [
+        "etc/systemd/system/kubelet.service.d",
+        "var/lib/kubelet-authz",
+    ] {
+        want.insert(dir.to_string(), "dir 755".to_string());
+    }
+    assert_eq!(node.snapshot(&[]), want);
+    assert_eq!(node.probe(&node.alice()), Probe::Answered(200));
+    assert_eq!(node.listen_addrs(), vec![IpAddr::from([0, 0, 0, 0])]);
+}
