@@ -1,8 +1,8 @@
 //! Reading the kubelet's configuration from the node's files, as the kubelet does: its `--config`
 //! file and the `--config-dir` drop-ins, merged by the engine
 //! ([`kubelet_authz::kubeletconfig::effective_config`]); which drop-ins count and in which order is
-//! the engine's rule too ([`kubelet_authz::kubeletconfig::dropin_names`]). This module only reads
-//! files; and `inspect`, which prints what the agent sees.
+//! the engine's rule too ([`kubelet_authz::kubeletconfig::dropin_names`]). This module reads the
+//! files, and runs `inspect`, which prints what the agent sees.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
