@@ -1878,3 +1878,56 @@ async fn daemonset_init_waits_for_a_wildcard_listener_only() {
         std::fs::read_to_string(&log).unwrap()
     );
 }
+
+/// The Istio form's gateway pod keeps its per-node CA with the same agent: its `node-ca` init
+/// container's command (`kubelet-authz-node pki`), run as written, makes the CA and the proxy's
+/// certificate once and keeps them on the next start; the renewal container runs the same
+/// subcommand with `--renew-every`.
+#[test]
+fn istio_gateway_pki_containers_run_the_agent() {
+    let text =
+        std::fs::read_to_string(workspace().join("envoy/istio/gateway-deployment.yaml")).unwrap();
+    let deploy = yaml_docs(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let init = container(pod, "initContainers", "node-ca");
+    let renew = container(pod, "containers", "node-ca-renew");
+    assert_eq!(
+        init["image"],
+        container(&daemonset_pod(), "initContainers", "init")["image"]
+    );
+    assert_eq!(
+        strings(&renew["command"])[..2],
+        ["/kubelet-authz-node", "pki"]
+    );
+    assert!(strings(&renew["command"]).contains(&"--renew-every".to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let argv = strings(&init["command"]);
+        assert_eq!(argv[0], "/kubelet-authz-node");
+        let mut cmd = std::process::Command::new(agent_bin());
+        cmd.args(&argv[1..]).env_clear();
+        for e in init["env"].as_array().unwrap() {
+            let (k, v) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+            assert_eq!(k, "PKI_DIR", "unmapped env {k}={v}");
+            cmd.env(k, dir.path().join("pki"));
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let ca = std::fs::read(dir.path().join("pki/ca.crt")).unwrap();
+    let current = std::fs::read_link(dir.path().join("pki/proxy-current.pem")).unwrap();
+    run();
+    assert_eq!(std::fs::read(dir.path().join("pki/ca.crt")).unwrap(), ca);
+    assert_eq!(
+        std::fs::read_link(dir.path().join("pki/proxy-current.pem")).unwrap(),
+        current
+    );
+}
