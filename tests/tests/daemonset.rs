@@ -943,6 +943,37 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
     assert_eq!(rbac["name"], "envoy.filters.http.rbac");
     assert_eq!(rbac["typed_config"]["rules"]["action"], "DENY");
 
+    // An IPv6 node: both listeners on the node's IPv6 address; the bootstrap validates.
+    let (ok, err) = node.init(POD, &[("LISTEN_ADDRESS", "::1")]);
+    assert!(ok, "init on IPv6: {err}");
+    validate_with_ecds(&node, POD);
+    let b6 = read_yaml(&node.out(POD).join("envoy.yaml"));
+    for l in b6["static_resources"]["listeners"].as_array().unwrap() {
+        assert_eq!(
+            l["address"]["socket_address"]["address"], "::1",
+            "{}",
+            l["name"]
+        );
+    }
+
+    // An API server outage at boot: the last known version (kept above) opens the port.
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let outage = [("APISERVER_URL", dead.as_str()), ("VERSION_ATTEMPTS", "2")];
+    let (ok, err) = node.init(POD, &outage);
+    assert!(ok, "init during an outage: {err}");
+    assert!(
+        err.contains("using the last known kubelet version 1.34"),
+        "{err}"
+    );
+    // Without one, init fails, naming what to do.
+    std::fs::remove_file(node.path("node-state/kubelet-version")).unwrap();
+    let (ok, err) = node.init(POD, &outage);
+    assert!(!ok, "init without a version: {err}");
+    assert!(
+        err.contains("no last known version") && err.contains("--kubelet-version"),
+        "{err}"
+    );
+
     // The Shadow -> Enforce switch (the enforce overlay's ConfigMap) renders and validates.
     node.set_filter("enforcement: Enforce\n");
     let (ok, err) = node.init(POD, &[]);
