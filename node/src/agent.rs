@@ -449,8 +449,9 @@ pub fn sync_filter(paths: &PathArgs, state: &NodeState, last: &mut Option<String
 /// `run`: until SIGTERM.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let state = read_state(&args.paths.output_dir)?;
-    // What init wrote is the starting point: rewrite only on a change.
-    let mut last = std::fs::read_to_string(&args.paths.filter_config).ok();
+    // Checked at start too (the ConfigMap may have changed since `init`); an unchanged
+    // configuration is not rewritten.
+    let mut last = None;
     let poll = Duration::from_secs(args.poll_seconds.max(1));
     let renew_every = Duration::from_secs(args.renew_check_seconds.max(1));
     let mut next_renew = std::time::Instant::now() + renew_every;

@@ -143,10 +143,17 @@ pub fn write_ecds(
         source,
     })?;
     let json = merge(filter_file, &text, node)?;
-    bootstrap::write_atomic(
-        &ecds_dir.join(bootstrap::ECDS_FILE),
-        &bootstrap::ecds_response(filter_wasm, &json),
-    )?;
+    let target = ecds_dir.join(bootstrap::ECDS_FILE);
+    let response = bootstrap::ecds_response(filter_wasm, &json);
+    // The same configuration again (an agent restart, a ConfigMap rewritten unchanged) is not
+    // renamed in: Envoy would reload the filter for nothing.
+    let unchanged = std::fs::read_to_string(&target)
+        .ok()
+        .and_then(|t| serde_yaml_ng::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|old| old == response);
+    if !unchanged {
+        bootstrap::write_atomic(&target, &response)?;
+    }
     Ok(json)
 }
 
@@ -199,6 +206,24 @@ mod tests {
             .to_string();
         assert!(e.contains(field), "{e}");
         assert!(e.starts_with("/config/filter.yaml: "), "{e}");
+    }
+
+    #[test]
+    fn an_unchanged_configuration_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let cm = dir.path().join("filter.yaml");
+        let ecds = dir.path().join("ecds");
+        std::fs::write(&cm, "enforcement: Shadow\n").unwrap();
+        write_ecds(&cm, &node(), Path::new("/w.wasm"), &ecds).unwrap();
+        let f = ecds.join("filter.yaml");
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&f);
+        std::fs::write(&cm, "# a comment only\nenforcement: Shadow\n").unwrap();
+        write_ecds(&cm, &node(), Path::new("/w.wasm"), &ecds).unwrap();
+        assert_eq!(inode(&f), before, "rewritten although unchanged");
+        std::fs::write(&cm, "enforcement: Enforce\n").unwrap();
+        write_ecds(&cm, &node(), Path::new("/w.wasm"), &ecds).unwrap();
+        assert_ne!(inode(&f), before);
     }
 
     #[test]

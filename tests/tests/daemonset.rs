@@ -943,6 +943,37 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
     assert_eq!(rbac["name"], "envoy.filters.http.rbac");
     assert_eq!(rbac["typed_config"]["rules"]["action"], "DENY");
 
+    // An IPv6 node: both listeners on the node's IPv6 address; the bootstrap validates.
+    let (ok, err) = node.init(POD, &[("LISTEN_ADDRESS", "::1")]);
+    assert!(ok, "init on IPv6: {err}");
+    validate_with_ecds(&node, POD);
+    let b6 = read_yaml(&node.out(POD).join("envoy.yaml"));
+    for l in b6["static_resources"]["listeners"].as_array().unwrap() {
+        assert_eq!(
+            l["address"]["socket_address"]["address"], "::1",
+            "{}",
+            l["name"]
+        );
+    }
+
+    // An API server outage at boot: the last known version (kept above) opens the port.
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let outage = [("APISERVER_URL", dead.as_str()), ("VERSION_ATTEMPTS", "2")];
+    let (ok, err) = node.init(POD, &outage);
+    assert!(ok, "init during an outage: {err}");
+    assert!(
+        err.contains("using the last known kubelet version 1.34"),
+        "{err}"
+    );
+    // Without one, init fails, naming what to do.
+    std::fs::remove_file(node.path("node-state/kubelet-version")).unwrap();
+    let (ok, err) = node.init(POD, &outage);
+    assert!(!ok, "init without a version: {err}");
+    assert!(
+        err.contains("no last known version") && err.contains("--kubelet-version"),
+        "{err}"
+    );
+
     // The Shadow -> Enforce switch (the enforce overlay's ConfigMap) renders and validates.
     node.set_filter("enforcement: Enforce\n");
     let (ok, err) = node.init(POD, &[]);
@@ -1876,5 +1907,58 @@ async fn daemonset_init_waits_for_a_wildcard_listener_only() {
         status.success(),
         "{}",
         std::fs::read_to_string(&log).unwrap()
+    );
+}
+
+/// The Istio form's gateway pod keeps its per-node CA with the same agent: its `node-ca` init
+/// container's command (`kubelet-authz-node pki`), run as written, makes the CA and the proxy's
+/// certificate once and keeps them on the next start; the renewal container runs the same
+/// subcommand with `--renew-every`.
+#[test]
+fn istio_gateway_pki_containers_run_the_agent() {
+    let text =
+        std::fs::read_to_string(workspace().join("envoy/istio/gateway-deployment.yaml")).unwrap();
+    let deploy = yaml_docs(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let init = container(pod, "initContainers", "node-ca");
+    let renew = container(pod, "containers", "node-ca-renew");
+    assert_eq!(
+        init["image"],
+        container(&daemonset_pod(), "initContainers", "init")["image"]
+    );
+    assert_eq!(
+        strings(&renew["command"])[..2],
+        ["/kubelet-authz-node", "pki"]
+    );
+    assert!(strings(&renew["command"]).contains(&"--renew-every".to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let argv = strings(&init["command"]);
+        assert_eq!(argv[0], "/kubelet-authz-node");
+        let mut cmd = std::process::Command::new(agent_bin());
+        cmd.args(&argv[1..]).env_clear();
+        for e in init["env"].as_array().unwrap() {
+            let (k, v) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+            assert_eq!(k, "PKI_DIR", "unmapped env {k}={v}");
+            cmd.env(k, dir.path().join("pki"));
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let ca = std::fs::read(dir.path().join("pki/ca.crt")).unwrap();
+    let current = std::fs::read_link(dir.path().join("pki/proxy-current.pem")).unwrap();
+    run();
+    assert_eq!(std::fs::read(dir.path().join("pki/ca.crt")).unwrap(), ca);
+    assert_eq!(
+        std::fs::read_link(dir.path().join("pki/proxy-current.pem")).unwrap(),
+        current
     );
 }
