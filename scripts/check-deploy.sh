@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Validates every deployment object under envoy/ offline, as an operator's `kubectl apply -k` would
 # need it (a missing tool is a failure, never a skip; scripts/setup.sh installs them):
-# - the ConfigMap and the DaemonSet's checksum annotation are up to date (scripts/gen-configmap.py);
-# - `kubectl kustomize` builds the base (envoy/kubernetes), every overlay (envoy/overlays/*) and the
-#   ServiceMonitor variant of the monitoring bundle; every object YAML under envoy/kubernetes is in
-#   some build;
+# - `kubectl kustomize` builds the base (envoy/kubernetes: the kubelet-authz-node ConfigMap with a
+#   content hash in its name), every overlay (envoy/overlays/*) and the ServiceMonitor variant of the
+#   monitoring bundle; every object YAML under envoy/kubernetes is in some build;
 # - every Kubernetes object of those builds: PyPI kubernetes-validate --strict against 1.32, 1.33
 #   and 1.34. The Prometheus Operator kinds (PodMonitor, ServiceMonitor, PrometheusRule) are not in
 #   Kubernetes' schemas: they are taken out by apiVersion monitoring.coreos.com and validated
@@ -12,8 +11,9 @@
 #   tests/deploy/validate-monitoring.mjs); any other kind kubernetes-validate has no schema for
 #   fails;
 # - what each overlay is for: enforce's filter.yaml is the base's with only `enforcement` changed,
-#   eks has the ServiceAccount-token RBAC and kubeadm has not, the monitors select the DaemonSet's
-#   pods, the dashboard ConfigMap holds grafana-dashboard.json;
+#   eks has the ServiceAccount-token RBAC and kubeadm has not, configure has the privileged init
+#   container and the unconfigure DaemonSet, the monitors select the DaemonSet's pods, the
+#   dashboard ConfigMap holds grafana-dashboard.json;
 # - the monitoring bundle with promtool (tests/deploy/check-monitoring.py): `promtool check rules`,
 #   `promtool test rules` (every alert fires and stays silent where it should, and the tests fail
 #   when an alert is broken), every runbook link reaches a section of docs/DEPLOY.md, every
@@ -38,8 +38,6 @@ command -v promtool >/dev/null || die "promtool is missing: run scripts/setup.sh
 for pkg in @kubernetes-models/istio @kubernetes-models/prometheus-operator mermaid jsdom; do
   [ -d "$NPM_DIR/node_modules/$pkg" ] || die "$NPM_DIR/node_modules/$pkg is missing: run scripts/setup.sh"
 done
-
-python3 scripts/gen-configmap.py --check
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -67,8 +65,9 @@ for dir in envoy/kubernetes envoy/overlays/*/ "$work/servicemonitor-variant"; do
     || die "kubectl kustomize $dir failed: $(cat "$work/$name.err")"
   builds+=("$work/$name.yaml")
 done
+grep -q 'name: kubelet-authz-node-' "$work/base.yaml" || die "the base has no hash-suffixed kubelet-authz-node ConfigMap"
 echo "kubectl kustomize: ${#builds[@]} builds (base, $(find envoy/overlays -mindepth 1 -maxdepth 1 -type d | wc -l) overlays, the ServiceMonitor variant)"
-for o in kubeadm eks enforce monitoring; do
+for o in kubeadm eks enforce monitoring configure; do
   [ -f "$work/overlay-$o.yaml" ] || die "envoy/overlays/$o is missing"
 done
 
@@ -126,8 +125,8 @@ open(os.path.join(work, "k8s.list"), "w").write("\n".join(k8s_files) + "\n")
 ids = {(d.get("kind"), d["metadata"].get("name"), d["metadata"].get("namespace"))
        for ds in objects.values() for d in ds}
 for f in sorted(glob.glob("envoy/kubernetes/**/*.yaml", recursive=True)):
-    if f.startswith("envoy/kubernetes/monitoring/tests/") or f.endswith("/node-proxy.yaml"):
-        continue  # promtool tests (check-monitoring.py); the bootstrap template (configs.rs)
+    if f.startswith("envoy/kubernetes/monitoring/tests/") or f == "envoy/kubernetes/filter.yaml":
+        continue  # promtool tests (check-monitoring.py); the filter ConfigMap's content (daemonset.rs)
     for d in docs(f):
         group = d.get("apiVersion", "").split("/")[0]
         if group in ("kustomize.config.k8s.io", "kubelet.config.k8s.io"):
@@ -155,7 +154,7 @@ enf_filter = yaml.safe_load(need("overlay-enforce", "ConfigMap", "kubelet-authz-
 if base_filter.get("enforcement") != "Shadow":
     fail("base: kubelet-authz-filter filter.yaml: enforcement must be Shadow (the safe default)")
 if enf_filter != {**base_filter, "enforcement": "Enforce"}:
-    fail("overlays/enforce: filter.yaml must be the base's with `enforcement: Enforce` only: copy the base's filter.yaml into filter-enforce.yaml")
+    fail("overlays/enforce: filter.yaml must be the base's with `enforcement: Enforce` only: copy the base's filter.yaml into envoy/overlays/enforce/filter.yaml")
 for o in ("kubeadm", "eks", "monitoring"):
     f = yaml.safe_load(need(f"overlay-{o}", "ConfigMap", "kubelet-authz-filter")["data"]["filter.yaml"])
     if f.get("enforcement") != "Shadow":
@@ -166,6 +165,20 @@ for b in ("kubelet-authz:auth-delegator", "kubelet-authz:node-reader"):
     need("overlay-eks", "ClusterRoleBinding", b)
     if find("overlay-kubeadm", "ClusterRoleBinding", b) or find("base", "ClusterRoleBinding", b):
         fail(f"base/kubeadm: {b} is only for nodes without a client certificate (overlays/eks)")
+
+# configure: the privileged init container runs before init, and the unconfigure DaemonSet is there;
+# no other build has either.
+ds = need("overlay-configure", "DaemonSet", "kubelet-authz")
+inits = [c["name"] for c in ds["spec"]["template"]["spec"].get("initContainers", [])]
+if inits[:2] != ["configure", "init"]:
+    fail(f"overlays/configure: init containers {inits}: `configure` must run first, then `init`")
+need("overlay-configure", "DaemonSet", "kubelet-authz-unconfigure")
+for o in ("base", "overlay-kubeadm", "overlay-eks", "overlay-enforce", "overlay-monitoring"):
+    if find(o, "DaemonSet", "kubelet-authz-unconfigure"):
+        fail(f"{o}: the unconfigure DaemonSet is only for the opt-in privileged mode (overlays/configure)")
+    d = find(o, "DaemonSet", "kubelet-authz")
+    if d and any(c["name"] == "configure" for c in d["spec"]["template"]["spec"].get("initContainers", [])):
+        fail(f"{o}: the privileged configure step is opt-in (overlays/configure)")
 
 # monitoring: the monitors select the DaemonSet's pods; the dashboard is the file.
 ds = need("overlay-monitoring", "DaemonSet", "kubelet-authz")

@@ -67,12 +67,94 @@ impl KubeletConfig {
         }
     }
 
+    /// The configuration a kubelet reads from its files: `config` (its `--config`) and the `*.conf`
+    /// drop-ins of `config_dir` (its `--config-dir`), merged by the engine
+    /// ([`kubelet_authz::kubeletconfig::effective_config`]). It listens on `address:port`, verifies
+    /// client certificates against `authentication.x509.clientCAFile` (which must exist: the kubelet
+    /// exits otherwise), and requires one when neither webhook token authentication nor anonymous
+    /// requests are on (nothing else could authenticate a request).
+    pub fn from_files(
+        pki_dir: &Path,
+        config: &Path,
+        config_dir: Option<&Path>,
+    ) -> Result<Self, StandinError> {
+        use kubelet_authz::kubeletconfig::{dropin_names, effective_config, Source};
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map(|text| Source::new(path.display().to_string(), text))
+                .map_err(|source| StandinError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
+        let base = read(config)?;
+        let mut dropins = Vec::new();
+        if let Some(dir) = config_dir {
+            let mut names = Vec::new();
+            walk(dir, "", &mut names)?;
+            for name in dropin_names(names) {
+                dropins.push(read(&dir.join(name))?);
+            }
+        }
+        let eff = effective_config(&base, &dropins)
+            .map_err(|e| StandinError::Config(format!("{}: {e}", config.display())))?;
+        let ip: std::net::IpAddr = match eff.address.as_str() {
+            "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+            a => a
+                .parse()
+                .map_err(|_| StandinError::Config(format!("address {a:?}: not an IP address")))?,
+        };
+        let s = &eff.settings;
+        let client_ca =
+            (!s.client_ca_file.value.is_empty()).then(|| PathBuf::from(&s.client_ca_file.value));
+        if let Some(ca) = &client_ca {
+            if !ca.is_file() {
+                return Err(StandinError::Config(format!(
+                    "unable to load client CA file {}: open {}: no such file or directory",
+                    ca.display(),
+                    ca.display()
+                )));
+            }
+        }
+        let require =
+            client_ca.is_some() && !s.webhook_authentication.value && !s.anonymous_auth.value;
+        Ok(KubeletConfig {
+            listen: SocketAddr::new(ip, eff.port),
+            pki_dir: pki_dir.to_path_buf(),
+            client_ca,
+            require_client_cert: require,
+        })
+    }
+
     /// Verify client certificates against `ca`, requiring one when `require` is set.
     pub fn client_ca(mut self, ca: &Path, require: bool) -> Self {
         self.client_ca = Some(ca.to_path_buf());
         self.require_client_cert = require;
         self
     }
+}
+
+/// Every non-directory entry under `dir`, `/`-separated and relative to it (Go's `WalkDir`).
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), StandinError> {
+    let io = |source| StandinError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if entry.file_type().map_err(io)?.is_dir() {
+            walk(&entry.path(), &rel, out)?;
+        } else {
+            out.push(rel);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default)]

@@ -9,6 +9,8 @@
 //! - [`client`]: a small HTTPS and WebSocket client for tests.
 //! - [`kubelet`]: an HTTPS upstream that echoes what it received, with WebSocket echo on
 //!   `/exec` and `/attach` and a SPDY upgrade handshake.
+//! - [`systemctl`]: a stand-in `systemctl` that runs the stand-in kubelet from unit files under a
+//!   test's host root (binary `kubelet-authz-systemctl`).
 //!
 //! Both servers listen on loopback, speak HTTP/1.1 over TLS, and stop when their handle's
 //! `shutdown` is awaited (or the handle is dropped).
@@ -19,6 +21,7 @@ pub mod client;
 pub mod kubelet;
 pub mod pki;
 pub mod serve;
+pub mod systemctl;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
