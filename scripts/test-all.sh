@@ -15,7 +15,7 @@ cargo fmt --all -- --check
 # the workspace) that calls the same raw header-map hostcalls as abi.rs to measure them
 # (docs/PERFORMANCE.md "The cached path inside wasm").
 say "unsafe code only in filter/src/abi.rs (the checked hostcall bindings) and the benchmark module"
-unsafe_files=$(grep -rlE '\bunsafe[[:space:]]*(\{|fn|impl|extern|trait)' --include='*.rs' authz filter kubectl-kubelet-authz harness tests fuzz \
+unsafe_files=$(grep -rlE '\bunsafe[[:space:]]*(\{|fn|impl|extern|trait)' --include='*.rs' authz filter kubectl-kubelet-authz harness node tests fuzz \
     | grep -vx -e 'filter/src/abi.rs' -e 'harness/testdata/bench-module/src/lib.rs' | grep -v '/target/' || true)
 if [ -n "$unsafe_files" ]; then
   echo "unsafe code outside filter/src/abi.rs (and the benchmark module): $unsafe_files" >&2
