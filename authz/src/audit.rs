@@ -217,8 +217,13 @@ pub fn log_line(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Stri
 }
 
 /// The same line through serde_json: the reference the hand-written [`Writer`] is tested against.
+/// serde_json leaves U+2028 and U+2029 raw; they can only stand inside a JSON string, where Go's
+/// `encoding/json` (the API server's audit log) escapes them, and so does this line.
 pub fn serde_log_line(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> String {
     let json = serde_json::to_string(&build(verdict, request, ctx)).unwrap_or_default();
+    let json = json
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
     format!("{AUDIT_LOG_PREFIX}{json}")
 }
 

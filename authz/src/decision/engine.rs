@@ -251,6 +251,23 @@ mod tests {
         assert_ne!(e.token_key(a), e.token_key(&b));
     }
 
+    /// Tokens that are not UTF-8, as a driver reads them (`go_json_lossy`): byte strings that the
+    /// kubelet reviews as different tokens have different cache entries.
+    #[rstest]
+    #[case::cut_short_vs_one_byte(b"tok\xe2\x82X", b"tok\xe2X")]
+    #[case::two_vs_one_invalid(b"tok\xff\xffX", b"tok\xffX")]
+    #[case::cut_short_vs_replacement(b"tok\xe2\x82X", "tok\u{fffd}X".as_bytes())]
+    #[case::lead_vs_lead_lead(b"\xf0\x9f\x98", b"\xf0\x9f")]
+    fn tokens_read_per_invalid_byte_have_different_keys(#[case] a: &[u8], #[case] b: &[u8]) {
+        let e = engine([1; 32]);
+        let (a, b) = (
+            super::super::go_json_lossy(a),
+            super::super::go_json_lossy(b),
+        );
+        assert_ne!(a, b);
+        assert_ne!(e.token_key(&a), e.token_key(&b));
+    }
+
     #[rstest]
     #[case::first_byte(0)]
     #[case::first_half(9)]
