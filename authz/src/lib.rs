@@ -19,6 +19,7 @@
 //! - [`decision`]: the request attributes (`GetRequestAttributes`), the per-request state machine
 //!   and the per-VM engine state.
 //! - [`webhook`]: the kubelet's webhook clients' retry rules (what a callout's result leads to).
+//! - [`labels`]: the label values drivers count decisions and callouts under (from the enums).
 //! - [`audit`]: the audit policy, and audit.k8s.io/v1 `Event` lines for each decision it writes.
 //! - [`rbac`]: the RBAC evaluator over ClusterRoles, Roles and their bindings (feature `yaml`).
 //! - `raw` (private): stage one of every loader, serde derive with errors naming the field path.
@@ -34,6 +35,7 @@ pub mod identity;
 pub mod kubelet;
 #[cfg(feature = "yaml")]
 pub mod kubeletconfig;
+pub mod labels;
 pub mod path;
 mod raw;
 #[cfg(feature = "yaml")]

@@ -20,7 +20,8 @@ use kubelet_authz::decision::{
 };
 
 use crate::host::{Host, HostError, Level};
-use crate::metrics::{self, CalloutResult, Metrics};
+use crate::metrics::{self, Metrics};
+use kubelet_authz::labels::CalloutResult;
 
 /// At most this many scheduled retries and deferred callouts.
 pub const MAX_TIMERS: usize = 4096;

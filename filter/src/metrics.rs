@@ -28,8 +28,9 @@
 //! Envoy's default buckets (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
 //! 60000, ...) are made for milliseconds and a sample is an integer.
 
-use kubelet_authz::decision::{AuthnMethod, CalloutKind, CalloutResponse, Outcome, Verdict};
+use kubelet_authz::decision::{AuthnMethod, CalloutKind, Outcome, Verdict};
 use kubelet_authz::kubelet::Subresource;
+use kubelet_authz::labels::{label_at, Cache, CalloutResult, Vocabulary};
 
 use crate::host::{Host, Level, MetricKind};
 
@@ -66,142 +67,15 @@ pub fn stats_tags() -> Vec<(&'static str, String)> {
     LABELS.iter().map(|l| (*l, tag_regex(l))).collect()
 }
 
-/// Label values of `outcome`, indexed by [`outcome_index`] (the engine's [`Outcome::as_str`]).
-pub const OUTCOMES: [&str; 5] = [
-    "allowed",
-    "bad_request",
-    "unauthenticated",
-    "forbidden",
-    "authorizer_error",
-];
-/// Label values of `subresource`, indexed by [`subresource_index`]: the deciding subresource
-/// ([`Subresource::as_str`]), `none` when no subresource check was made (401, 400).
-pub const SUBRESOURCES: [&str; 10] = [
-    "proxy",
-    "stats",
-    "metrics",
-    "log",
-    "checkpoint",
-    "pods",
-    "healthz",
-    "configz",
-    "statusz",
-    "none",
-];
-/// Label values of `method` ([`AuthnMethod::as_str`]), indexed by [`method_index`].
-pub const METHODS: [&str; 5] = ["x509", "bearer", "websocket", "anonymous", "none"];
-/// Label values of `kind`, indexed by [`kind_index`].
-pub const KINDS: [&str; 2] = ["tokenreview", "subjectaccessreview"];
-/// Label values of `cache`: the token (TokenReview) cache and the SubjectAccessReview cache.
-pub const CACHES: [&str; 2] = ["token", "sar"];
-/// Label values of `result`, indexed by [`CalloutResult`] as `usize`.
-pub const RESULTS: [&str; 10] = [
-    "ok",
-    "status_4xx",
-    "status_429",
-    "status_5xx",
-    "status_other",
-    "connect_failed",
-    "timed_out",
-    "reset",
-    "send_failed",
-    "cancelled",
-];
+/// The `subresource` label: the deciding subresource, or none.
+type DecidingSubresource = Option<Subresource>;
 
-/// How a callout ended, as the `result` label says it (a bounded set, aligned with the engine's
-/// [`CalloutResponse`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CalloutResult {
-    /// A 2xx answer.
-    Ok = 0,
-    /// A 4xx answer other than 429.
-    Status4xx = 1,
-    /// 429 Too Many Requests.
-    Status429 = 2,
-    /// A 5xx answer from the API server.
-    Status5xx = 3,
-    /// Any other status (1xx, 3xx).
-    StatusOther = 4,
-    /// No connection ([`CalloutResponse::ConnectFailed`]).
-    ConnectFailed = 5,
-    /// The callout's own timeout ([`CalloutResponse::TimedOut`]).
-    TimedOut = 6,
-    /// Reset, or an answer that could not be read ([`CalloutResponse::Failed`]).
-    Reset = 7,
-    /// The proxy refused to send it (`dispatch_http_call` failed).
-    SendFailed = 8,
-    /// Its request went away before the answer: the proxy cancels it.
-    Cancelled = 9,
-}
-
-impl CalloutResult {
-    /// The result of an answer.
-    pub fn of(response: &CalloutResponse) -> Self {
-        match response {
-            CalloutResponse::Http { status, .. } => match status {
-                200..=299 => CalloutResult::Ok,
-                429 => CalloutResult::Status429,
-                400..=499 => CalloutResult::Status4xx,
-                500..=599 => CalloutResult::Status5xx,
-                _ => CalloutResult::StatusOther,
-            },
-            CalloutResponse::ConnectFailed(_) => CalloutResult::ConnectFailed,
-            CalloutResponse::TimedOut(_) => CalloutResult::TimedOut,
-            CalloutResponse::Failed(_) => CalloutResult::Reset,
-        }
-    }
-
-    /// The `result` label value.
-    pub fn as_str(self) -> &'static str {
-        RESULTS.get(self as usize).copied().unwrap_or("reset")
-    }
-}
-
-/// Index of `o` in [`OUTCOMES`].
-pub fn outcome_index(o: Outcome) -> usize {
-    match o {
-        Outcome::Allowed => 0,
-        Outcome::BadRequest => 1,
-        Outcome::Unauthenticated => 2,
-        Outcome::Forbidden => 3,
-        Outcome::AuthorizerError => 4,
-    }
-}
-
-/// Index of `s` in [`SUBRESOURCES`] (`None`: `none`).
-pub fn subresource_index(s: Option<Subresource>) -> usize {
-    match s {
-        Some(Subresource::Proxy) => 0,
-        Some(Subresource::Stats) => 1,
-        Some(Subresource::Metrics) => 2,
-        Some(Subresource::Log) => 3,
-        Some(Subresource::Checkpoint) => 4,
-        Some(Subresource::Pods) => 5,
-        Some(Subresource::Healthz) => 6,
-        Some(Subresource::Configz) => 7,
-        Some(Subresource::Statusz) => 8,
-        None => 9,
-    }
-}
-
-/// Index of `m` in [`METHODS`].
-pub fn method_index(m: AuthnMethod) -> usize {
-    match m {
-        AuthnMethod::X509 => 0,
-        AuthnMethod::Bearer => 1,
-        AuthnMethod::WebSocket => 2,
-        AuthnMethod::Anonymous => 3,
-        AuthnMethod::None => 4,
-    }
-}
-
-/// Index of `k` in [`KINDS`].
-pub fn kind_index(k: CalloutKind) -> usize {
-    match k {
-        CalloutKind::TokenReview => 0,
-        CalloutKind::SubjectAccessReview => 1,
-    }
-}
+const OUTCOMES: usize = <Outcome as Vocabulary>::ALL.len();
+const SUBRESOURCES: usize = <DecidingSubresource as Vocabulary>::ALL.len();
+const METHODS: usize = <AuthnMethod as Vocabulary>::ALL.len();
+const KINDS: usize = <CalloutKind as Vocabulary>::ALL.len();
+const CACHES: usize = <Cache as Vocabulary>::ALL.len();
+const RESULTS: usize = <CalloutResult as Vocabulary>::ALL.len();
 
 /// A family of counter series: one Prometheus metric name, its labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,21 +109,29 @@ pub enum Family {
 }
 
 const OFF_DECISIONS: usize = 0;
-const OFF_AUTHENTICATIONS: usize = OFF_DECISIONS + OUTCOMES.len() * SUBRESOURCES.len();
-const OFF_CALLOUTS: usize = OFF_AUTHENTICATIONS + METHODS.len();
-const OFF_RETRIES: usize = OFF_CALLOUTS + KINDS.len() * RESULTS.len();
-const OFF_CACHE_HITS: usize = OFF_RETRIES + KINDS.len();
-const OFF_CACHE_MISSES: usize = OFF_CACHE_HITS + CACHES.len();
-const OFF_XFCC: usize = OFF_CACHE_MISSES + CACHES.len();
+const OFF_AUTHENTICATIONS: usize = OFF_DECISIONS + OUTCOMES * SUBRESOURCES;
+const OFF_CALLOUTS: usize = OFF_AUTHENTICATIONS + METHODS;
+const OFF_RETRIES: usize = OFF_CALLOUTS + KINDS * RESULTS;
+const OFF_CACHE_HITS: usize = OFF_RETRIES + KINDS;
+const OFF_CACHE_MISSES: usize = OFF_CACHE_HITS + CACHES;
+const OFF_XFCC: usize = OFF_CACHE_MISSES + CACHES;
 const OFF_SHADOW: usize = OFF_XFCC + 1;
-const OFF_STALE: usize = OFF_SHADOW + SUBRESOURCES.len();
+const OFF_STALE: usize = OFF_SHADOW + SUBRESOURCES;
 const OFF_INTERNAL: usize = OFF_STALE + 1;
 
 /// How many counter series there are (the size of the VM's counter array).
 pub const SERIES: usize = OFF_INTERNAL + 1;
 
-/// A label of a family: its name and values.
-type Label = (&'static str, &'static [&'static str]);
+/// A label of a family: its name, how many values it has, and the value at an index (one of the
+/// engine's vocabularies, [`label_at`]).
+type Label = (&'static str, usize, fn(usize) -> Option<&'static str>);
+
+const OUTCOME: Label = ("outcome", OUTCOMES, label_at::<Outcome>);
+const SUBRESOURCE: Label = ("subresource", SUBRESOURCES, label_at::<DecidingSubresource>);
+const METHOD: Label = ("method", METHODS, label_at::<AuthnMethod>);
+const KIND: Label = ("kind", KINDS, label_at::<CalloutKind>);
+const RESULT: Label = ("result", RESULTS, label_at::<CalloutResult>);
+const CACHE: Label = ("cache", CACHES, label_at::<Cache>);
 
 impl Family {
     /// Every family, in slot order.
@@ -285,12 +167,12 @@ impl Family {
     /// Its labels, sorted by name; the last one varies fastest in the slot order.
     pub fn labels(self) -> &'static [Label] {
         match self {
-            Family::Decisions => &[("outcome", &OUTCOMES), ("subresource", &SUBRESOURCES)],
-            Family::Authentications => &[("method", &METHODS)],
-            Family::Callouts => &[("kind", &KINDS), ("result", &RESULTS)],
-            Family::CalloutRetries => &[("kind", &KINDS)],
-            Family::CacheHits | Family::CacheMisses => &[("cache", &CACHES)],
-            Family::ShadowDenials => &[("subresource", &SUBRESOURCES)],
+            Family::Decisions => &[OUTCOME, SUBRESOURCE],
+            Family::Authentications => &[METHOD],
+            Family::Callouts => &[KIND, RESULT],
+            Family::CalloutRetries => &[KIND],
+            Family::CacheHits | Family::CacheMisses => &[CACHE],
+            Family::ShadowDenials => &[SUBRESOURCE],
             Family::XfccSpoofed | Family::StaleAnswers | Family::InternalErrors => &[],
         }
     }
@@ -312,7 +194,7 @@ impl Family {
 
     /// How many series the family has.
     pub fn series(self) -> usize {
-        self.labels().iter().map(|(_, v)| v.len()).product()
+        self.labels().iter().map(|(_, n, _)| *n).product()
     }
 }
 
@@ -333,9 +215,9 @@ impl Series {
             .find(|f| (f.offset()..f.offset() + f.series()).contains(&index))?;
         let mut rest = index - family.offset();
         let mut labels = Vec::with_capacity(2);
-        for (name, values) in family.labels().iter().rev() {
-            let n = values.len().max(1);
-            labels.push((*name, *values.get(rest % n)?));
+        for (name, n, value) in family.labels().iter().rev() {
+            let n = (*n).max(1);
+            labels.push((*name, value(rest % n)?));
             rest /= n;
         }
         labels.reverse();
@@ -398,11 +280,7 @@ pub fn prometheus_of(wasm_name: &str) -> Option<String> {
 
 /// The wasm name of the latency histogram of `kind`.
 pub fn latency_name(kind: CalloutKind) -> String {
-    let k = KINDS
-        .get(kind_index(kind))
-        .copied()
-        .unwrap_or("tokenreview");
-    encoded_name(&[("kind", k)], LATENCY)
+    encoded_name(&[("kind", kind.label())], LATENCY)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,7 +296,7 @@ enum Slot {
 pub struct Metrics {
     counts: [u64; SERIES],
     ids: [Slot; SERIES],
-    latency: [Slot; KINDS.len()],
+    latency: [Slot; KINDS],
     dirty: bool,
     warned: bool,
 }
@@ -428,7 +306,7 @@ impl Default for Metrics {
         Metrics {
             counts: [0; SERIES],
             ids: [Slot::Undefined; SERIES],
-            latency: [Slot::Undefined; KINDS.len()],
+            latency: [Slot::Undefined; KINDS],
             dirty: false,
             warned: false,
         }
@@ -449,18 +327,16 @@ impl Metrics {
     /// Count a finished decision: outcome and deciding subresource, authentication method, cache
     /// use, spoofed XFCC, shadow would-denial, stale answer.
     pub fn decision(&mut self, v: &Verdict) {
-        let sub = subresource_index(v.deciding_subresource());
-        self.add(
-            OFF_DECISIONS + outcome_index(v.outcome) * SUBRESOURCES.len() + sub,
-            1,
-        );
-        self.add(OFF_AUTHENTICATIONS + method_index(v.authn), 1);
+        let sub = v.deciding_subresource().index();
+        self.add(OFF_DECISIONS + v.outcome.index() * SUBRESOURCES + sub, 1);
+        self.add(OFF_AUTHENTICATIONS + v.authn.index(), 1);
         let token_hits = v.cache_hits.saturating_sub(v.sar_cache_hits);
         let token_misses = v.cache_misses.saturating_sub(v.sar_cache_misses);
-        self.add(OFF_CACHE_HITS, u64::from(token_hits));
-        self.add(OFF_CACHE_HITS + 1, u64::from(v.sar_cache_hits));
-        self.add(OFF_CACHE_MISSES, u64::from(token_misses));
-        self.add(OFF_CACHE_MISSES + 1, u64::from(v.sar_cache_misses));
+        let (token, sar) = (Cache::Token.index(), Cache::Sar.index());
+        self.add(OFF_CACHE_HITS + token, u64::from(token_hits));
+        self.add(OFF_CACHE_HITS + sar, u64::from(v.sar_cache_hits));
+        self.add(OFF_CACHE_MISSES + token, u64::from(token_misses));
+        self.add(OFF_CACHE_MISSES + sar, u64::from(v.sar_cache_misses));
         if v.spoofed_xfcc.is_some() {
             self.add(OFF_XFCC, 1);
         }
@@ -474,15 +350,12 @@ impl Metrics {
 
     /// Count a callout that ended with `result`.
     pub fn callout(&mut self, kind: CalloutKind, result: CalloutResult) {
-        self.add(
-            OFF_CALLOUTS + kind_index(kind) * RESULTS.len() + result as usize,
-            1,
-        );
+        self.add(OFF_CALLOUTS + kind.index() * RESULTS + result.index(), 1);
     }
 
     /// Count a retry scheduled for a callout of `kind`.
     pub fn retry(&mut self, kind: CalloutKind) {
-        self.add(OFF_RETRIES + kind_index(kind), 1);
+        self.add(OFF_RETRIES + kind.index(), 1);
     }
 
     /// Count an internal error.
@@ -503,7 +376,7 @@ impl Metrics {
     /// Record the latency of a callout of `kind` that was answered (ms). One hostcall; the first
     /// sample of a kind defines its histogram.
     pub fn latency(&mut self, host: &mut dyn Host, kind: CalloutKind, ms: u64) {
-        let Some(slot) = self.latency.get_mut(kind_index(kind)) else {
+        let Some(slot) = self.latency.get_mut(kind.index()) else {
             return;
         };
         let id = match *slot {

@@ -114,6 +114,19 @@ impl Request {
         request
     }
 
+    /// The request asking for a connection upgrade as kubectl opens a stream: `Connection:
+    /// Upgrade`, and `Upgrade: SPDY/3.1` for a `POST` (exec, attach, port-forward over SPDY),
+    /// `websocket` for any other method.
+    pub fn upgrade(self) -> Self {
+        let protocol = if self.method == "POST" {
+            "SPDY/3.1"
+        } else {
+            "websocket"
+        };
+        self.header("connection", "Upgrade")
+            .header("upgrade", protocol)
+    }
+
     /// Add a header (name lower-cased).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers
@@ -141,6 +154,8 @@ impl Request {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use rstest::rstest;
 
     use super::*;
@@ -162,6 +177,28 @@ mod tests {
     #[case::empty(b"", "")]
     fn invalid_bytes_as_go_json_writes_them(#[case] bytes: &[u8], #[case] want: &str) {
         assert_eq!(go_json_lossy(bytes), want);
+    }
+
+    #[rstest]
+    #[case::spdy("POST", "SPDY/3.1")]
+    #[case::websocket("GET", "websocket")]
+    fn an_upgrade_is_what_kubectl_sends(#[case] method: &str, #[case] protocol: &str) {
+        let r = Request::new(method, "/exec/ns/pod/c").upgrade();
+        assert_eq!(r.header_values("connection"), ["Upgrade"]);
+        assert_eq!(r.header_values("upgrade"), [protocol]);
+        let a = super::super::request_attributes(
+            &r.method,
+            &r.target,
+            &r.headers,
+            crate::kubelet::KubeletModel::new(
+                crate::kubelet::KubeletVersion::LATEST,
+                crate::kubelet::FeatureGates::default(),
+            )
+            .unwrap(),
+            true,
+        )
+        .unwrap();
+        assert!(a.upgrade);
     }
 
     #[test]
