@@ -14,7 +14,8 @@
 //! - [`path`]: the canonical-path check that refuses ambiguous paths before authentication.
 //! - [`identity`]: `UserInfo`, x509 client certificates, XFCC, bearer and WebSocket tokens, anonymous.
 //! - [`review`]: TokenReview and SubjectAccessReview wire types.
-//! - [`config`]: the filter configuration, parsed in two stages with errors naming the field.
+//! - [`config`]: the filter configuration, parsed in two stages with errors naming the field; it
+//!   hands the engine its decision settings ([`decision::Settings`]).
 //! - [`cache`]: bounded TTL caches with a caller-supplied clock, and in-flight bookkeeping.
 //! - [`decision`]: the request attributes (`GetRequestAttributes`), the per-request state machine
 //!   and the per-VM engine state.

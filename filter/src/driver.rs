@@ -113,6 +113,8 @@ enum Work {
 /// Per-VM state: the engine, the undecided requests, callout tokens, timers, counters.
 #[derive(Debug)]
 pub struct Filter {
+    /// The checked configuration: the engine's settings, the API server, the audit log.
+    config: Config,
     engine: Engine,
     root_id: u32,
     streams: HashMap<u32, Stream>,
@@ -140,7 +142,8 @@ impl Filter {
         Filter {
             audit_writer,
             audit_buf: String::with_capacity(1024),
-            engine: Engine::new(config, salt),
+            engine: Engine::new(config.settings().clone(), salt),
+            config,
             root_id,
             streams: HashMap::new(),
             replied: HashSet::new(),
@@ -156,7 +159,7 @@ impl Filter {
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        self.engine.config()
+        &self.config
     }
 
     /// The engine (caches and callouts in flight), for tests.
@@ -240,7 +243,7 @@ impl Filter {
             }
             return Next::Pause;
         }
-        let audit = if self.engine.config().audit_enabled {
+        let audit = if self.config.audit_enabled() {
             audit::request_for_audit(&request)
         } else {
             Request::default()
@@ -451,16 +454,10 @@ impl Filter {
         now: Millis,
     ) -> Acted {
         let entered = self.enter(host, ctx.current);
-        let config = self.engine.config();
-        let headers = c.headers(config);
-        let sent = entered.and_then(|()| {
-            host.dispatch(
-                &config.api_server.cluster,
-                &headers,
-                c.body.as_bytes(),
-                config.api_server.timeout,
-            )
-        });
+        let api = self.config.api_server();
+        let headers = api.headers(&c);
+        let sent = entered
+            .and_then(|()| host.dispatch(&api.cluster, &headers, c.body.as_bytes(), api.timeout));
         match sent {
             Ok(token) => {
                 let call = InFlight {
@@ -478,7 +475,7 @@ impl Filter {
                     &format!(
                         "kubelet-authz: could not send {} to cluster {:?}: {e}",
                         kind_name(c.kind),
-                        config.api_server.cluster
+                        api.cluster
                     ),
                 );
                 let rand = self.rand();
@@ -658,14 +655,15 @@ impl Filter {
         code: Option<u16>,
         now: Millis,
     ) {
-        let config = self.engine.config();
-        if !config.audit_enabled || config.audit_policy.level_of(v, code) == audit::Level::None {
+        let config = &self.config;
+        if !config.audit_enabled() || config.audit_policy().level_of(v, code) == audit::Level::None
+        {
             return;
         }
         // Only a written event reads the client address, with this stream's context effective
         // (every caller has entered it).
         stream.load_source_address(host);
-        let config = self.engine.config();
+        let config = &self.config;
         let fallback;
         let audit_id = match stream.audit.request_id.as_deref() {
             Some(id) => id,

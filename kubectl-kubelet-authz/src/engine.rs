@@ -8,9 +8,8 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use kubelet_authz::config::Config;
 use kubelet_authz::decision::{
-    self, Attributes, Callout, CalloutResponse, Decision, Engine, Request, Session,
+    self, Attributes, Callout, CalloutResponse, Decision, Engine, Request, Session, Settings,
 };
 use kubelet_authz::identity::UserInfo;
 use kubelet_authz::kubelet::{KubeletModel, Subresource};
@@ -116,14 +115,16 @@ pub struct Outcome {
 }
 
 fn engine_for(req: &KubeletRequest) -> Engine {
-    let mut config = Config::with_defaults(&req.node);
-    config.model = req.model;
-    config.strict_upgrade_verb = req.strict_upgrade;
-    config.authorized_ttl = Duration::ZERO;
-    config.unauthorized_ttl = Duration::ZERO;
-    config.token_cache_ttl = Duration::ZERO;
-    config.audit_enabled = false;
-    Engine::new(config, [0; 32])
+    // Every review is made (no cache), and nothing is audited: the engine gets no audit settings.
+    let settings = Settings {
+        model: req.model,
+        strict_upgrade_verb: req.strict_upgrade,
+        authorized_ttl: Duration::ZERO,
+        unauthorized_ttl: Duration::ZERO,
+        token_cache_ttl: Duration::ZERO,
+        ..Settings::with_defaults(&req.node)
+    };
+    Engine::new(settings, [0; 32])
 }
 
 fn http_request(req: &KubeletRequest) -> Request {

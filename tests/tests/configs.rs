@@ -201,7 +201,7 @@ async fn front_proxy_variants_validate_and_keep_the_security_settings() {
         assert_eq!(c.node_name, NODE_NAME);
         assert_eq!(c.anonymous_enabled, opts.anonymous);
         assert_eq!(c.strict_upgrade_verb, opts.strict_upgrade_verb);
-        assert_eq!(c.api_server.cluster, "kube-apiserver");
+        assert_eq!(c.api_server().cluster, "kube-apiserver");
 
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
         let names: Vec<&str> = clusters
@@ -259,7 +259,7 @@ async fn route_idle_timeouts_bound_a_held_request() {
     let idle = routes[1]["route"]["idle_timeout"].as_str().unwrap();
     let idle_s: f64 = idle.trim_end_matches('s').parse().unwrap();
 
-    let timeout = plugin_config(&b).api_server.timeout.as_secs_f64();
+    let timeout = plugin_config(&b).api_server().timeout.as_secs_f64();
     let mut backoff = 0.0;
     let mut d = BASE_RETRY_DELAY_MS as f64 / 1000.0;
     for _ in 1..MAX_ATTEMPTS {
@@ -638,7 +638,7 @@ async fn daemonset_init_containers_render_a_valid_bootstrap() {
 
     let c = plugin_config(&b);
     assert_eq!(c.node_name, NODE_NAME);
-    assert_eq!(c.api_server.cluster, "kube-apiserver");
+    assert_eq!(c.api_server().cluster, "kube-apiserver");
     let cfg_json: Value =
         serde_json::from_str(wasm_config(&b)["configuration"]["value"].as_str().unwrap()).unwrap();
     assert_eq!(cfg_json["kubeletVersion"], "1.34");
@@ -861,7 +861,7 @@ async fn istio_objects_are_complete_and_consistent() {
     let api_host = api["spec"]["hosts"][0].as_str().unwrap();
     let api_port = api["spec"]["ports"][0]["number"].as_u64().unwrap();
     assert_eq!(
-        cfg.api_server.cluster,
+        cfg.api_server().cluster,
         format!("outbound|{api_port}||{api_host}")
     );
     let api_dr = named("DestinationRule", "kube-apiserver");
