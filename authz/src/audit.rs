@@ -4,6 +4,7 @@
 //! line is written by hand ([`writer`]), and the serde structs here are its reference shape
 //! ([`event`]).
 
+mod auditor;
 pub mod policy;
 pub mod writer;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 
 use crate::decision::{Check, Decision, Outcome, Request, Verdict};
 
+pub use auditor::{Auditor, BUFFER_KEEP};
 pub use policy::{AuditOutcome, Facts, Level, Policy, Rule};
 pub use writer::Writer;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::audit::policy::{self, AuditOutcome, Level, Policy, Rule};
+use crate::audit::Auditor;
 use crate::decision::Callout;
 pub use crate::decision::{AuthorizationMode, Enforcement, Limits, Settings};
 use crate::kubelet::{FeatureGates, KubeletModel, KubeletVersion};
@@ -130,6 +131,16 @@ impl Config {
     /// `audit.policy` (the built-in policy when absent).
     pub fn audit_policy(&self) -> &Policy {
         &self.audit_policy
+    }
+
+    /// The audit log these settings describe (`audit`, the node, the enforcement).
+    pub fn auditor(&self) -> Auditor {
+        Auditor::new(
+            self.audit_enabled,
+            self.audit_policy.clone(),
+            &self.settings.node_name,
+            self.settings.enforcement == Enforcement::Shadow,
+        )
     }
 
     /// Parse and check the plugin configuration JSON.

@@ -21,9 +21,9 @@ const ENGINE_FILE_MAX: usize = 700;
 const FILTER_FILE_MAX: usize = 400;
 const FILTER_TOTAL_MAX: usize = 2000;
 /// Filter files still over [`FILTER_FILE_MAX`], with the most lines they may have.
-const FILTER_OVER: &[(&str, usize)] = &[("driver.rs", 758), ("metrics.rs", 452)];
+const FILTER_OVER: &[(&str, usize)] = &[("driver.rs", 725), ("metrics.rs", 452)];
 /// The most non-test lines `filter/src` may have until it is at [`FILTER_TOTAL_MAX`].
-const FILTER_TOTAL_NOW: usize = 2406;
+const FILTER_TOTAL_NOW: usize = 2373;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
