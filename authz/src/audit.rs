@@ -4,6 +4,7 @@
 //! line is written by hand ([`writer`]), and the serde structs here are its reference shape
 //! ([`event`]).
 
+mod auditor;
 pub mod policy;
 pub mod writer;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 
 use crate::decision::{Check, Decision, Outcome, Request, Verdict};
 
+pub use auditor::{Auditor, BUFFER_KEEP};
 pub use policy::{AuditOutcome, Facts, Level, Policy, Rule};
 pub use writer::Writer;
 
@@ -217,8 +219,13 @@ pub fn log_line(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> Stri
 }
 
 /// The same line through serde_json: the reference the hand-written [`Writer`] is tested against.
+/// serde_json leaves U+2028 and U+2029 raw; they can only stand inside a JSON string, where Go's
+/// `encoding/json` (the API server's audit log) escapes them, and so does this line.
 pub fn serde_log_line(verdict: &Verdict, request: &Request, ctx: &Context<'_>) -> String {
     let json = serde_json::to_string(&build(verdict, request, ctx)).unwrap_or_default();
+    let json = json
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
     format!("{AUDIT_LOG_PREFIX}{json}")
 }
 

@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::audit::policy::{self, AuditOutcome, Level, Policy, Rule};
+use crate::audit::Auditor;
+use crate::decision::Callout;
+pub use crate::decision::{AuthorizationMode, Enforcement, Limits, Settings};
 use crate::kubelet::{FeatureGates, KubeletModel, KubeletVersion};
 pub use duration::parse_go_duration;
 use raw::{GoDuration, RawAuditPolicy, RawAuditRule, RawConfig};
@@ -34,24 +37,6 @@ fn err(field: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// `authorization.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthorizationMode {
-    /// SubjectAccessReview against the API server (the config-file default).
-    Webhook,
-    /// Allow every authenticated request (attributes are still built and audited).
-    AlwaysAllow,
-}
-
-/// `enforcement`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enforcement {
-    /// Deny what the kubelet would deny.
-    Enforce,
-    /// Decide and audit, but forward everything.
-    Shadow,
-}
-
 /// Where and how the filter calls the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiServer {
@@ -63,95 +48,99 @@ pub struct ApiServer {
     pub bearer_token: String,
     /// Per-call timeout.
     pub timeout: Duration,
-    /// How long past expiry a cached answer may stand in for a failed call (0 = off).
-    pub stale_if_error: Duration,
 }
 
-/// Bounds on every cache and queue (not kubelet settings: the kubelet's token cache is unbounded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Token cache entries.
-    pub token_cache_size: usize,
-    /// SubjectAccessReview cache entries (the kubelet's is 8192).
-    pub sar_cache_size: usize,
-    /// Distinct callouts in flight at once per VM.
-    pub max_inflight: usize,
-    /// Requests waiting on one in-flight callout.
-    pub max_waiters: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            token_cache_size: 4096,
-            sar_cache_size: 8192,
-            max_inflight: 1024,
-            max_waiters: 1024,
+impl ApiServer {
+    /// The HTTP/2 pseudo-headers and headers to send `callout` with.
+    pub fn headers(&self, callout: &Callout) -> Vec<(String, String)> {
+        let mut h = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), callout.path.to_string()),
+            (":authority".to_string(), self.authority.clone()),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/json".to_string()),
+            ("user-agent".to_string(), "kubelet-authz".to_string()),
+        ];
+        if !self.bearer_token.is_empty() {
+            h.push((
+                "authorization".to_string(),
+                format!("Bearer {}", self.bearer_token),
+            ));
         }
+        h
     }
 }
 
-/// The checked configuration.
+/// The checked configuration: the engine's decision [`Settings`] (which a `Config` reads as,
+/// through `Deref`), and what only the filter uses: the API server transport and the audit log.
+/// Built only by [`Config::from_json`] / [`Config::from_value`] (every field checked) or
+/// [`Config::with_defaults`]; its fields are read, never set, from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The node name: the resource name in every SubjectAccessReview.
-    pub node_name: String,
-    /// Kubelet version and effective fine-grained gate.
-    pub model: KubeletModel,
-    /// `authentication.x509.enabled`.
-    pub x509_enabled: bool,
-    /// `authentication.webhook.enabled`.
-    pub webhook_authn_enabled: bool,
-    /// `authentication.webhook.cacheTTL`.
-    pub token_cache_ttl: Duration,
-    /// `authentication.anonymous.enabled`.
-    pub anonymous_enabled: bool,
-    /// `authorization.mode`.
-    pub mode: AuthorizationMode,
-    /// `authorization.webhook.cacheAuthorizedTTL`.
-    pub authorized_ttl: Duration,
-    /// `authorization.webhook.cacheUnauthorizedTTL`.
-    pub unauthorized_ttl: Duration,
-    /// `authorization.strictUpgradeVerb`.
-    pub strict_upgrade_verb: bool,
-    /// `apiServer`.
-    pub api_server: ApiServer,
-    /// `enforcement`.
-    pub enforcement: Enforcement,
-    /// `audit.enabled`.
-    pub audit_enabled: bool,
-    /// `audit.policy` (the built-in policy when absent).
-    pub audit_policy: Policy,
-    /// `limits`.
-    pub limits: Limits,
+    settings: Settings,
+    api_server: ApiServer,
+    audit_enabled: bool,
+    audit_policy: Policy,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+impl From<Config> for Settings {
+    fn from(config: Config) -> Settings {
+        config.settings
+    }
 }
 
 impl Config {
     /// A configuration with every default, for a node name.
     pub fn with_defaults(node_name: &str) -> Config {
         Config {
-            node_name: node_name.to_string(),
-            model: KubeletModel::for_version(KubeletVersion::LATEST),
-            x509_enabled: true,
-            webhook_authn_enabled: true,
-            token_cache_ttl: Duration::from_secs(120),
-            anonymous_enabled: false,
-            mode: AuthorizationMode::Webhook,
-            authorized_ttl: Duration::from_secs(300),
-            unauthorized_ttl: Duration::from_secs(30),
-            strict_upgrade_verb: true,
+            settings: Settings::with_defaults(node_name),
             api_server: ApiServer {
                 cluster: "kube-apiserver".into(),
                 authority: "kubernetes.default.svc".into(),
                 bearer_token: String::new(),
                 timeout: Duration::from_secs(10),
-                stale_if_error: Duration::ZERO,
             },
-            enforcement: Enforcement::Enforce,
             audit_enabled: true,
             audit_policy: Policy::builtin(),
-            limits: Limits::default(),
         }
+    }
+
+    /// The engine's decision settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// `apiServer`: where and how the filter sends its reviews.
+    pub fn api_server(&self) -> &ApiServer {
+        &self.api_server
+    }
+
+    /// `audit.enabled`.
+    pub fn audit_enabled(&self) -> bool {
+        self.audit_enabled
+    }
+
+    /// `audit.policy` (the built-in policy when absent).
+    pub fn audit_policy(&self) -> &Policy {
+        &self.audit_policy
+    }
+
+    /// The audit log these settings describe (`audit`, the node, the enforcement).
+    pub fn auditor(&self) -> Auditor {
+        Auditor::new(
+            self.audit_enabled,
+            self.audit_policy.clone(),
+            &self.settings.node_name,
+            self.settings.enforcement == Enforcement::Shadow,
+        )
     }
 
     /// Parse and check the plugin configuration JSON.
@@ -199,18 +188,24 @@ impl Config {
             kubelet_fine_grained_authz: raw_gates.kubelet_fine_grained_authz,
             allow_parsing_user_uid_from_cert_auth: raw_gates.allow_parsing_user_uid_from_cert_auth,
         };
-        c.model = KubeletModel::new(version, gates)
+        c.settings.model = KubeletModel::new(version, gates)
             .map_err(|e| err(e.field(), strip_field(e.field(), &e.to_string())))?;
 
         let authn = raw.authentication.unwrap_or_default();
         let x509 = authn.x509.unwrap_or_default();
-        c.x509_enabled = x509.enabled.unwrap_or(c.x509_enabled);
+        c.settings.x509_enabled = x509.enabled.unwrap_or(c.settings.x509_enabled);
         let webhook = authn.webhook.unwrap_or_default();
-        c.webhook_authn_enabled = webhook.enabled.unwrap_or(c.webhook_authn_enabled);
-        c.token_cache_ttl = webhook.cache_ttl.map_or(c.token_cache_ttl, |d| d.0);
+        c.settings.webhook_authn_enabled =
+            webhook.enabled.unwrap_or(c.settings.webhook_authn_enabled);
+        c.settings.token_cache_ttl = webhook
+            .cache_ttl
+            .map_or(c.settings.token_cache_ttl, |d| d.0);
         let anonymous = authn.anonymous.unwrap_or_default();
-        c.anonymous_enabled = anonymous.enabled.unwrap_or(c.anonymous_enabled);
-        if !c.x509_enabled && !c.webhook_authn_enabled && !c.anonymous_enabled {
+        c.settings.anonymous_enabled = anonymous.enabled.unwrap_or(c.settings.anonymous_enabled);
+        if !c.settings.x509_enabled
+            && !c.settings.webhook_authn_enabled
+            && !c.settings.anonymous_enabled
+        {
             return Err(err(
                 "authentication",
                 "no authentication method configured: enable x509, webhook or anonymous (the kubelet refuses to start)",
@@ -219,7 +214,7 @@ impl Config {
 
         let authz = raw.authorization.unwrap_or_default();
         if let Some(m) = authz.mode {
-            c.mode = match m.as_str() {
+            c.settings.mode = match m.as_str() {
                 "Webhook" => AuthorizationMode::Webhook,
                 "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
                 "" => {
@@ -237,13 +232,15 @@ impl Config {
             };
         }
         let webhook = authz.webhook.unwrap_or_default();
-        c.authorized_ttl = webhook
+        c.settings.authorized_ttl = webhook
             .cache_authorized_ttl
-            .map_or(c.authorized_ttl, |d| d.0);
-        c.unauthorized_ttl = webhook
+            .map_or(c.settings.authorized_ttl, |d| d.0);
+        c.settings.unauthorized_ttl = webhook
             .cache_unauthorized_ttl
-            .map_or(c.unauthorized_ttl, |d| d.0);
-        c.strict_upgrade_verb = authz.strict_upgrade_verb.unwrap_or(c.strict_upgrade_verb);
+            .map_or(c.settings.unauthorized_ttl, |d| d.0);
+        c.settings.strict_upgrade_verb = authz
+            .strict_upgrade_verb
+            .unwrap_or(c.settings.strict_upgrade_verb);
 
         let api = raw.api_server.unwrap_or_default();
         if let Some(v) = api.cluster {
@@ -276,10 +273,10 @@ impl Config {
             }
             c.api_server.timeout = t;
         }
-        c.api_server.stale_if_error = api.stale_if_error.map_or(Duration::ZERO, |d| d.0);
+        c.settings.stale_if_error = api.stale_if_error.map_or(Duration::ZERO, |d| d.0);
 
         if let Some(e) = raw.enforcement {
-            c.enforcement = match e.as_str() {
+            c.settings.enforcement = match e.as_str() {
                 "Enforce" => Enforcement::Enforce,
                 "Shadow" => Enforcement::Shadow,
                 other => {
@@ -296,7 +293,7 @@ impl Config {
             c.audit_policy = audit_policy(p)?;
         }
         let limits = raw.limits.unwrap_or_default();
-        let l = &mut c.limits;
+        let l = &mut c.settings.limits;
         l.token_cache_size = limits.token_cache_size.map_or(l.token_cache_size, |s| s.0);
         l.sar_cache_size = limits.sar_cache_size.map_or(l.sar_cache_size, |s| s.0);
         l.max_inflight = limits.max_inflight.map_or(l.max_inflight, |s| s.0);
@@ -496,7 +493,7 @@ mod tests {
         assert_eq!(c.api_server.cluster, "api");
         assert_eq!(c.api_server.bearer_token, "t0k");
         assert_eq!(c.api_server.timeout, Duration::from_secs(3));
-        assert_eq!(c.api_server.stale_if_error, Duration::from_secs(60));
+        assert_eq!(c.stale_if_error, Duration::from_secs(60));
         assert_eq!(c.enforcement, Enforcement::Shadow);
         assert!(!c.audit_enabled);
         assert_eq!(c.limits.max_waiters, 7);

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::review::ReviewUser;
+use crate::review::{ReviewUser, TokenReviewStatus};
 
 pub mod x509;
 pub mod xfcc;
@@ -106,6 +106,33 @@ pub fn add_authenticated_group(mut user: UserInfo) -> UserInfo {
         user.groups.push(AUTHENTICATED_GROUP.to_string());
     }
     user
+}
+
+/// The API server's TokenReview status for a token of `user` (`None`: a token it does not know):
+/// the user with `system:authenticated` added, as kube-apiserver's authenticator chain adds it
+/// ([`add_authenticated_group`]); an unknown token is `authenticated: false` with an empty user.
+/// Every stand-in API server (the harness' auto-responder, the stand-in kube-apiserver) answers
+/// with this one function.
+pub fn token_review_status(user: Option<&UserInfo>) -> TokenReviewStatus {
+    match user {
+        Some(u) => {
+            let u = add_authenticated_group(u.clone());
+            TokenReviewStatus {
+                authenticated: true,
+                user: Some(ReviewUser {
+                    username: u.name,
+                    uid: u.uid,
+                    groups: u.groups,
+                    extra: u.extra,
+                }),
+                ..TokenReviewStatus::default()
+            }
+        }
+        None => TokenReviewStatus {
+            user: Some(ReviewUser::default()),
+            ..TokenReviewStatus::default()
+        },
+    }
 }
 
 /// What the `Authorization` header says (reference 2.4).

@@ -14,11 +14,13 @@
 //! - [`path`]: the canonical-path check that refuses ambiguous paths before authentication.
 //! - [`identity`]: `UserInfo`, x509 client certificates, XFCC, bearer and WebSocket tokens, anonymous.
 //! - [`review`]: TokenReview and SubjectAccessReview wire types.
-//! - [`config`]: the filter configuration, parsed in two stages with errors naming the field.
+//! - [`config`]: the filter configuration, parsed in two stages with errors naming the field; it
+//!   hands the engine its decision settings ([`decision::Settings`]).
 //! - [`cache`]: bounded TTL caches with a caller-supplied clock, and in-flight bookkeeping.
 //! - [`decision`]: the request attributes (`GetRequestAttributes`), the per-request state machine
 //!   and the per-VM engine state.
 //! - [`webhook`]: the kubelet's webhook clients' retry rules (what a callout's result leads to).
+//! - [`labels`]: the label values drivers count decisions and callouts under (from the enums).
 //! - [`audit`]: the audit policy, and audit.k8s.io/v1 `Event` lines for each decision it writes.
 //! - [`rbac`]: the RBAC evaluator over ClusterRoles, Roles and their bindings (feature `yaml`).
 //! - `raw` (private): stage one of every loader, serde derive with errors naming the field path.
@@ -34,6 +36,7 @@ pub mod identity;
 pub mod kubelet;
 #[cfg(feature = "yaml")]
 pub mod kubeletconfig;
+pub mod labels;
 pub mod path;
 mod raw;
 #[cfg(feature = "yaml")]

@@ -43,8 +43,10 @@ fn request(case: &Case, certs: &mut HashMap<String, Cert>) -> Request {
     for (k, v) in &case.headers {
         req = req.header(k, v);
     }
-    if let Some(token) = &case.identity.token {
-        req = req.header("authorization", &format!("Bearer {token}"));
+    if let Some(bearer) = case.identity.bearer() {
+        // Read as a proxy hands the bytes over (a token may not be UTF-8).
+        let read = Request::from_header_bytes([(&b"authorization"[..], bearer.as_slice())]);
+        req.headers.extend(read.headers);
     }
     if let Some(x) = &case.identity.x509 {
         let c = certs.entry(case.identity_name.clone()).or_insert_with(|| {

@@ -757,7 +757,7 @@ fn callout_headers_carry_pseudo_headers_and_optional_bearer() {
         body: String::new(),
         attempt: 1,
     };
-    let h = callout.headers(&c);
+    let h = c.api_server().headers(&callout);
     for (k, v) in [
         (":method", "POST"),
         (":path", "/x"),

@@ -13,10 +13,10 @@ use der::{Decode as _, Encode as _, Tag};
 use kubelet_authz::identity::x509::{self, X509Error};
 use kubelet_authz::identity::xfcc::{self, ClientCert, XfccElement};
 use kubelet_authz::identity::{
-    add_authenticated_group, anonymous, is_websocket_request, parse_bearer, websocket_token,
-    without_websocket_tokens, BearerHeader, UserInfo, WebSocketToken, WebSocketTokenError,
-    ANONYMOUS_USER, AUTHENTICATED_GROUP, CREDENTIAL_ID_EXTRA, UNAUTHENTICATED_GROUP,
-    WEBSOCKET_TOKEN_PREFIX,
+    add_authenticated_group, anonymous, is_websocket_request, parse_bearer, token_review_status,
+    websocket_token, without_websocket_tokens, BearerHeader, UserInfo, WebSocketToken,
+    WebSocketTokenError, ANONYMOUS_USER, AUTHENTICATED_GROUP, CREDENTIAL_ID_EXTRA,
+    UNAUTHENTICATED_GROUP, WEBSOCKET_TOKEN_PREFIX,
 };
 use kubelet_authz::review::ReviewUser;
 use kubelet_authz::KubeletVersion;
@@ -209,6 +209,24 @@ fn group_adder(#[case] name: &str, #[case] groups: &[&str], #[case] want: &[&str
     assert_eq!(got.name, user.name);
     assert_eq!(got.uid, user.uid);
     assert_eq!(got.extra, user.extra);
+}
+
+/// The stand-in API servers' TokenReview status (one function): the user's groups through the
+/// group adder, as kube-apiserver answers; an unknown token is not authenticated, with an empty
+/// user object (Go's `omitempty` on a struct keeps it, on a bool drops `false`).
+#[rstest]
+#[case::user(Some(("alice", &["dev"][..])), serde_json::json!({"authenticated": true,
+    "user": {"username": "alice", "uid": "u-1", "groups": ["dev", "system:authenticated"]}}))]
+#[case::already_there(Some(("bob", &["system:authenticated"][..])), serde_json::json!({
+    "authenticated": true, "user": {"username": "bob", "uid": "u-1", "groups": ["system:authenticated"]}}))]
+#[case::unknown(None, serde_json::json!({"user": {}}))]
+fn token_review_answers(#[case] user: Option<(&str, &[&str])>, #[case] want: serde_json::Value) {
+    let user = user.map(|(name, groups)| UserInfo {
+        uid: "u-1".into(),
+        ..UserInfo::new(name, groups)
+    });
+    let status = token_review_status(user.as_ref());
+    assert_eq!(serde_json::to_value(&status).unwrap(), want);
 }
 
 #[test]

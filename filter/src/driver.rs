@@ -14,13 +14,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use kubelet_authz::audit;
 use kubelet_authz::cache::Millis;
-use kubelet_authz::config::{Config, Enforcement};
+use kubelet_authz::config::Config;
 use kubelet_authz::decision::{
     Callout, CalloutKind, CalloutResponse, Engine, Progress, Request, Session, Step, Verdict, Wake,
 };
 
 use crate::host::{Host, HostError, Level};
-use crate::metrics::{self, CalloutResult, Metrics};
+use crate::metrics::{self, Metrics};
+use kubelet_authz::labels::CalloutResult;
 
 /// At most this many scheduled retries and deferred callouts.
 pub const MAX_TIMERS: usize = 4096;
@@ -28,9 +29,6 @@ pub const MAX_TIMERS: usize = 4096;
 pub const MAX_STREAMS: usize = 16_384;
 /// At most this many work items in one callback (a wake of many waiters is one item each).
 pub const MAX_WORK: usize = 65_536;
-/// The audit buffer keeps at most this much capacity between events (a longer event, e.g. a
-/// huge `User-Agent`, is written, then the buffer shrinks back).
-pub const AUDIT_BUFFER_KEEP: usize = 16 * 1024;
 /// Why a request is failed closed when [`MAX_TIMERS`] are pending (its audited reason).
 pub const TOO_MANY_TIMERS: &str = "too many pending retries";
 /// The longest tick period while timers are pending (with none, the tick runs every
@@ -112,6 +110,8 @@ enum Work {
 /// Per-VM state: the engine, the undecided requests, callout tokens, timers, counters.
 #[derive(Debug)]
 pub struct Filter {
+    /// The checked configuration: the engine's settings, the API server, the audit log.
+    config: Config,
     engine: Engine,
     root_id: u32,
     streams: HashMap<u32, Stream>,
@@ -125,21 +125,17 @@ pub struct Filter {
     last_now: Millis,
     /// The context the proxy acts on now (as far as this driver knows).
     effective: u32,
-    /// The audit event's constant parts, built once from the configuration.
-    audit_writer: audit::Writer,
-    /// The one buffer every audit event is written into (cleared per event).
-    audit_buf: String,
+    /// The audit log: its settings, writer and line buffer.
+    auditor: audit::Auditor,
 }
 
 impl Filter {
     /// A filter for the root context `root_id`. `salt` keys token hashes; `seed` the retry jitter.
     pub fn new(config: Config, root_id: u32, salt: [u8; 32], seed: u64) -> Self {
-        let audit_writer =
-            audit::Writer::new(&config.node_name, config.enforcement == Enforcement::Shadow);
         Filter {
-            audit_writer,
-            audit_buf: String::with_capacity(1024),
-            engine: Engine::new(config, salt),
+            auditor: config.auditor(),
+            engine: Engine::new(config.settings().clone(), salt),
+            config,
             root_id,
             streams: HashMap::new(),
             replied: HashSet::new(),
@@ -155,7 +151,7 @@ impl Filter {
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        self.engine.config()
+        &self.config
     }
 
     /// The engine (caches and callouts in flight), for tests.
@@ -239,11 +235,7 @@ impl Filter {
             }
             return Next::Pause;
         }
-        let audit = if self.engine.config().audit_enabled {
-            audit::request_for_audit(&request)
-        } else {
-            Request::default()
-        };
+        let audit = self.auditor.keep(&request);
         let mut session = Session::new(id, request);
         let progress = session.start(&mut self.engine, now);
         self.streams.insert(
@@ -450,16 +442,10 @@ impl Filter {
         now: Millis,
     ) -> Acted {
         let entered = self.enter(host, ctx.current);
-        let config = self.engine.config();
-        let headers = c.headers(config);
-        let sent = entered.and_then(|()| {
-            host.dispatch(
-                &config.api_server.cluster,
-                &headers,
-                c.body.as_bytes(),
-                config.api_server.timeout,
-            )
-        });
+        let api = self.config.api_server();
+        let headers = api.headers(&c);
+        let sent = entered
+            .and_then(|()| host.dispatch(&api.cluster, &headers, c.body.as_bytes(), api.timeout));
         match sent {
             Ok(token) => {
                 let call = InFlight {
@@ -477,7 +463,7 @@ impl Filter {
                     &format!(
                         "kubelet-authz: could not send {} to cluster {:?}: {e}",
                         kind_name(c.kind),
-                        config.api_server.cluster
+                        api.cluster
                     ),
                 );
                 let rand = self.rand();
@@ -657,41 +643,21 @@ impl Filter {
         code: Option<u16>,
         now: Millis,
     ) {
-        let config = self.engine.config();
-        if !config.audit_enabled || config.audit_policy.level_of(v, code) == audit::Level::None {
+        if !self.auditor.writes(v, code) {
             return;
         }
         // Only a written event reads the client address, with this stream's context effective
         // (every caller has entered it).
         stream.load_source_address(host);
-        let config = self.engine.config();
-        let fallback;
-        let audit_id = match stream.audit.request_id.as_deref() {
-            Some(id) => id,
-            None => {
-                fallback = format!(
-                    "kubelet-authz-{}-{}",
-                    stream.received_ms,
-                    stream.session.id()
-                );
-                fallback.as_str()
-            }
-        };
-        let ctx = audit::Context {
-            audit_id,
-            node_name: &config.node_name,
-            received_ms: stream.received_ms,
-            now_ms: now,
-            response_code: code,
-            shadow: config.enforcement == Enforcement::Shadow,
-        };
-        self.audit_buf.clear();
-        self.audit_writer
-            .write(&mut self.audit_buf, v, &stream.audit, &ctx);
-        host.log(Level::Info, &self.audit_buf);
-        if self.audit_buf.capacity() > AUDIT_BUFFER_KEEP {
-            self.audit_buf = String::with_capacity(1024);
-        }
+        let line = self.auditor.line(
+            v,
+            &stream.audit,
+            stream.received_ms,
+            stream.session.id(),
+            now,
+            code,
+        );
+        host.log(Level::Info, line);
     }
 
     fn update_tick(&mut self, host: &mut dyn Host, now: Millis) {

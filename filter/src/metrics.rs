@@ -28,382 +28,16 @@
 //! Envoy's default buckets (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
 //! 60000, ...) are made for milliseconds and a sample is an integer.
 
-use kubelet_authz::decision::{AuthnMethod, CalloutKind, CalloutResponse, Outcome, Verdict};
-use kubelet_authz::kubelet::Subresource;
+use kubelet_authz::decision::{CalloutKind, Verdict};
+use kubelet_authz::labels::{Cache, CalloutResult, Vocabulary};
 
 use crate::host::{Host, Level, MetricKind};
 
+mod series;
+pub use series::*;
+
 /// The tick period with no retry pending: counters reach Envoy at most this late (ms).
 pub const FLUSH_MS: u64 = 1000;
-
-/// Prefix of every name the filter defines (Envoy shows `wasmcustom.kubelet_authz.` in `/stats`).
-pub const PREFIX: &str = "kubelet_authz.";
-
-/// The prefix of every Prometheus series of the filter.
-pub const PROMETHEUS_PREFIX: &str = "kubelet_authz_";
-
-/// Every label (Envoy tag) name, sorted. Each needs its `stats_tags` entry in the bootstrap.
-pub const LABELS: [&str; 6] = [
-    "cache",
-    "kind",
-    "method",
-    "outcome",
-    "result",
-    "subresource",
-];
-
-/// The callout-latency histogram's own name (after [`PREFIX`]).
-pub const LATENCY: &str = "callout_duration_milliseconds";
-
-/// The Envoy `stats_config.stats_tags` regex that extracts `label`: Istio's form for a name in
-/// `extraStatTags`.
-pub fn tag_regex(label: &str) -> String {
-    format!(r"({label}=\.=(.*?);\.;)")
-}
-
-/// `(tag_name, regex)` for every label: what every bootstrap's `stats_config.stats_tags` holds.
-pub fn stats_tags() -> Vec<(&'static str, String)> {
-    LABELS.iter().map(|l| (*l, tag_regex(l))).collect()
-}
-
-/// Label values of `outcome`, indexed by [`outcome_index`] (the engine's [`Outcome::as_str`]).
-pub const OUTCOMES: [&str; 5] = [
-    "allowed",
-    "bad_request",
-    "unauthenticated",
-    "forbidden",
-    "authorizer_error",
-];
-/// Label values of `subresource`, indexed by [`subresource_index`]: the deciding subresource
-/// ([`Subresource::as_str`]), `none` when no subresource check was made (401, 400).
-pub const SUBRESOURCES: [&str; 10] = [
-    "proxy",
-    "stats",
-    "metrics",
-    "log",
-    "checkpoint",
-    "pods",
-    "healthz",
-    "configz",
-    "statusz",
-    "none",
-];
-/// Label values of `method` ([`AuthnMethod::as_str`]), indexed by [`method_index`].
-pub const METHODS: [&str; 5] = ["x509", "bearer", "websocket", "anonymous", "none"];
-/// Label values of `kind`, indexed by [`kind_index`].
-pub const KINDS: [&str; 2] = ["tokenreview", "subjectaccessreview"];
-/// Label values of `cache`: the token (TokenReview) cache and the SubjectAccessReview cache.
-pub const CACHES: [&str; 2] = ["token", "sar"];
-/// Label values of `result`, indexed by [`CalloutResult`] as `usize`.
-pub const RESULTS: [&str; 10] = [
-    "ok",
-    "status_4xx",
-    "status_429",
-    "status_5xx",
-    "status_other",
-    "connect_failed",
-    "timed_out",
-    "reset",
-    "send_failed",
-    "cancelled",
-];
-
-/// How a callout ended, as the `result` label says it (a bounded set, aligned with the engine's
-/// [`CalloutResponse`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CalloutResult {
-    /// A 2xx answer.
-    Ok = 0,
-    /// A 4xx answer other than 429.
-    Status4xx = 1,
-    /// 429 Too Many Requests.
-    Status429 = 2,
-    /// A 5xx answer from the API server.
-    Status5xx = 3,
-    /// Any other status (1xx, 3xx).
-    StatusOther = 4,
-    /// No connection ([`CalloutResponse::ConnectFailed`]).
-    ConnectFailed = 5,
-    /// The callout's own timeout ([`CalloutResponse::TimedOut`]).
-    TimedOut = 6,
-    /// Reset, or an answer that could not be read ([`CalloutResponse::Failed`]).
-    Reset = 7,
-    /// The proxy refused to send it (`dispatch_http_call` failed).
-    SendFailed = 8,
-    /// Its request went away before the answer: the proxy cancels it.
-    Cancelled = 9,
-}
-
-impl CalloutResult {
-    /// The result of an answer.
-    pub fn of(response: &CalloutResponse) -> Self {
-        match response {
-            CalloutResponse::Http { status, .. } => match status {
-                200..=299 => CalloutResult::Ok,
-                429 => CalloutResult::Status429,
-                400..=499 => CalloutResult::Status4xx,
-                500..=599 => CalloutResult::Status5xx,
-                _ => CalloutResult::StatusOther,
-            },
-            CalloutResponse::ConnectFailed(_) => CalloutResult::ConnectFailed,
-            CalloutResponse::TimedOut(_) => CalloutResult::TimedOut,
-            CalloutResponse::Failed(_) => CalloutResult::Reset,
-        }
-    }
-
-    /// The `result` label value.
-    pub fn as_str(self) -> &'static str {
-        RESULTS.get(self as usize).copied().unwrap_or("reset")
-    }
-}
-
-/// Index of `o` in [`OUTCOMES`].
-pub fn outcome_index(o: Outcome) -> usize {
-    match o {
-        Outcome::Allowed => 0,
-        Outcome::BadRequest => 1,
-        Outcome::Unauthenticated => 2,
-        Outcome::Forbidden => 3,
-        Outcome::AuthorizerError => 4,
-    }
-}
-
-/// Index of `s` in [`SUBRESOURCES`] (`None`: `none`).
-pub fn subresource_index(s: Option<Subresource>) -> usize {
-    match s {
-        Some(Subresource::Proxy) => 0,
-        Some(Subresource::Stats) => 1,
-        Some(Subresource::Metrics) => 2,
-        Some(Subresource::Log) => 3,
-        Some(Subresource::Checkpoint) => 4,
-        Some(Subresource::Pods) => 5,
-        Some(Subresource::Healthz) => 6,
-        Some(Subresource::Configz) => 7,
-        Some(Subresource::Statusz) => 8,
-        None => 9,
-    }
-}
-
-/// Index of `m` in [`METHODS`].
-pub fn method_index(m: AuthnMethod) -> usize {
-    match m {
-        AuthnMethod::X509 => 0,
-        AuthnMethod::Bearer => 1,
-        AuthnMethod::WebSocket => 2,
-        AuthnMethod::Anonymous => 3,
-        AuthnMethod::None => 4,
-    }
-}
-
-/// Index of `k` in [`KINDS`].
-pub fn kind_index(k: CalloutKind) -> usize {
-    match k {
-        CalloutKind::TokenReview => 0,
-        CalloutKind::SubjectAccessReview => 1,
-    }
-}
-
-/// A family of counter series: one Prometheus metric name, its labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// `kubelet_authz_decisions_total{outcome,subresource}`: every finished decision.
-    Decisions,
-    /// `kubelet_authz_authentications_total{method}`: how the user of each decision was
-    /// identified (`none`: nobody, a 401).
-    Authentications,
-    /// `kubelet_authz_callouts_total{kind,result}`: every TokenReview/SubjectAccessReview attempt,
-    /// counted when it ends.
-    Callouts,
-    /// `kubelet_authz_callout_retries_total{kind}`: retries scheduled after a retryable failure.
-    CalloutRetries,
-    /// `kubelet_authz_cache_hits_total{cache}`: lookups answered by a cache.
-    CacheHits,
-    /// `kubelet_authz_cache_misses_total{cache}`: lookups that needed (or joined) a callout.
-    CacheMisses,
-    /// `kubelet_authz_xfcc_spoofed_total`: a client-sent or mismatching
-    /// `x-forwarded-client-cert` ignored.
-    XfccSpoofed,
-    /// `kubelet_authz_shadow_denials_total{subresource}`: Shadow enforcement forwarded a request
-    /// that Enforce would refuse.
-    ShadowDenials,
-    /// `kubelet_authz_stale_answers_total`: an expired cache entry answered for a failed callout
-    /// (stale-if-error).
-    StaleAnswers,
-    /// `kubelet_authz_internal_errors_total`: a hostcall failed while deciding, or the filter
-    /// failed closed on its own.
-    InternalErrors,
-}
-
-const OFF_DECISIONS: usize = 0;
-const OFF_AUTHENTICATIONS: usize = OFF_DECISIONS + OUTCOMES.len() * SUBRESOURCES.len();
-const OFF_CALLOUTS: usize = OFF_AUTHENTICATIONS + METHODS.len();
-const OFF_RETRIES: usize = OFF_CALLOUTS + KINDS.len() * RESULTS.len();
-const OFF_CACHE_HITS: usize = OFF_RETRIES + KINDS.len();
-const OFF_CACHE_MISSES: usize = OFF_CACHE_HITS + CACHES.len();
-const OFF_XFCC: usize = OFF_CACHE_MISSES + CACHES.len();
-const OFF_SHADOW: usize = OFF_XFCC + 1;
-const OFF_STALE: usize = OFF_SHADOW + SUBRESOURCES.len();
-const OFF_INTERNAL: usize = OFF_STALE + 1;
-
-/// How many counter series there are (the size of the VM's counter array).
-pub const SERIES: usize = OFF_INTERNAL + 1;
-
-/// A label of a family: its name and values.
-type Label = (&'static str, &'static [&'static str]);
-
-impl Family {
-    /// Every family, in slot order.
-    pub const ALL: [Family; 10] = [
-        Family::Decisions,
-        Family::Authentications,
-        Family::Callouts,
-        Family::CalloutRetries,
-        Family::CacheHits,
-        Family::CacheMisses,
-        Family::XfccSpoofed,
-        Family::ShadowDenials,
-        Family::StaleAnswers,
-        Family::InternalErrors,
-    ];
-
-    /// The metric's name after [`PREFIX`] / [`PROMETHEUS_PREFIX`].
-    pub fn short_name(self) -> &'static str {
-        match self {
-            Family::Decisions => "decisions_total",
-            Family::Authentications => "authentications_total",
-            Family::Callouts => "callouts_total",
-            Family::CalloutRetries => "callout_retries_total",
-            Family::CacheHits => "cache_hits_total",
-            Family::CacheMisses => "cache_misses_total",
-            Family::XfccSpoofed => "xfcc_spoofed_total",
-            Family::ShadowDenials => "shadow_denials_total",
-            Family::StaleAnswers => "stale_answers_total",
-            Family::InternalErrors => "internal_errors_total",
-        }
-    }
-
-    /// Its labels, sorted by name; the last one varies fastest in the slot order.
-    pub fn labels(self) -> &'static [Label] {
-        match self {
-            Family::Decisions => &[("outcome", &OUTCOMES), ("subresource", &SUBRESOURCES)],
-            Family::Authentications => &[("method", &METHODS)],
-            Family::Callouts => &[("kind", &KINDS), ("result", &RESULTS)],
-            Family::CalloutRetries => &[("kind", &KINDS)],
-            Family::CacheHits | Family::CacheMisses => &[("cache", &CACHES)],
-            Family::ShadowDenials => &[("subresource", &SUBRESOURCES)],
-            Family::XfccSpoofed | Family::StaleAnswers | Family::InternalErrors => &[],
-        }
-    }
-
-    fn offset(self) -> usize {
-        match self {
-            Family::Decisions => OFF_DECISIONS,
-            Family::Authentications => OFF_AUTHENTICATIONS,
-            Family::Callouts => OFF_CALLOUTS,
-            Family::CalloutRetries => OFF_RETRIES,
-            Family::CacheHits => OFF_CACHE_HITS,
-            Family::CacheMisses => OFF_CACHE_MISSES,
-            Family::XfccSpoofed => OFF_XFCC,
-            Family::ShadowDenials => OFF_SHADOW,
-            Family::StaleAnswers => OFF_STALE,
-            Family::InternalErrors => OFF_INTERNAL,
-        }
-    }
-
-    /// How many series the family has.
-    pub fn series(self) -> usize {
-        self.labels().iter().map(|(_, v)| v.len()).product()
-    }
-}
-
-/// One series: its family and label values (in the family's label order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Series {
-    /// The family.
-    pub family: Family,
-    /// `(label, value)`, sorted by label.
-    pub labels: Vec<(&'static str, &'static str)>,
-}
-
-impl Series {
-    /// The series of slot `index` (`None` past [`SERIES`]).
-    pub fn of(index: usize) -> Option<Series> {
-        let family = Family::ALL
-            .into_iter()
-            .find(|f| (f.offset()..f.offset() + f.series()).contains(&index))?;
-        let mut rest = index - family.offset();
-        let mut labels = Vec::with_capacity(2);
-        for (name, values) in family.labels().iter().rev() {
-            let n = values.len().max(1);
-            labels.push((*name, *values.get(rest % n)?));
-            rest /= n;
-        }
-        labels.reverse();
-        Some(Series { family, labels })
-    }
-
-    /// The name the filter defines it with (Istio's tag encoding, see the module doc).
-    pub fn wasm_name(&self) -> String {
-        encoded_name(&self.labels, self.family.short_name())
-    }
-
-    /// The series as Envoy's `/stats/prometheus` prints it (without the `{}` Envoy prints after an
-    /// unlabelled name).
-    pub fn prometheus(&self) -> String {
-        prometheus_series(self.family.short_name(), &self.labels)
-    }
-}
-
-/// `kubelet_authz.<label>=.=<value>;.;...<short>`.
-pub fn encoded_name(labels: &[(&str, &str)], short: &str) -> String {
-    let mut n = String::from(PREFIX);
-    for (l, v) in labels {
-        n.push_str(l);
-        n.push_str("=.=");
-        n.push_str(v);
-        n.push_str(";.;");
-    }
-    n.push_str(short);
-    n
-}
-
-/// `kubelet_authz_<short>{<label>="<value>",...}` (no braces without labels).
-pub fn prometheus_series(short: &str, labels: &[(&str, &str)]) -> String {
-    let mut n = format!("{PROMETHEUS_PREFIX}{short}");
-    if !labels.is_empty() {
-        let inner: Vec<String> = labels.iter().map(|(l, v)| format!("{l}=\"{v}\"")).collect();
-        n.push('{');
-        n.push_str(&inner.join(","));
-        n.push('}');
-    }
-    n
-}
-
-/// The Prometheus series of a name the filter defines, as Envoy prints it with the shipped
-/// `stats_tags` (labels in the name's order; `None` for a name that is not the filter's).
-pub fn prometheus_of(wasm_name: &str) -> Option<String> {
-    let rest = wasm_name.strip_prefix(PREFIX)?;
-    let mut labels = Vec::new();
-    let mut parts = rest.split(";.;").peekable();
-    let mut short = "";
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            short = part;
-        } else {
-            labels.push(part.split_once("=.=")?);
-        }
-    }
-    Some(prometheus_series(short, &labels))
-}
-
-/// The wasm name of the latency histogram of `kind`.
-pub fn latency_name(kind: CalloutKind) -> String {
-    let k = KINDS
-        .get(kind_index(kind))
-        .copied()
-        .unwrap_or("tokenreview");
-    encoded_name(&[("kind", k)], LATENCY)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -418,7 +52,7 @@ enum Slot {
 pub struct Metrics {
     counts: [u64; SERIES],
     ids: [Slot; SERIES],
-    latency: [Slot; KINDS.len()],
+    latency: [Slot; KINDS],
     dirty: bool,
     warned: bool,
 }
@@ -428,7 +62,7 @@ impl Default for Metrics {
         Metrics {
             counts: [0; SERIES],
             ids: [Slot::Undefined; SERIES],
-            latency: [Slot::Undefined; KINDS.len()],
+            latency: [Slot::Undefined; KINDS],
             dirty: false,
             warned: false,
         }
@@ -449,18 +83,16 @@ impl Metrics {
     /// Count a finished decision: outcome and deciding subresource, authentication method, cache
     /// use, spoofed XFCC, shadow would-denial, stale answer.
     pub fn decision(&mut self, v: &Verdict) {
-        let sub = subresource_index(v.deciding_subresource());
-        self.add(
-            OFF_DECISIONS + outcome_index(v.outcome) * SUBRESOURCES.len() + sub,
-            1,
-        );
-        self.add(OFF_AUTHENTICATIONS + method_index(v.authn), 1);
+        let sub = v.deciding_subresource().index();
+        self.add(OFF_DECISIONS + v.outcome.index() * SUBRESOURCES + sub, 1);
+        self.add(OFF_AUTHENTICATIONS + v.authn.index(), 1);
         let token_hits = v.cache_hits.saturating_sub(v.sar_cache_hits);
         let token_misses = v.cache_misses.saturating_sub(v.sar_cache_misses);
-        self.add(OFF_CACHE_HITS, u64::from(token_hits));
-        self.add(OFF_CACHE_HITS + 1, u64::from(v.sar_cache_hits));
-        self.add(OFF_CACHE_MISSES, u64::from(token_misses));
-        self.add(OFF_CACHE_MISSES + 1, u64::from(v.sar_cache_misses));
+        let (token, sar) = (Cache::Token.index(), Cache::Sar.index());
+        self.add(OFF_CACHE_HITS + token, u64::from(token_hits));
+        self.add(OFF_CACHE_HITS + sar, u64::from(v.sar_cache_hits));
+        self.add(OFF_CACHE_MISSES + token, u64::from(token_misses));
+        self.add(OFF_CACHE_MISSES + sar, u64::from(v.sar_cache_misses));
         if v.spoofed_xfcc.is_some() {
             self.add(OFF_XFCC, 1);
         }
@@ -474,15 +106,12 @@ impl Metrics {
 
     /// Count a callout that ended with `result`.
     pub fn callout(&mut self, kind: CalloutKind, result: CalloutResult) {
-        self.add(
-            OFF_CALLOUTS + kind_index(kind) * RESULTS.len() + result as usize,
-            1,
-        );
+        self.add(OFF_CALLOUTS + kind.index() * RESULTS + result.index(), 1);
     }
 
     /// Count a retry scheduled for a callout of `kind`.
     pub fn retry(&mut self, kind: CalloutKind) {
-        self.add(OFF_RETRIES + kind_index(kind), 1);
+        self.add(OFF_RETRIES + kind.index(), 1);
     }
 
     /// Count an internal error.
@@ -503,7 +132,7 @@ impl Metrics {
     /// Record the latency of a callout of `kind` that was answered (ms). One hostcall; the first
     /// sample of a kind defines its histogram.
     pub fn latency(&mut self, host: &mut dyn Host, kind: CalloutKind, ms: u64) {
-        let Some(slot) = self.latency.get_mut(kind_index(kind)) else {
+        let Some(slot) = self.latency.get_mut(kind.index()) else {
             return;
         };
         let id = match *slot {

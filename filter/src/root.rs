@@ -98,12 +98,12 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let audit = if !config.audit_enabled {
+        let audit = if !config.audit_enabled() {
             "off".to_string()
-        } else if config.audit_policy == kubelet_authz::audit::Policy::builtin() {
+        } else if *config.audit_policy() == kubelet_authz::audit::Policy::builtin() {
             "built-in policy".to_string()
         } else {
-            format!("policy of {} rules", config.audit_policy.rules().len())
+            format!("policy of {} rules", config.audit_policy().rules().len())
         };
         let summary = format!(
             "kubelet-authz: configured for node {:?}, kubelet {}, authorization {:?}, enforcement {:?}, API server cluster {:?}, audit {audit}",
@@ -111,7 +111,7 @@ impl RootContext for Root {
             config.model.version(),
             config.mode,
             config.enforcement,
-            config.api_server.cluster
+            config.api_server().cluster
         );
         let mut filter = Filter::new(config, self.id, random_bytes(), random_u64());
         let Ok(mut slot) = self.shared.try_borrow_mut() else {

@@ -74,9 +74,9 @@ fn corpus_through_the_filter_module() {
         for (k, v) in &case.headers {
             b = b.header(k, v);
         }
-        if let Some(token) = &case.identity.token {
+        if let Some(bearer) = case.identity.bearer() {
             b = b
-                .header("authorization", &format!("Bearer {token}"))
+                .header_bytes(b"authorization", &bearer)
                 .property_bool("connection.mtls", false);
         }
         if let Some(x) = &case.identity.x509 {

@@ -8,13 +8,12 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use kubelet_authz::config::Config;
 use kubelet_authz::decision::{
-    self, Attributes, Callout, CalloutResponse, Decision, Engine, Request, Session,
+    self, Attributes, Callout, CalloutResponse, Decision, Engine, Request, Session, Settings,
 };
 use kubelet_authz::identity::UserInfo;
-use kubelet_authz::kubelet::{self, KubeletModel, Subresource};
-use kubelet_authz::path::{self, PathError};
+use kubelet_authz::kubelet::{KubeletModel, Subresource};
+use kubelet_authz::path::PathError;
 use kubelet_authz::review::{
     SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
@@ -116,25 +115,22 @@ pub struct Outcome {
 }
 
 fn engine_for(req: &KubeletRequest) -> Engine {
-    let mut config = Config::with_defaults(&req.node);
-    config.model = req.model;
-    config.strict_upgrade_verb = req.strict_upgrade;
-    config.authorized_ttl = Duration::ZERO;
-    config.unauthorized_ttl = Duration::ZERO;
-    config.token_cache_ttl = Duration::ZERO;
-    config.audit_enabled = false;
-    Engine::new(config, [0; 32])
+    // Every review is made (no cache), and nothing is audited: the engine gets no audit settings.
+    let settings = Settings {
+        model: req.model,
+        strict_upgrade_verb: req.strict_upgrade,
+        authorized_ttl: Duration::ZERO,
+        unauthorized_ttl: Duration::ZERO,
+        token_cache_ttl: Duration::ZERO,
+        ..Settings::with_defaults(&req.node)
+    };
+    Engine::new(settings, [0; 32])
 }
 
 fn http_request(req: &KubeletRequest) -> Request {
     let r = Request::new(&req.method, &req.target);
     if req.upgrade {
-        let proto = if req.method == "POST" {
-            "SPDY/3.1"
-        } else {
-            "websocket"
-        };
-        r.header("connection", "Upgrade").header("upgrade", proto)
+        r.upgrade()
     } else {
         r
     }
@@ -160,9 +156,6 @@ pub fn decide<E>(
     req: &KubeletRequest,
     review: &mut dyn FnMut(&SubjectAccessReviewSpec) -> Result<Answer, E>,
 ) -> Result<Outcome, E> {
-    if let Err(e) = attributes(req) {
-        return Ok(refused(req, e));
-    }
     let mut engine = engine_for(req);
     let mut session = Session::authenticated(0, http_request(req), user.clone());
     let failure: RefCell<Option<E>> = RefCell::new(None);
@@ -226,7 +219,11 @@ pub fn decide<E>(
     let allowed = verdict.outcome == decision::Outcome::Allowed;
     let decisive = checks.iter().find(|c| c.allowed).map(|c| c.subresource);
     Ok(Outcome {
-        refused: None,
+        // The engine answered its 400 before any review: say why.
+        refused: match verdict.outcome {
+            decision::Outcome::BadRequest => attributes(req).err(),
+            _ => None,
+        },
         plan: Plan {
             verb: verdict.verb.clone(),
             strict_upgrade_applied: verdict.strict_upgrade_applied,
@@ -251,23 +248,6 @@ pub fn attributes(req: &KubeletRequest) -> Result<Attributes, PathError> {
         req.model,
         req.strict_upgrade,
     )
-}
-
-/// The answer for a refused target: the filter's 400 and body, no review sent.
-fn refused(req: &KubeletRequest, e: PathError) -> Outcome {
-    Outcome {
-        refused: Some(e),
-        plan: Plan {
-            verb: kubelet::verb_for_method(&req.method).to_string(),
-            strict_upgrade_applied: false,
-            subresources: Vec::new(),
-        },
-        allowed: false,
-        decisive: None,
-        status: 400,
-        body: path::refusal_body(e),
-        checks: Vec::new(),
-    }
 }
 
 /// The verb and every subresource the kubelet would check (what a refusal would list), or why

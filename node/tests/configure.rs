@@ -317,10 +317,8 @@ fn shipped_args(cmd: &str, timeout: &str) -> Vec<String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let command: Vec<String> = if cmd == "configure" {
         let patch: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                repo.join("envoy/kubernetes/configure/configure-init.json"),
-            )
-            .unwrap(),
+            &std::fs::read_to_string(repo.join("envoy/kubernetes/configure/configure-init.json"))
+                .unwrap(),
         )
         .unwrap();
         let op = patch
@@ -332,8 +330,10 @@ fn shipped_args(cmd: &str, timeout: &str) -> Vec<String> {
         serde_json::from_value(op["value"]["command"].clone()).unwrap()
     } else {
         let ds: serde_json::Value = serde_yaml_ng::from_str(
-            &std::fs::read_to_string(repo.join("envoy/kubernetes/configure/unconfigure-daemonset.yaml"))
-                .unwrap(),
+            &std::fs::read_to_string(
+                repo.join("envoy/kubernetes/configure/unconfigure-daemonset.yaml"),
+            )
+            .unwrap(),
         )
         .unwrap();
         serde_json::from_value(ds["spec"]["template"]["spec"]["containers"][0]["command"].clone())

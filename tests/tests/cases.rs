@@ -66,16 +66,18 @@ fn through_envoy(case: &Case) -> EnvoyAnswer {
 }
 
 /// The raw request head: the request line byte for byte, `Host`, the case's headers and the
-/// identity's bearer token.
+/// identity's bearer token (its bytes as sent).
 fn head(case: &Case) -> Vec<u8> {
     let mut h = format!("{} {} HTTP/1.1\r\nHost: worker-1", case.method, case.target);
     for (k, v) in &case.headers {
         h.push_str(&format!("\r\n{k}: {v}"));
     }
-    if let Some(t) = &case.identity.token {
-        h.push_str(&format!("\r\nAuthorization: Bearer {t}"));
+    let mut h = h.into_bytes();
+    if let Some(bearer) = case.identity.bearer() {
+        h.extend_from_slice(b"\r\nAuthorization: ");
+        h.extend_from_slice(&bearer);
     }
-    h.into_bytes()
+    h
 }
 
 /// A recorded SubjectAccessReview as (verb, subresource), after checking who and what it is for.

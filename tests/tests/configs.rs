@@ -211,7 +211,7 @@ async fn front_proxy_variants_validate_and_keep_the_security_settings() {
         assert_eq!(c.node_name, NODE_NAME);
         assert_eq!(c.anonymous_enabled, opts.anonymous);
         assert_eq!(c.strict_upgrade_verb, opts.strict_upgrade_verb);
-        assert_eq!(c.api_server.cluster, "kube-apiserver");
+        assert_eq!(c.api_server().cluster, "kube-apiserver");
 
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
         let names: Vec<&str> = clusters
@@ -272,7 +272,7 @@ async fn route_idle_timeouts_bound_a_held_request() {
     let idle = routes[1]["route"]["idle_timeout"].as_str().unwrap();
     let idle_s: f64 = idle.trim_end_matches('s').parse().unwrap();
 
-    let timeout = plugin_config(&b).api_server.timeout.as_secs_f64();
+    let timeout = plugin_config(&b).api_server().timeout.as_secs_f64();
     let mut backoff = 0.0;
     let mut d = BASE_RETRY_DELAY_MS as f64 / 1000.0;
     for _ in 1..MAX_ATTEMPTS {
@@ -288,7 +288,7 @@ async fn route_idle_timeouts_bound_a_held_request() {
     assert!(idle_s <= 300.0, "idle timeout {idle} is not a short bound");
     // With `Retry-After` on every answer, the kubelet's rules hold a request far longer: the
     // ordinary route's bound cuts it (fail closed), the streaming routes' 4h still exceeds it.
-    let timeout_ms = u64::try_from(plugin_config(&b).api_server.timeout.as_millis()).unwrap();
+    let timeout_ms = u64::try_from(plugin_config(&b).api_server().timeout.as_millis()).unwrap();
     let worst = kubelet_authz::webhook::worst_case(timeout_ms).per_request();
     assert_eq!(worst.sends, 220);
     let worst_s = worst.hold_ms as f64 / 1000.0;
@@ -374,7 +374,7 @@ async fn istio_objects_are_complete_and_consistent() {
     let api_host = api["spec"]["hosts"][0].as_str().unwrap();
     let api_port = api["spec"]["ports"][0]["number"].as_u64().unwrap();
     assert_eq!(
-        cfg.api_server.cluster,
+        cfg.api_server().cluster,
         format!("outbound|{api_port}||{api_host}")
     );
     let api_dr = named("DestinationRule", "kube-apiserver");

@@ -782,7 +782,7 @@ async fn daemonset_init_renders_a_valid_bootstrap() {
     let (wasm, cfg) = ecds_filter(&node, POD);
     let c = Config::from_value(&cfg).unwrap();
     assert_eq!(c.node_name, NODE_NAME);
-    assert_eq!(c.api_server.cluster, "kube-apiserver");
+    assert_eq!(c.api_server().cluster, "kube-apiserver");
     assert_eq!(cfg["kubeletVersion"], "1.34");
     assert_eq!(cfg["enforcement"], "Shadow", "the base starts in Shadow");
     assert_eq!(b["node"]["id"], NODE_NAME);

@@ -25,9 +25,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kubelet_authz::decision::CalloutKind;
+use kubelet_authz::labels::labels;
 use kubelet_authz_e2e::envoy::Envoy;
 use kubelet_authz_e2e::render::workspace;
-use kubelet_authz_filter::metrics::{Family, KINDS, LATENCY, PROMETHEUS_PREFIX};
+use kubelet_authz_filter::metrics::{Family, LATENCY, PROMETHEUS_PREFIX};
 use serde_json::Value;
 
 /// Labels the scrape (PodMonitor or ServiceMonitor) adds to every series.
@@ -185,12 +187,12 @@ fn filter_families() -> BTreeMap<String, BTreeMap<&'static str, BTreeSet<&'stati
         let labels = f
             .labels()
             .iter()
-            .map(|(l, vs)| (*l, vs.iter().copied().collect()))
+            .map(|(l, n, at)| (*l, (0..*n).filter_map(at).collect()))
             .collect();
         out.insert(format!("{PROMETHEUS_PREFIX}{}", f.short_name()), labels);
     }
     for suffix in ["_bucket", "_count", "_sum"] {
-        let mut labels = BTreeMap::from([("kind", KINDS.iter().copied().collect())]);
+        let mut labels = BTreeMap::from([("kind", labels::<CalloutKind>().into_iter().collect())]);
         if suffix == "_bucket" {
             labels.insert("le", BTreeSet::new());
         }

@@ -198,11 +198,27 @@ fn reason_into(out: &mut String, verdict: &Verdict) {
 
 /// Append `s` as the inside of a JSON string, escaped as serde_json does: `"` and `\` with a
 /// backslash, `\b \f \n \r \t` by name, other control characters below U+0020 as `\u00XX`
-/// (lower-case hex), everything else (DEL, non-ASCII, U+FFFD) unchanged.
+/// (lower-case hex); and, as Go's `encoding/json` (the API server's audit log) does, the line
+/// and paragraph separators U+2028 and U+2029 as `\u2028` and `\u2029`, so that a tool that
+/// splits lines on them still reads one event per line. Everything else (DEL, other non-ASCII,
+/// U+FFFD) unchanged.
 pub fn escape(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
+    for (i, b) in bytes.iter().copied().enumerate() {
+        if b == 0xe2 {
+            // U+2028 and U+2029 are E2 80 A8 and E2 80 A9: a whole character from `i`.
+            let named = match bytes.get(i + 1..i + 3) {
+                Some([0x80, 0xa8]) => "\\u2028",
+                Some([0x80, 0xa9]) => "\\u2029",
+                _ => continue,
+            };
+            out.push_str(s.get(start..i).unwrap_or_default());
+            out.push_str(named);
+            start = i + 3;
+            continue;
+        }
         let named = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -416,6 +432,28 @@ mod tests {
         )];
         v.user = Some(Arc::new(UserInfo::default()));
         check_bare(&v);
+    }
+
+    /// Each string as Go's `encoding/json` writes it inside quotes (less its HTML escapes, which
+    /// the API server's audit log does not use either): U+2028 and U+2029 escaped, other
+    /// non-ASCII (and bytes of them that look alike) as is.
+    #[rstest]
+    #[case::line_separator("a\u{2028}b", "a\\u2028b")]
+    #[case::paragraph_separator("\u{2029}", "\\u2029")]
+    #[case::both_and_text("x\u{2029}\u{2028}y\u{2028}", "x\\u2029\\u2028y\\u2028")]
+    #[case::neighbours_unchanged(
+        "\u{2027}\u{202a}\u{20ac}\u{2000}",
+        "\u{2027}\u{202a}\u{20ac}\u{2000}"
+    )]
+    #[case::with_controls("\"\u{2028}\n", "\\\"\\u2028\\n")]
+    #[case::replacement_char("\u{fffd}", "\u{fffd}")]
+    fn separators_are_escaped_as_go_does(#[case] s: &str, #[case] want: &str) {
+        let mut out = String::new();
+        escape(&mut out, s);
+        assert_eq!(out, want);
+        let line = format!("\"{out}\"");
+        assert!(!line.contains(['\u{2028}', '\u{2029}', '\n']), "{line}");
+        assert_eq!(serde_json::from_str::<String>(&line).unwrap(), s);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! returns.
 
 use crate::cache::Millis;
-use crate::config::Config;
 use crate::review::{SubjectAccessReviewStatus, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH};
 
 use super::{SharedUser, Verdict};
@@ -64,28 +63,6 @@ impl Callout {
             body,
             attempt: 1,
         }
-    }
-
-    /// The HTTP/2 pseudo-headers and headers to send it with.
-    pub fn headers(&self, config: &Config) -> Vec<(String, String)> {
-        let mut h = vec![
-            (":method".to_string(), "POST".to_string()),
-            (":path".to_string(), self.path.to_string()),
-            (
-                ":authority".to_string(),
-                config.api_server.authority.clone(),
-            ),
-            ("content-type".to_string(), "application/json".to_string()),
-            ("accept".to_string(), "application/json".to_string()),
-            ("user-agent".to_string(), "kubelet-authz".to_string()),
-        ];
-        if !config.api_server.bearer_token.is_empty() {
-            h.push((
-                "authorization".to_string(),
-                format!("Bearer {}", config.api_server.bearer_token),
-            ));
-        }
-        h
     }
 }
 

@@ -1,16 +1,15 @@
-//! The per-VM [`Engine`] state shared by every request: the configuration, the token and
+//! The per-VM [`Engine`] state shared by every request: the decision settings, the token and
 //! SubjectAccessReview caches, the callouts in flight, and the keys they are stored under.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::cache::{InFlight, Millis, TtlCache};
-use crate::config::Config;
 use crate::identity::UserInfo;
 use crate::kubelet::Subresource;
 use crate::review::{ResourceAttributes, SubjectAccessReviewSpec, SubjectAccessReviewStatus};
 
-use super::TokenOutcome;
+use super::{Settings, TokenOutcome};
 
 /// `shouldCache`: attributes whose lengths add up to this or more are not cached.
 pub const SAR_CACHE_KEY_LIMIT: usize = 10_000;
@@ -81,7 +80,7 @@ pub(super) enum CalloutKey {
 /// Per-VM state shared by all requests: the configuration, caches and in-flight callouts.
 #[derive(Debug)]
 pub struct Engine {
-    pub(super) config: Config,
+    pub(super) settings: Settings,
     /// The SipHash key of [`Engine::token_key`], derived from the per-VM salt.
     token_key: (u64, u64),
     pub(super) token_cache: TtlCache<TokenKey, TokenOutcome>,
@@ -92,19 +91,22 @@ pub struct Engine {
 impl Engine {
     /// A new engine. `salt` (random per VM, secret) keys the token hashes (the kubelet uses a
     /// random per-process HMAC key), so that tokens are never held in memory as cache keys.
-    pub fn new(config: Config, salt: [u8; 32]) -> Self {
+    /// A [`crate::config::Config`] is taken as its settings.
+    pub fn new(settings: impl Into<Settings>, salt: [u8; 32]) -> Self {
+        let settings = settings.into();
+        let limits = settings.limits;
         Engine {
-            token_cache: TtlCache::new(config.limits.token_cache_size),
-            sar_cache: TtlCache::new(config.limits.sar_cache_size),
-            inflight: InFlight::new(config.limits.max_inflight, config.limits.max_waiters),
-            config,
+            token_cache: TtlCache::new(limits.token_cache_size),
+            sar_cache: TtlCache::new(limits.sar_cache_size),
+            inflight: InFlight::new(limits.max_inflight, limits.max_waiters),
+            settings,
             token_key: sip_key(&salt),
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The decision settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Entries in the token cache.
@@ -130,7 +132,7 @@ impl Engine {
         key: &K,
         now: Millis,
     ) -> Option<V> {
-        let window = ms(self.config.api_server.stale_if_error);
+        let window = ms(self.settings.stale_if_error);
         if window == 0 {
             return None;
         }
@@ -216,7 +218,7 @@ mod tests {
     use rstest::rstest;
 
     fn engine(salt: [u8; 32]) -> Engine {
-        Engine::new(Config::with_defaults("node-1"), salt)
+        Engine::new(Settings::with_defaults("node-1"), salt)
     }
 
     /// A 1.2 KB token of a bound ServiceAccount token's shape (`envoy/bench/token-1k.txt`).
@@ -249,6 +251,23 @@ mod tests {
     fn different_tokens_have_different_keys(#[case] a: &str, #[case] b: String) {
         let e = engine([1; 32]);
         assert_ne!(e.token_key(a), e.token_key(&b));
+    }
+
+    /// Tokens that are not UTF-8, as a driver reads them (`go_json_lossy`): byte strings that the
+    /// kubelet reviews as different tokens have different cache entries.
+    #[rstest]
+    #[case::cut_short_vs_one_byte(b"tok\xe2\x82X", b"tok\xe2X")]
+    #[case::two_vs_one_invalid(b"tok\xff\xffX", b"tok\xffX")]
+    #[case::cut_short_vs_replacement(b"tok\xe2\x82X", "tok\u{fffd}X".as_bytes())]
+    #[case::lead_vs_lead_lead(b"\xf0\x9f\x98", b"\xf0\x9f")]
+    fn tokens_read_per_invalid_byte_have_different_keys(#[case] a: &[u8], #[case] b: &[u8]) {
+        let e = engine([1; 32]);
+        let (a, b) = (
+            super::super::go_json_lossy(a),
+            super::super::go_json_lossy(b),
+        );
+        assert_ne!(a, b);
+        assert_ne!(e.token_key(&a), e.token_key(&b));
     }
 
     #[rstest]

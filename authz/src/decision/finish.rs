@@ -21,7 +21,7 @@ impl Session {
         let tried: Vec<&str> = self.checks.iter().map(|c| c.subresource.as_str()).collect();
         let body = if tried.is_empty() {
             "Authorization error: could not determine attributes for request".to_string()
-        } else if engine.config.model.version().has_multi_attribute_authz() {
+        } else if engine.settings.model.version().has_multi_attribute_authz() {
             format!(
                 "Forbidden (user={}, verb={}, resource=nodes, subresource(s)=[{}])\n",
                 self.user_name(),

@@ -22,7 +22,7 @@
 //! Files, one concern each: `request` (the request as read), `attributes` (the pure
 //! [`request_attributes`], the kubelet's `GetRequestAttributes`), `verdict` (the decision
 //! vocabulary), `callout` (steps, callouts and what they share), `engine` (caches, keys, limits),
-//! `session` (the state machine), `finish` (how a session ends in a verdict), `retry` (reading
+//! `settings` (what the engine reads of the configuration), `session` (the state machine), `finish` (how a session ends in a verdict), `retry` (reading
 //! answers and the retry policy), `run` (the synchronous driver).
 
 mod attributes;
@@ -33,6 +33,7 @@ mod request;
 mod retry;
 mod run;
 mod session;
+mod settings;
 mod verdict;
 
 pub use attributes::{request_attributes, Attributes};
@@ -40,8 +41,9 @@ pub use callout::{
     Callout, CalloutKind, CalloutResponse, Progress, Shared, Step, TokenOutcome, Wake,
 };
 pub use engine::{Engine, SharedUser, TokenKey, SAR_CACHE_KEY_LIMIT};
-pub use request::{Request, READ_HEADERS};
+pub use request::{go_json_lossy, Request, READ_HEADERS};
 pub use retry::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
 pub use run::run_to_end;
 pub use session::Session;
+pub use settings::{AuthorizationMode, Enforcement, Limits, Settings};
 pub use verdict::{AuthnMethod, Check, Decision, Outcome, Verdict};

@@ -36,6 +36,33 @@ pub struct Request {
     pub request_id: Option<String>,
 }
 
+/// `bytes` as text the way Go's `encoding/json` writes a string that is not UTF-8: each byte
+/// that does not start a valid UTF-8 sequence becomes one U+FFFD, and decoding resumes at the
+/// next byte (Go's `utf8.DecodeRuneInString` answers `RuneError` with width 1). This is how the
+/// kubelet's TokenReview carries such a token: `tok\xe2\x82X` is reviewed as
+/// `"tok\ufffd\ufffdX"`, where Rust's [`String::from_utf8_lossy`] would write one U+FFFD for the
+/// truncated sequence. Valid UTF-8 comes back unchanged.
+pub fn go_json_lossy(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                out.push_str(valid);
+                return out;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                // `valid_up_to` bytes are UTF-8 by the error's own account.
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push(char::REPLACEMENT_CHARACTER);
+                // One invalid byte, whatever the length of the sequence it begins.
+                rest = after.get(1..).unwrap_or_default();
+            }
+        }
+    }
+}
+
 impl Request {
     /// A request with a method and target and no headers.
     pub fn new(method: &str, target: &str) -> Self {
@@ -52,18 +79,16 @@ impl Request {
     /// ([`READ_HEADERS`]) are kept, every value of each, in order; the rest are not copied.
     ///
     /// HTTP lets a header value carry any byte but controls (obs-text), and Envoy passes them on;
-    /// the kubelet, in Go, reads them as bytes. Names are lower-cased, and a byte sequence that is
-    /// not UTF-8 is read as U+FFFD, which is what Go's JSON encoding sends to the API server when
-    /// the kubelet reviews such a token. So a token with such a byte is reviewed and rejected
+    /// the kubelet, in Go, reads them as bytes. Names are lower-cased, and every byte that does
+    /// not start a UTF-8 sequence is read as one U+FFFD ([`go_json_lossy`]), which is what Go's
+    /// JSON encoding sends to the API server when the kubelet reviews such a token. So a token with such a byte is reviewed and rejected
     /// (401) as by the kubelet; a path with one is refused as non-canonical (400); a
     /// `Connection`/`Upgrade` token with one is not `upgrade`/`websocket`; an
     /// `x-forwarded-client-cert` (Envoy's own, ASCII) is checked against the peer certificate as
     /// always; any other header is not read. Nothing about such bytes can fail or stop the
     /// decision.
     pub fn from_header_bytes<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
-        fn text(bytes: &[u8]) -> String {
-            String::from_utf8_lossy(bytes).into_owned()
-        }
+        let text = go_json_lossy;
         let mut request = Request::default();
         for (name, value) in pairs {
             // A name that is not UTF-8 cannot equal any of these ASCII names, read as U+FFFD or not.
@@ -89,6 +114,19 @@ impl Request {
         request
     }
 
+    /// The request asking for a connection upgrade as kubectl opens a stream: `Connection:
+    /// Upgrade`, and `Upgrade: SPDY/3.1` for a `POST` (exec, attach, port-forward over SPDY),
+    /// `websocket` for any other method.
+    pub fn upgrade(self) -> Self {
+        let protocol = if self.method == "POST" {
+            "SPDY/3.1"
+        } else {
+            "websocket"
+        };
+        self.header("connection", "Upgrade")
+            .header("upgrade", protocol)
+    }
+
     /// Add a header (name lower-cased).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers
@@ -111,5 +149,67 @@ impl Request {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rstest::rstest;
+
+    use super::*;
+
+    /// Go's `encoding/json` on a string that is not UTF-8 (each row checked against
+    /// `json.Marshal(string(bytes))`): one U+FFFD per byte that does not start a valid sequence.
+    #[rstest]
+    #[case::ascii(b"tok", "tok")]
+    #[case::valid_multibyte("caf\u{e9}\u{2028}😀".as_bytes(), "caf\u{e9}\u{2028}😀")]
+    #[case::lone_continuation(b"\x80", "\u{fffd}")]
+    #[case::lone_ff(b"a\xffb", "a\u{fffd}b")]
+    #[case::truncated_three_byte(b"tok\xe2\x82X", "tok\u{fffd}\u{fffd}X")]
+    #[case::truncated_four_byte(b"\xf0\x9f\x98", "\u{fffd}\u{fffd}\u{fffd}")]
+    #[case::truncated_at_end(b"tok\xe2", "tok\u{fffd}")]
+    #[case::overlong_slash(b"\xc0\xaf", "\u{fffd}\u{fffd}")]
+    #[case::surrogate(b"\xed\xa0\x80", "\u{fffd}\u{fffd}\u{fffd}")]
+    #[case::above_max(b"\xf4\x90\x80\x80", "\u{fffd}\u{fffd}\u{fffd}\u{fffd}")]
+    #[case::bad_then_valid(b"\xe2\xe2\x82\xac", "\u{fffd}\u{20ac}")]
+    #[case::empty(b"", "")]
+    fn invalid_bytes_as_go_json_writes_them(#[case] bytes: &[u8], #[case] want: &str) {
+        assert_eq!(go_json_lossy(bytes), want);
+    }
+
+    #[rstest]
+    #[case::spdy("POST", "SPDY/3.1")]
+    #[case::websocket("GET", "websocket")]
+    fn an_upgrade_is_what_kubectl_sends(#[case] method: &str, #[case] protocol: &str) {
+        let r = Request::new(method, "/exec/ns/pod/c").upgrade();
+        assert_eq!(r.header_values("connection"), ["Upgrade"]);
+        assert_eq!(r.header_values("upgrade"), [protocol]);
+        let a = super::super::request_attributes(
+            &r.method,
+            &r.target,
+            &r.headers,
+            crate::kubelet::KubeletModel::new(
+                crate::kubelet::KubeletVersion::LATEST,
+                crate::kubelet::FeatureGates::default(),
+            )
+            .unwrap(),
+            true,
+        )
+        .unwrap();
+        assert!(a.upgrade);
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_per_byte() {
+        let r = Request::from_header_bytes([
+            (&b":path"[..], &b"/pods"[..]),
+            (b"authorization", b"Bearer tok\xe2\x82X"),
+        ]);
+        assert_eq!(
+            r.first_header("authorization"),
+            Some("Bearer tok\u{fffd}\u{fffd}X")
+        );
     }
 }

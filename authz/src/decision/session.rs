@@ -2,8 +2,8 @@
 //! authenticating (x509, bearer token, WebSocket token, anonymous) and then authorizing one
 //! subresource at a time, with callouts shared between identical requests.
 
+use super::{AuthorizationMode, Enforcement};
 use crate::cache::{Join, Millis};
-use crate::config::{AuthorizationMode, Enforcement};
 use crate::identity::{self, xfcc, BearerHeader, UserInfo};
 use crate::kubelet::{self, Subresource, Subresources};
 use crate::path;
@@ -161,7 +161,7 @@ impl Session {
                             k,
                             outcome.clone(),
                             now,
-                            ms(engine.config.token_cache_ttl),
+                            ms(engine.settings.token_cache_ttl),
                         );
                         None
                     }
@@ -175,11 +175,11 @@ impl Session {
                 let status = sar_status(&response);
                 match status {
                     Ok(st) => {
-                        if should_cache(key, &engine.config.node_name, &self.path) {
+                        if should_cache(key, &engine.settings.node_name, &self.path) {
                             let ttl = if st.allowed {
-                                engine.config.authorized_ttl
+                                engine.settings.authorized_ttl
                             } else {
-                                engine.config.unauthorized_ttl
+                                engine.settings.unauthorized_ttl
                             };
                             engine
                                 .sar_cache
@@ -350,7 +350,7 @@ impl Session {
                     let Some(sub) = self.subs.and_then(|s| s.get(i)) else {
                         return self.finish_forbidden(engine);
                     };
-                    if engine.config.mode == AuthorizationMode::AlwaysAllow {
+                    if engine.settings.mode == AuthorizationMode::AlwaysAllow {
                         self.checks.push(Check::new(
                             sub,
                             self.verb,
@@ -378,7 +378,7 @@ impl Session {
 
     /// The request's attributes, then the credentials on it.
     fn prepare(&mut self, engine: &mut Engine) -> Option<Step> {
-        let config = &engine.config;
+        let config = &engine.settings;
         self.shadow = config.enforcement == Enforcement::Shadow;
         match request_attributes(
             &self.request.method,
@@ -406,7 +406,7 @@ impl Session {
     /// The credentials on the request (reference 2.8): the client certificate, the bearer token
     /// and the WebSocket token; a user from the certificate ends authentication here.
     fn credentials(&mut self, engine: &Engine) {
-        let config = &engine.config;
+        let config = &engine.settings;
         // The client certificate, only from an XFCC header matching the verified peer cert.
         let xfcc_values = self.request.header_values("x-forwarded-client-cert");
         let cert = xfcc::client_cert(
@@ -515,7 +515,7 @@ impl Session {
             self.phase = Phase::Authz(0);
             return None;
         }
-        if self.errors.is_empty() && engine.config.anonymous_enabled {
+        if self.errors.is_empty() && engine.settings.anonymous_enabled {
             self.user = Some(SharedUser::new(identity::anonymous()));
             self.authn = AuthnMethod::Anonymous;
             self.phase = Phase::Authz(0);
@@ -543,7 +543,7 @@ impl Session {
         // cached path it would be the user's names and groups copied for nothing.
         let spec = cached
             .is_none()
-            .then(|| sar_spec(&key, &engine.config.node_name));
+            .then(|| sar_spec(&key, &engine.settings.node_name));
         let review = || {
             Callout::first(
                 CalloutKind::SubjectAccessReview,

@@ -14,6 +14,10 @@
 //!     user: system:serviceaccount:monitoring:prometheus
 //!     uid: uid-prometheus
 //!     groups: [system:serviceaccounts, system:serviceaccounts:monitoring]
+//!   cut-short:                      # a token that is not UTF-8: `tokenBytes` is what the client
+//!     token: "tok\uFFFD\uFFFDX"       # sends (percent-encoded), `token` what the review carries
+//!     tokenBytes: "tok%E2%82X"
+//!     user: system:serviceaccount:inventory:pod-lister
 //!   alice:                          # a client certificate: CN is the user, every O a group
 //!     x509: { cn: alice, o: [observability, dev] }    # (and `uid:`, the UID attribute, from 1.33)
 //! cases:
@@ -59,9 +63,14 @@ pub struct CorpusFile {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Identity {
-    /// A bearer token (`Authorization: Bearer <token>`).
+    /// A bearer token (`Authorization: Bearer <token>`), as the TokenReview carries it.
     #[serde(default)]
     pub token: Option<String>,
+    /// With `token`: the token's bytes as the client sends them, percent-encoded (`tok%E2%82X`),
+    /// when they are not `token` itself: a token that is not UTF-8, of which `token` is what the
+    /// kubelet's TokenReview carries (Go's JSON encoding: one U+FFFD per invalid byte).
+    #[serde(default)]
+    pub token_bytes: Option<String>,
     /// With `token`: the user the TokenReview answers.
     #[serde(default)]
     pub user: Option<String>,
@@ -92,6 +101,19 @@ pub struct X509 {
 }
 
 impl Identity {
+    /// The `Authorization` header's value as the client sends it (`Bearer ` and the token's
+    /// bytes), for a token identity.
+    pub fn bearer(&self) -> Option<Vec<u8>> {
+        let token = match (&self.token_bytes, &self.token) {
+            (Some(encoded), _) => percent_decode(encoded),
+            (None, Some(t)) => t.as_bytes().to_vec(),
+            (None, None) => return None,
+        };
+        let mut value = b"Bearer ".to_vec();
+        value.extend_from_slice(&token);
+        Some(value)
+    }
+
     /// The user name the kubelet authorizes.
     pub fn user_name(&self) -> &str {
         match (&self.x509, &self.user) {
@@ -220,6 +242,31 @@ impl Case {
     }
 }
 
+/// `%XX` escapes decoded to their byte; everything else (an incomplete escape too) kept as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Why the corpus cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CorpusError {
@@ -311,7 +358,11 @@ pub fn load_file(path: &Path) -> Result<Vec<Case>, CorpusError> {
     for (name, id) in &file.identities {
         match (&id.token, &id.x509) {
             (Some(_), None) if id.user.is_some() => {}
-            (None, Some(_)) if id.user.is_none() && id.groups.is_empty() && id.uid.is_none() => {}
+            (None, Some(_))
+                if id.user.is_none()
+                    && id.groups.is_empty()
+                    && id.uid.is_none()
+                    && id.token_bytes.is_none() => {}
             _ => {
                 return Err(invalid(format!(
                     "identity `{name}`: give either `token` with `user` (and `uid`, `groups`), or `x509`"

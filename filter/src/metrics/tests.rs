@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kubelet_authz::decision::{AuthnMethod, CalloutKind, CalloutResponse, Outcome};
-use kubelet_authz::kubelet::Subresource;
+use kubelet_authz::decision::CalloutKind;
+use kubelet_authz::labels::CalloutResult;
 use rstest::rstest;
 
 use super::*;
@@ -137,7 +137,7 @@ fn families(
     #[case] len: usize,
 ) {
     assert_eq!(format!("{PROMETHEUS_PREFIX}{}", family.short_name()), name);
-    let got: Vec<&str> = family.labels().iter().map(|(l, _)| *l).collect();
+    let got: Vec<&str> = family.labels().iter().map(|(l, _, _)| *l).collect();
     assert_eq!(got, labels);
     assert_eq!(family.series(), len);
     assert!(
@@ -175,56 +175,6 @@ fn every_slot_is_one_distinct_well_formed_series() {
         assert!(wasm.insert(name));
         assert!(prom.insert(s.prometheus()));
     }
-}
-
-#[test]
-fn label_values_are_the_engines_names() {
-    for o in [
-        Outcome::Allowed,
-        Outcome::BadRequest,
-        Outcome::Unauthenticated,
-        Outcome::Forbidden,
-        Outcome::AuthorizerError,
-    ] {
-        assert_eq!(OUTCOMES[outcome_index(o)], o.as_str());
-    }
-    for s in Subresource::ALL {
-        assert_eq!(SUBRESOURCES[subresource_index(Some(s))], s.as_str());
-    }
-    assert_eq!(SUBRESOURCES[subresource_index(None)], "none");
-    for m in [
-        AuthnMethod::X509,
-        AuthnMethod::Bearer,
-        AuthnMethod::WebSocket,
-        AuthnMethod::Anonymous,
-        AuthnMethod::None,
-    ] {
-        assert_eq!(METHODS[method_index(m)], m.as_str());
-    }
-    assert_eq!(KINDS[kind_index(CalloutKind::TokenReview)], "tokenreview");
-}
-
-fn http(status: u16) -> CalloutResponse {
-    CalloutResponse::Http {
-        status,
-        retry_after: None,
-        body: Vec::new(),
-    }
-}
-
-#[rstest]
-#[case(http(200), "ok")]
-#[case(http(201), "ok")]
-#[case(http(302), "status_other")]
-#[case(http(401), "status_4xx")]
-#[case(http(429), "status_429")]
-#[case(http(500), "status_5xx")]
-#[case(http(503), "status_5xx")]
-#[case(CalloutResponse::ConnectFailed("x".into()), "connect_failed")]
-#[case(CalloutResponse::TimedOut("x".into()), "timed_out")]
-#[case(CalloutResponse::Failed("x".into()), "reset")]
-fn callout_results(#[case] response: CalloutResponse, #[case] result: &str) {
-    assert_eq!(CalloutResult::of(&response).as_str(), result);
 }
 
 #[test]

@@ -15,9 +15,10 @@ pub mod runner;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kubelet_authz::identity;
 use kubelet_authz::rbac::RbacStore;
 use kubelet_authz::review::{
-    ReviewUser, SubjectAccessReview, TokenReview, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH,
+    SubjectAccessReview, TokenReview, SUBJECT_ACCESS_REVIEW_PATH, TOKEN_REVIEW_PATH,
 };
 use kubelet_authz::UserInfo;
 use serde_json::json;
@@ -158,16 +159,10 @@ impl AutoResponder {
                 let review: TokenReview = call.body_json().ok()?;
                 let status = if let Some(e) = &self.token_error {
                     json!({ "authenticated": false, "error": e })
-                } else if let Some(u) = self.tokens.get(&review.spec.token) {
-                    let user = ReviewUser {
-                        username: u.name.clone(),
-                        uid: u.uid.clone(),
-                        groups: u.groups.clone(),
-                        extra: u.extra.clone(),
-                    };
-                    json!({ "authenticated": true, "user": user })
                 } else {
-                    json!({ "authenticated": false })
+                    json!(identity::token_review_status(
+                        self.tokens.get(&review.spec.token)
+                    ))
                 };
                 Some(CallResponse::json(
                     201,

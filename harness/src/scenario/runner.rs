@@ -590,20 +590,6 @@ fn full_matches(w: &CallFields, call: &HttpCall) -> Result<(), String> {
     }
 }
 
-/// An Envoy-style `x-forwarded-client-cert` value for a verified certificate.
-pub fn xfcc(hash_hex: &str, pem: &str) -> String {
-    format!("Hash={hash_hex};Cert=\"{}\";Subject=\"\"", url_encode(pem))
-}
-
-/// Percent-encodes everything but unreserved characters (as Envoy encodes `Cert=`).
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// An Envoy-style `x-forwarded-client-cert` value for a verified certificate (the test-support
+/// encoder, re-exported for the scenario tests).
+pub use kubelet_authz_test_support::encode::xfcc;

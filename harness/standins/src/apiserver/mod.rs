@@ -34,10 +34,15 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response};
-use kubelet_authz::identity::{add_authenticated_group, parse_bearer, x509, BearerHeader};
+use kubelet_authz::identity::{
+    add_authenticated_group, parse_bearer, token_review_status, x509, BearerHeader,
+};
 use kubelet_authz::kubelet::KubeletVersion;
 use kubelet_authz::rbac::Attributes;
-use kubelet_authz::review::{ResourceAttributes, SubjectAccessReview, TokenReview};
+use kubelet_authz::review::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
+    TokenReview,
+};
 use kubelet_authz::UserInfo;
 use serde_json::{json, Value};
 
@@ -533,6 +538,18 @@ impl State {
         (d.allowed, d.reason)
     }
 
+    /// A SubjectAccessReview's answer through the same chain: `system:masters` first, then
+    /// the RBAC store's own review ([`kubelet_authz::rbac::RbacStore::authorize_review`]).
+    fn review_access(&self, spec: &SubjectAccessReviewSpec) -> SubjectAccessReviewStatus {
+        if spec.groups.iter().any(|g| g == PRIVILEGED_GROUP) {
+            return SubjectAccessReviewStatus {
+                allowed: true,
+                ..SubjectAccessReviewStatus::default()
+            };
+        }
+        self.data.rbac.authorize_review(spec)
+    }
+
     fn check(&self, user: &UserInfo, ra: &ResourceAttributes) -> Option<Response<Body>> {
         let (allowed, reason) = self.decide(user, &Attributes::Resource(ra.clone()));
         (!allowed).then(|| forbidden(&user.name, ra, &reason))
@@ -948,18 +965,8 @@ impl State {
                 if tr.spec.token.is_empty() {
                     return bad("token is required for TokenReview in authentication".into());
                 }
-                let mut status = match self.data.tokens.get(&tr.spec.token) {
-                    Some(u) => {
-                        let u = add_authenticated_group(u.clone());
-                        json!({"authenticated": true, "user": review_user(&u)})
-                    }
-                    None => json!({"authenticated": false, "user": {}}),
-                };
-                if !tr.spec.audiences.is_empty() {
-                    if let Some(obj) = status.as_object_mut() {
-                        obj.insert("audiences".into(), json!(tr.spec.audiences));
-                    }
-                }
+                let mut status = token_review_status(self.data.tokens.get(&tr.spec.token));
+                status.audiences.clone_from(&tr.spec.audiences);
                 (
                     201,
                     json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
@@ -977,44 +984,32 @@ impl State {
                     Ok(s) => s,
                     Err(e) => return bad(format!("{kind}: {e}")),
                 };
-                let attrs = match (
-                    sar.spec.resource_attributes.clone(),
-                    sar.spec.non_resource_attributes.clone(),
-                ) {
-                    (Some(r), None) => Attributes::Resource(r),
-                    (None, Some(n)) => Attributes::NonResource(n),
-                    _ => {
-                        return invalid_value(
-                            kind,
-                            "spec.resourceAttributes",
-                            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                        )
-                    }
-                };
-                let subject = if kind == "SubjectAccessReview" {
-                    if sar.spec.user.is_empty() && sar.spec.groups.is_empty() {
+                if sar.spec.resource_attributes.is_some()
+                    == sar.spec.non_resource_attributes.is_some()
+                {
+                    return invalid_value(
+                        kind,
+                        "spec.resourceAttributes",
+                        "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                    );
+                }
+                let mut subject = sar.spec;
+                if kind == "SubjectAccessReview" {
+                    if subject.user.is_empty() && subject.groups.is_empty() {
                         return invalid_value(
                             kind,
                             "spec.user",
                             "at least one of user or group must be specified",
                         );
                     }
-                    UserInfo {
-                        name: sar.spec.user.clone(),
-                        uid: sar.spec.uid.clone(),
-                        groups: sar.spec.groups.clone(),
-                        extra: sar.spec.extra.clone(),
-                    }
                 } else {
-                    user.clone()
-                };
-                let (allowed, reason) = self.decide(&subject, &attrs);
-                let mut status = json!({"allowed": allowed});
-                if !reason.is_empty() {
-                    if let Some(obj) = status.as_object_mut() {
-                        obj.insert("reason".into(), json!(reason));
-                    }
+                    // A SelfSubjectAccessReview asks about the caller.
+                    subject.user.clone_from(&user.name);
+                    subject.uid.clone_from(&user.uid);
+                    subject.groups.clone_from(&user.groups);
+                    subject.extra.clone_from(&user.extra);
                 }
+                let status = self.review_access(&subject);
                 (
                     201,
                     json!({"kind": kind, "apiVersion": "authorization.k8s.io/v1",
