@@ -109,6 +109,12 @@ async fn every_envoy_bootstrap_in_envoy_dir_renders_and_validates() {
         // The filter ConfigMap's content and the kustomize base: tests/tests/daemonset.rs.
         "kubernetes/filter.yaml",
         "kubernetes/kustomization.yaml",
+        // The privileged mode's DaemonSet: node/tests/deploy_configure.rs and check-deploy.sh.
+        "kubernetes/configure/unconfigure-daemonset.yaml",
+        // Node pools built fresh: node/tests/node_pools.rs.
+        "node/cloud-init.yaml",
+        "node/kubeletconfiguration+strategic.yaml",
+        "node/nodeconfig.yaml",
     ]
     .into();
     // Kustomize files, the overlays and the monitoring bundle (PodMonitor, PrometheusRule and its
