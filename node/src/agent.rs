@@ -8,9 +8,11 @@
 //!
 //! `run` (the `agent` container) renews the proxy's certificate and rewrites the ECDS file when
 //! the filter ConfigMap changes; a configuration the engine refuses is logged (one line naming
-//! the field) and not written, so Envoy keeps the previous one.
+//! the field), counted ([`crate::metrics`], served on `--metrics-socket`) and not written, so
+//! Envoy keeps the previous one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::bootstrap::{self, ApiServerAuth, NodeParams};
 use crate::cli::{AuthMode, InitArgs, PathArgs, PkiArgs, RunArgs};
 use crate::filterconfig::{self, NodeValues};
+use crate::metrics::{self, AgentMetrics};
 use crate::{kubeconfig, kubeletconfig, pki, portwait, version};
 
 /// What `init` leaves for `run` (`OUTPUT_DIR/node.json`).
@@ -277,6 +280,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         listen_port: args.listen_port,
         metrics_port: args.metrics_port,
         admin_socket: args.admin_socket.clone(),
+        agent_socket: args.paths.metrics_socket.clone(),
         sds_dir: out.join("sds"),
         ecds_dir: out.join("ecds"),
         filter_wasm: args.filter_wasm.clone(),
@@ -393,8 +397,14 @@ fn read_state(out: &Path) -> anyhow::Result<NodeState> {
 }
 
 /// One pass of `run`: rewrite the ECDS file when the ConfigMap's content changed. `last` is the
-/// content last acted on (written or refused). Answers whether a file was written.
-pub fn sync_filter(paths: &PathArgs, state: &NodeState, last: &mut Option<String>) -> bool {
+/// content last acted on (written or refused). Answers whether the content was accepted; counts
+/// acceptances, writes and refusals in `counters`.
+pub fn sync_filter(
+    paths: &PathArgs,
+    state: &NodeState,
+    last: &mut Option<String>,
+    counters: &AgentMetrics,
+) -> bool {
     let text = match std::fs::read_to_string(&paths.filter_config) {
         Ok(t) => t,
         Err(e) => {
@@ -412,6 +422,8 @@ pub fn sync_filter(paths: &PathArgs, state: &NodeState, last: &mut Option<String
         return false;
     }
     *last = Some(text);
+    let target = paths.output_dir.join("ecds").join(bootstrap::ECDS_FILE);
+    let before = std::fs::read(&target).ok();
     match filterconfig::write_ecds(
         &paths.filter_config,
         &state.values(),
@@ -419,6 +431,8 @@ pub fn sync_filter(paths: &PathArgs, state: &NodeState, last: &mut Option<String
         &paths.output_dir.join("ecds"),
     ) {
         Ok(json) => {
+            let written = std::fs::read(&target).ok() != before;
+            counters.accepted(written);
             let enforcement = serde_json::from_str::<serde_json::Value>(&json)
                 .ok()
                 .and_then(|v| {
@@ -427,19 +441,24 @@ pub fn sync_filter(paths: &PathArgs, state: &NodeState, last: &mut Option<String
                         .map(str::to_string)
                 })
                 .unwrap_or_else(|| "Enforce".into());
-            say(format!(
-                "filter configuration written to {} ({enforcement})",
-                paths
-                    .output_dir
-                    .join("ecds")
-                    .join(bootstrap::ECDS_FILE)
-                    .display()
-            ));
+            if written {
+                say(format!(
+                    "filter configuration written to {} ({enforcement})",
+                    target.display()
+                ));
+            } else {
+                say(format!(
+                    "filter configuration unchanged in {} ({enforcement})",
+                    target.display()
+                ));
+            }
             true
         }
         Err(e) => {
+            counters.refused();
             say(format!(
-                "filter configuration REFUSED, the previous one keeps serving: {e}"
+                "filter configuration REFUSED (counted in {}), the previous one keeps serving: {e}",
+                metrics::FILTER_CONFIG_REFUSALS_TOTAL
             ));
             false
         }
@@ -449,6 +468,9 @@ pub fn sync_filter(paths: &PathArgs, state: &NodeState, last: &mut Option<String
 /// `run`: until SIGTERM.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let state = read_state(&args.paths.output_dir)?;
+    let counters = Arc::new(AgentMetrics::default());
+    let listener = metrics::bind(&args.paths.metrics_socket)?;
+    metrics::spawn(listener, counters.clone());
     // Checked at start too (the ConfigMap may have changed since `init`); an unchanged
     // configuration is not rewritten.
     let mut last = None;
@@ -456,15 +478,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let renew_every = Duration::from_secs(args.renew_check_seconds.max(1));
     let mut next_renew = std::time::Instant::now() + renew_every;
     say(format!(
-        "watching {} every {}s; proxy certificate checked every {}s",
+        "watching {} every {}s; proxy certificate checked every {}s; metrics on {}",
         args.paths.filter_config.display(),
         poll.as_secs(),
-        renew_every.as_secs()
+        renew_every.as_secs(),
+        args.paths.metrics_socket.display()
     ));
     loop {
-        sync_filter(&args.paths, &state, &mut last);
+        sync_filter(&args.paths, &state, &mut last, &counters);
         if std::time::Instant::now() >= next_renew {
             if let Err(e) = ensure_pki(&args.paths) {
+                counters.renewal_failed();
                 say(format!(
                     "proxy certificate renewal failed (retrying): {e:#}"
                 ));

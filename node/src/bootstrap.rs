@@ -18,6 +18,8 @@ pub const APISERVER_CLUSTER: &str = "kube-apiserver";
 pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 /// The file name of the ECDS discovery response inside [`NodeParams::ecds_dir`].
 pub const ECDS_FILE: &str = "filter.yaml";
+/// The cluster of the node agent's metrics socket.
+pub const AGENT_CLUSTER: &str = "agent";
 /// The route matching the streaming endpoints (4 h idle timeout, like the kubelet's).
 pub const STREAMING_ROUTE_REGEX: &str = "/(exec|attach|portForward|containerLogs|logs)(/.*)?";
 /// Idle timeout of the streaming routes, seconds (the kubelet's `streamingConnectionIdleTimeout`).
@@ -67,6 +69,8 @@ pub struct NodeParams {
     pub metrics_port: u16,
     /// Envoy's admin unix socket.
     pub admin_socket: PathBuf,
+    /// The agent's metrics socket (cluster `agent`, served as `/metrics/agent`).
+    pub agent_socket: PathBuf,
     /// Directory of the SDS files.
     pub sds_dir: PathBuf,
     /// Directory of the ECDS file (watched by Envoy; the agent renames a new file in).
@@ -119,6 +123,7 @@ impl NodeParams {
             listen_port: 10250,
             metrics_port: 9977,
             admin_socket: "/run/kubelet-authz/admin.sock".into(),
+            agent_socket: "/run/kubelet-authz/agent.sock".into(),
             sds_dir: "/rendered/sds".into(),
             ecds_dir: "/rendered/ecds".into(),
             filter_wasm: "/wasm/plugin.wasm".into(),
@@ -374,6 +379,8 @@ fn metrics_listener(p: &NodeParams) -> Value {
                                 // Liveness: Envoy's own answer (the process takes requests).
                                 { "match": get("/live"), "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } } },
                                 { "match": get("/stats/prometheus"), "route": { "cluster": "admin", "timeout": "10s" } },
+                                // The node agent's own series (configuration refusals, renewals).
+                                { "match": get(crate::metrics::ENVOY_PATH), "route": { "cluster": AGENT_CLUSTER, "prefix_rewrite": crate::metrics::PATH, "timeout": "10s" } },
                                 { "match": { "prefix": "/" }, "direct_response": { "status": 404, "body": { "inline_string": "not found\n" } } },
                             ],
                         }],
@@ -546,6 +553,12 @@ pub fn bootstrap(p: &NodeParams) -> Value {
                     "connect_timeout": "1s",
                     "load_assignment": endpoint("admin", json!({ "pipe": { "path": p.admin_socket } })),
                 },
+                {
+                    "name": AGENT_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": endpoint(AGENT_CLUSTER, json!({ "pipe": { "path": p.agent_socket } })),
+                },
             ],
         },
     })
@@ -695,6 +708,7 @@ mod tests {
             listen_port: 10250,
             metrics_port: 9977,
             admin_socket: "/run/kubelet-authz/admin.sock".into(),
+            agent_socket: "/run/kubelet-authz/agent.sock".into(),
             sds_dir: "/rendered/sds".into(),
             ecds_dir: "/rendered/ecds".into(),
             filter_wasm: "/wasm/plugin.wasm".into(),
@@ -805,6 +819,70 @@ mod tests {
         );
         p.apiserver_host = host.into();
         assert_eq!(cluster(&bootstrap(&p), APISERVER_CLUSTER)["type"], kind);
+    }
+
+    /// The metrics listener's routes, in order: path, method, and where it goes.
+    #[test]
+    fn the_metrics_listener_routes_exactly_get_metrics_agent_to_the_agent() {
+        let mut p = params(
+            ApiServerAuth::NodeCert("/c.pem".into()),
+            "10.1.2.3",
+            EnvoyTls::default(),
+        );
+        p.agent_socket = "/run/x/agent.sock".into();
+        let b = bootstrap(&p);
+        let metrics = &b["static_resources"]["listeners"][1];
+        let hcm = &metrics["filter_chains"][0]["filters"][1]["typed_config"];
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        let shape: Vec<(String, String, String)> = routes
+            .iter()
+            .map(|r| {
+                let m = &r["match"];
+                let path = m["path"]
+                    .as_str()
+                    .map(|p| format!("={p}"))
+                    .or(m["prefix"].as_str().map(|p| format!("{p}*")))
+                    .unwrap();
+                let method = m["headers"][0]["string_match"]["exact"]
+                    .as_str()
+                    .unwrap_or("*")
+                    .to_string();
+                let to = match (
+                    r["route"]["cluster"].as_str(),
+                    r["direct_response"]["status"].as_u64(),
+                ) {
+                    (Some(c), _) => format!(
+                        "{c}{}",
+                        r["route"]["prefix_rewrite"]
+                            .as_str()
+                            .map(|w| format!(" {w}"))
+                            .unwrap_or_default()
+                    ),
+                    (None, Some(s)) => s.to_string(),
+                    _ => panic!("{r}"),
+                };
+                (path, method, to)
+            })
+            .collect();
+        let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            shape,
+            [
+                row("=/ready", "GET", "kubelet /healthz"),
+                row("=/live", "GET", "200"),
+                row("=/stats/prometheus", "GET", "admin"),
+                row("=/metrics/agent", "GET", "agent /metrics"),
+                row("/*", "*", "404"),
+            ]
+        );
+        let agent = cluster(&b, AGENT_CLUSTER);
+        assert_eq!(
+            agent["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["pipe"]["path"],
+            "/run/x/agent.sock"
+        );
     }
 
     #[test]

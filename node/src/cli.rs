@@ -76,6 +76,14 @@ pub struct PathArgs {
     /// A proxy certificate with fewer days left is renewed.
     #[arg(long, env = "RENEW_DAYS", default_value_t = 10)]
     pub renew_days: u64,
+    /// The agent's metrics socket (in the directory shared with Envoy, which serves it as
+    /// `/metrics/agent` on the metrics port).
+    #[arg(
+        long,
+        env = "METRICS_SOCKET",
+        default_value = "/run/kubelet-authz/agent.sock"
+    )]
+    pub metrics_socket: PathBuf,
 }
 
 /// `init`.

@@ -11,6 +11,7 @@ pub mod filterconfig;
 pub mod kubeconfig;
 pub mod kubeletconfig;
 pub mod listeners;
+pub mod metrics;
 pub mod pki;
 pub mod portwait;
 pub mod probe;

@@ -24,6 +24,9 @@ use kubelet_authz::config::Config;
 use kubelet_authz_e2e::envoy::validate;
 use kubelet_authz_e2e::render::workspace;
 use kubelet_authz_e2e::stack::{ProxyOptions, Standins, NODE_NAME};
+use kubelet_authz_node::metrics::{
+    FILTER_CONFIG_REFUSALS_TOTAL, FILTER_CONFIG_VALID, FILTER_CONFIG_WRITES_TOTAL,
+};
 use kubelet_authz_standins::client::Client;
 use serde::Deserialize as _;
 use serde_json::Value;
@@ -501,6 +504,7 @@ impl Node {
                 let mapped = match key.as_str() {
                     "OUTPUT_DIR" => self.out(pod),
                     "ADMIN_SOCKET" => self.admin(pod),
+                    "METRICS_SOCKET" => self.path(&format!("{}/agent.sock", pod.0)),
                     "WASM_SOURCE" => kubelet_authz_e2e::envoy::filter_wasm().unwrap(),
                     "FILTER_WASM" => self.path(&format!("{}/wasm/plugin.wasm", pod.0)),
                     "FILTER_CONFIG" => self.path("filter/filter.yaml"),
@@ -718,23 +722,49 @@ fn free_port() -> u16 {
 
 /// A plain HTTP/1.1 request to the metrics listener: status (0 when nothing answers).
 async fn plain(port: u16, method: &str, path: &str) -> u16 {
+    plain_response(port, method, path).await.0
+}
+
+/// A plain HTTP/1.1 request: the status (0 when there was none) and the whole response.
+async fn plain_response(port: u16, method: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return 0;
+        return (0, String::new());
     };
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     if s.write_all(req.as_bytes()).await.is_err() {
-        return 0;
+        return (0, String::new());
     }
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace()
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The agent's series through Envoy's metrics listener (`GET /metrics/agent`).
+async fn agent_metrics(port: u16) -> String {
+    let (status, text) = plain_response(port, "GET", kubelet_authz_node::metrics::ENVOY_PATH).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    text
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map(str::to_string)
 }
 
 /// The init container, run as written: the per-node CA and the proxy's certificate are made once;
@@ -1166,6 +1196,9 @@ async fn daemonset_node_in_a_box() {
         ("POST", "/ready"),
         ("GET", "/healthz"),
         ("GET", "/stats/prometheus/../config_dump"),
+        ("POST", "/metrics/agent"),
+        ("GET", "/metrics"),
+        ("GET", "/metrics/agent/x"),
     ] {
         assert_eq!(plain(metrics, method, path).await, 404, "{method} {path}");
     }
@@ -1345,8 +1378,18 @@ async fn daemonset_node_in_a_box() {
         .unwrap()
         .to_string();
     assert!(line.contains("enforcement"), "{line}");
+    assert!(line.contains(FILTER_CONFIG_REFUSALS_TOTAL), "{line}");
     assert_eq!(std::fs::read_to_string(&ecds).unwrap(), before);
     assert_eq!(status().await, 200, "Shadow keeps serving");
+    // ... and counted, through Envoy's metrics port.
+    let m = agent_metrics(metrics).await;
+    assert_eq!(sample(&m, FILTER_CONFIG_VALID).as_deref(), Some("0"), "{m}");
+    assert_eq!(
+        sample(&m, FILTER_CONFIG_REFUSALS_TOTAL).as_deref(),
+        Some("1"),
+        "{m}"
+    );
+    let writes = sample(&m, FILTER_CONFIG_WRITES_TOTAL).unwrap();
     // One that reaches Envoy anyway (written past the agent) is rejected by Envoy, visibly.
     let stats = node.stats(POD).await;
     let prefix = "extension_config_discovery.http_filter.envoy.filters.http.wasm";
@@ -1394,6 +1437,32 @@ async fn daemonset_node_in_a_box() {
             logs()
         );
     }
+    // A good ConfigMap again: accepted, written (over the file Envoy rejected), valid again.
+    node.set_filter("enforcement: Shadow\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = agent_metrics(metrics).await;
+        if sample(&m, FILTER_CONFIG_VALID).as_deref() == Some("1") {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused\n{m}\n{}",
+            agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        sample(&m, FILTER_CONFIG_REFUSALS_TOTAL).as_deref(),
+        Some("1"),
+        "{m}"
+    );
+    assert_ne!(
+        sample(&m, FILTER_CONFIG_WRITES_TOTAL).unwrap(),
+        writes,
+        "{m}"
+    );
+    assert_eq!(status().await, 200, "Shadow");
 
     // Readiness follows the kubelet; liveness does not.
     kubelet.shutdown().await;

@@ -3,7 +3,8 @@
 //! (`grafana-dashboard.json`) select is one that is exported.
 //!
 //! - `kubelet_authz_*`: the filter's own families (`kubelet_authz_filter::metrics::Family`, and the
-//!   latency histogram): the family exists, every label matcher names one of its labels (or one the
+//!   latency histogram) and the node agent's series (`kubelet_authz_node::metrics::SERIES`,
+//!   scraped as `/metrics/agent`): the family exists, every label matcher names one of its labels (or one the
 //!   scrape adds: job, namespace, pod, node, ...), and every value an `=`, `!=`, `=~` or `!~`
 //!   matcher lists is one the filter emits (a renamed outcome or result breaks this test, not the
 //!   alert silently).
@@ -197,6 +198,14 @@ fn filter_families() -> BTreeMap<String, BTreeMap<&'static str, BTreeSet<&'stati
             labels.insert("le", BTreeSet::new());
         }
         out.insert(format!("{PROMETHEUS_PREFIX}{LATENCY}{suffix}"), labels);
+    }
+    // The node agent's own series (`/metrics/agent`); its label values are free (the version).
+    for (name, labels) in kubelet_authz_node::metrics::SERIES {
+        let labels = labels.iter().map(|l| (*l, BTreeSet::new())).collect();
+        assert!(
+            out.insert(name.to_string(), labels).is_none(),
+            "{name}: both a filter and an agent series"
+        );
     }
     out
 }
