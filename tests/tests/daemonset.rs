@@ -1611,8 +1611,9 @@ async fn daemonset_health_under_overload() {
 /// A rolling replacement as the DaemonSet does it (maxSurge 1): the new pod's init and Envoy start
 /// beside the old pod's (the same `NODE_IP:PORT`, SO_REUSEPORT; init does not wait for the old
 /// Envoy), the old pod's preStop drain runs, then the old Envoy is killed. A continuous request
-/// loop loses no request, and a WebSocket exec stream held on the old Envoy keeps working after
-/// its listener closed, until the drain deadline.
+/// loop loses no request, and a WebSocket exec stream and a followed container log (`logs -f`)
+/// held on the old Envoy keep working after its listener closed, until the drain deadline; the
+/// log ends when the old Envoy is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemonset_rolling_replacement_loses_nothing() {
     use kubelet_authz_standins::kubelet::{Kubelet, KubeletConfig};
@@ -1649,6 +1650,8 @@ async fn daemonset_rolling_replacement_loses_nothing() {
         .unwrap();
     assert_eq!(resp.status, 101);
     echo(&mut ws, 0).await.unwrap();
+    // And a `kubectl logs -f` (the stand-in kubelet writes a line every 250 ms).
+    let mut logs = FollowedLog::start(&node.ca, listen).await;
 
     let requests = Loop::start(&node.ca, url.clone(), &[200]);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1694,8 +1697,22 @@ async fn daemonset_rolling_replacement_loses_nothing() {
     echo(&mut ws, 2)
         .await
         .expect("the exec stream until the drain deadline");
+    let before = logs
+        .latest()
+        .await
+        .expect("the followed log on the draining Envoy");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = logs
+        .latest()
+        .await
+        .expect("the followed log until the drain deadline");
+    assert!(after > before, "the followed log stalled at line {before}");
     // The kubelet sends SIGTERM after the preStop hooks: the old Envoy goes.
     old.kill().await.unwrap();
+    assert!(
+        logs.ends_within(Duration::from_secs(5)).await,
+        "the followed log outlived the old Envoy"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (n, failures, _) = requests.finish().await;
     assert!(n > 50, "only {n} requests");
@@ -1734,6 +1751,68 @@ where
 }
 
 /// The serial of the certificate served on `port` (any certificate: no verification).
+/// `curl -N` following a container log through the proxy, as `kubectl logs -f` does.
+struct FollowedLog {
+    _child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl FollowedLog {
+    async fn start(ca: &Path, port: u16) -> FollowedLog {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new("curl")
+            .arg("-sSN")
+            .arg("--cacert")
+            .arg(ca)
+            .arg(format!(
+                "https://localhost:{port}/containerLogs/default/web/app?follow=true"
+            ))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("curl");
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut log = FollowedLog {
+            _child: child,
+            lines,
+        };
+        assert_eq!(log.latest().await, Some(0), "the followed log's first line");
+        log
+    }
+
+    /// The number of the newest line that has arrived (waiting up to 2 s for the first one);
+    /// `None` once the stream has ended.
+    async fn latest(&mut self) -> Option<u64> {
+        let mut last = None;
+        let mut wait = Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout(wait, self.lines.next_line()).await {
+                Ok(Ok(Some(line))) => {
+                    last = line
+                        .strip_prefix("log line ")
+                        .and_then(|n| n.parse::<u64>().ok());
+                    assert!(last.is_some(), "not a log line: {line:?}");
+                    wait = Duration::from_millis(100);
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => return None,
+                Err(_) => return last,
+            }
+        }
+    }
+
+    /// Whether the stream ends (EOF) within `d`.
+    async fn ends_within(&mut self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(200), self.lines.next_line()).await {
+                Ok(Ok(None)) | Ok(Err(_)) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
 fn served_serial(port: u16) -> String {
     let out = std::process::Command::new("sh")
         .arg("-c")

@@ -353,9 +353,53 @@ impl State {
         match on_upgrade {
             Some(on_upgrade) if websocket => Ok(websocket_accept(&headers, on_upgrade, conn)),
             Some(on_upgrade) => Ok(spdy_accept(&headers, on_upgrade)),
+            None if method == "GET" && follows_logs(&full_path) => Ok(follow_logs(conn)),
             None => Ok(serve::json(200, &echo)),
         }
     }
+}
+
+/// `GET /containerLogs/...?follow=true` (`kubectl logs -f`): a stream that never ends by itself.
+fn follows_logs(path_and_query: &str) -> bool {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    path.starts_with("/containerLogs/") && query.split('&').any(|kv| kv == "follow=true")
+}
+
+/// How often a followed log writes a line.
+pub const FOLLOW_LINE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A followed container log: `log line N` every [`FOLLOW_LINE_EVERY`] until the client goes away
+/// or the stand-in shuts down, as `kubectl logs -f` sees a busy container.
+fn follow_logs(conn: ConnInfo) -> Response<Body> {
+    use http_body_util::{BodyExt as _, StreamBody};
+    use hyper::body::Frame;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let mut shutdown = conn.shutdown;
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            let line = bytes::Bytes::from(format!("log line {n}\n"));
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                sent = tx.send(line) => if sent.is_err() { return },
+            }
+            n += 1;
+            tokio::time::sleep(FOLLOW_LINE_EVERY).await;
+        }
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut resp = Response::new(StreamBody::new(frames).boxed_unsync());
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
 }
 
 fn switching(headers: &[(&'static str, String)]) -> Response<Body> {

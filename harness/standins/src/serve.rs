@@ -9,7 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -21,8 +22,9 @@ use tokio::task::JoinHandle;
 
 use super::StandinError;
 
-/// The response body type of both stand-ins.
-pub type Body = Full<Bytes>;
+/// The response body type of both stand-ins: a whole body, or a stream (the kubelet's
+/// `containerLogs?follow=true`).
+pub type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
 /// A handler's answer: a response, or `Err(CloseConnection)` to drop the connection unanswered.
 pub type HandlerResult = Result<Response<Body>, CloseConnection>;
@@ -231,7 +233,7 @@ async fn serve_conn<H: Handler>(
 
 /// A response with a status, a content type and a body.
 pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
     *resp.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
