@@ -238,9 +238,18 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
             ])
         })
         .context("no kubelet configuration (/var/lib/kubelet/config.yaml, /etc/kubernetes/kubelet/config.json): set --kubelet-config")?;
+    // The drop-in directory of the distribution whose configuration this is (where `configure`
+    // puts the proxy's drop-in: kubeadm's `/etc/kubernetes/kubelet.conf.d` too), else AL2023's.
     let config_dir = args
         .kubelet_config_dir
         .clone()
+        .or_else(|| {
+            crate::configure::DISTRIBUTIONS
+                .iter()
+                .filter(|d| Path::new(d.kubelet_config) == config)
+                .map(|d| PathBuf::from(d.config_dir))
+                .find(|dir| dir.is_dir())
+        })
         .or_else(|| first_existing(&["/etc/kubernetes/kubelet/config.json.d"]));
     let kubelet = KubeletView::load(&config, config_dir.as_deref())?;
 
@@ -261,7 +270,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
                 apiserver_name: args.apiserver_name.clone(),
                 cluster_ca: args.cluster_ca.clone(),
                 auth: auth.clone(),
-                state_file: args.state_dir.join("kubelet-version"),
+                state_file: args.state_dir.join(version::STATE_FILE),
                 attempts: args.version_attempts,
                 first_delay: Duration::from_secs(1),
             };
