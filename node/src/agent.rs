@@ -81,6 +81,20 @@ fn say(msg: impl std::fmt::Display) {
     eprintln!("kubelet-authz-node: {msg}");
 }
 
+/// The kubelet's `--config-dir` when none is given: the drop-in directory of the distribution
+/// whose configuration `config` is (where `configure` puts the proxy's drop-in: kubeadm's
+/// `/etc/kubernetes/kubelet.conf.d`, AL2023's `config.json.d`), else AL2023's; only one that
+/// exists (`is_dir`).
+fn default_config_dir(config: &Path, is_dir: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    crate::configure::DISTRIBUTIONS
+        .iter()
+        .filter(|d| Path::new(d.kubelet_config) == config)
+        .map(|d| d.config_dir)
+        .chain(["/etc/kubernetes/kubelet/config.json.d"])
+        .map(PathBuf::from)
+        .find(|dir| is_dir(dir))
+}
+
 fn first_existing(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
@@ -244,7 +258,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let config_dir = args
         .kubelet_config_dir
         .clone()
-        .or_else(|| first_existing(&["/etc/kubernetes/kubelet/config.json.d"]));
+        .or_else(|| default_config_dir(&config, |p| p.is_dir()));
     let kubelet = KubeletView::load(&config, config_dir.as_deref())?;
 
     let kubelet_version = match &args.kubelet_version {
@@ -264,7 +278,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
                 apiserver_name: args.apiserver_name.clone(),
                 cluster_ca: args.cluster_ca.clone(),
                 auth: auth.clone(),
-                state_file: args.state_dir.join("kubelet-version"),
+                state_file: args.state_dir.join(version::STATE_FILE),
                 attempts: args.version_attempts,
                 first_delay: Duration::from_secs(1),
             };
@@ -512,5 +526,43 @@ pub fn pki(args: &PkiArgs) -> anyhow::Result<()> {
                 "proxy certificate renewal failed (retrying): {e:#}"
             ));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::kubeadm_configured(
+        "/var/lib/kubelet/config.yaml",
+        &["/etc/kubernetes/kubelet.conf.d"],
+        Some("/etc/kubernetes/kubelet.conf.d")
+    )]
+    #[case::kubeadm_not_configured("/var/lib/kubelet/config.yaml", &[], None)]
+    #[case::eks("/etc/kubernetes/kubelet/config.json", &["/etc/kubernetes/kubelet/config.json.d"], Some("/etc/kubernetes/kubelet/config.json.d"))]
+    #[case::eks_no_dropins("/etc/kubernetes/kubelet/config.json", &[], None)]
+    #[case::kubeadm_dir_not_for_eks(
+        "/etc/kubernetes/kubelet/config.json",
+        &["/etc/kubernetes/kubelet.conf.d"],
+        None
+    )]
+    #[case::other_config_al2023_dir(
+        "/srv/kubelet.yaml",
+        &["/etc/kubernetes/kubelet/config.json.d", "/etc/kubernetes/kubelet.conf.d"],
+        Some("/etc/kubernetes/kubelet/config.json.d")
+    )]
+    #[case::other_config_kubeadm_dir_ignored("/srv/kubelet.yaml", &["/etc/kubernetes/kubelet.conf.d"], None)]
+    fn default_config_dir_follows_the_distribution(
+        #[case] config: &str,
+        #[case] dirs: &[&str],
+        #[case] want: Option<&str>,
+    ) {
+        let got = default_config_dir(Path::new(config), |p| {
+            dirs.iter().any(|d| Path::new(d) == p)
+        });
+        assert_eq!(got, want.map(PathBuf::from));
     }
 }

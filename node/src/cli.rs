@@ -122,8 +122,10 @@ pub struct InitArgs {
     /// (EKS AL2023) that exists.
     #[arg(long, env = "KUBELET_CONFIG")]
     pub kubelet_config: Option<PathBuf>,
-    /// The kubelet's `--config-dir`; default: `/etc/kubernetes/kubelet/config.json.d` when it
-    /// exists (EKS AL2023).
+    /// The kubelet's `--config-dir`; default: the drop-in directory `configure` uses for the
+    /// distribution of `--kubelet-config` (`/etc/kubernetes/kubelet.conf.d` for kubeadm,
+    /// `/etc/kubernetes/kubelet/config.json.d` for EKS AL2023) when it exists, else
+    /// `/etc/kubernetes/kubelet/config.json.d` when it exists.
     #[arg(long, env = "KUBELET_CONFIG_DIR")]
     pub kubelet_config_dir: Option<PathBuf>,
     /// The kubelet's kubeconfig (its `server:` is the API server); default: the first of

@@ -1035,6 +1035,13 @@ pub fn unconfigure(o: &Options) -> Result<Outcome, ConfigureError> {
         remove_tree(CMD, &o.pki_dir)?;
     }
     remove_tree(CMD, &o.backup_dir())?;
+    // The last known kubelet version the pod's `init` kept: the agent's state, gone with the rest.
+    let version_file = o.state_dir.join(crate::version::STATE_FILE);
+    match std::fs::remove_file(&version_file) {
+        Ok(()) => log(CMD, format!("removed {}", version_file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&version_file)(e)),
+    }
     for dir in manifest.created_state_dirs.iter().rev() {
         if std::fs::remove_dir(dir).is_ok() {
             log(CMD, format!("removed the directory {}", dir.display()));

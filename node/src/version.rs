@@ -11,6 +11,10 @@ use k8s_openapi::api::core::v1::Node;
 
 use crate::bootstrap::ApiServerAuth;
 
+/// The file in the agent's state directory holding the last known kubelet version (`unconfigure`
+/// removes it with the rest of the agent's state).
+pub const STATE_FILE: &str = "kubelet-version";
+
 /// Why no version could be found.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
