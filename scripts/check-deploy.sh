@@ -19,7 +19,9 @@
 #   when an alert is broken), every runbook link reaches a section of docs/DEPLOY.md, every
 #   dashboard query parses;
 # - every Istio object: the CRD schemas of npm @kubernetes-models/istio (tests/deploy/validate-istio.mjs);
-#   both for the shipped files and for the per-node objects that envoy/istio/per-node.sh prints;
+#   both for the shipped files and for the per-node objects that envoy/istio/per-node.sh (the node
+#   agent's `istio-objects`, built here with cargo unless KUBELET_AUTHZ_NODE names the binary)
+#   prints for the Node List fixture node/tests/fixtures/istio/nodes.json (IPv4 and IPv6 nodes);
 # - the Mermaid diagrams of README.md and docs/*.md parse with mermaid (tests/deploy/check-mermaid.mjs);
 # - each validator is first shown to refuse a broken object.
 # (The Envoy bootstraps are validated with `envoy --mode validate` by tests/tests/configs.rs.)
@@ -71,8 +73,18 @@ for o in kubeadm eks enforce monitoring configure; do
   [ -f "$work/overlay-$o.yaml" ] || die "envoy/overlays/$o is missing"
 done
 
-# Per-node Istio objects for a second node, as an operator would generate them.
-sh envoy/istio/per-node.sh node-b.example 192.0.2.7 v1.34.1 >"$work/per-node-b.yaml"
+# Per-node Istio objects for the nodes of a Node List fixture, as an operator generates them.
+if [ -z "${KUBELET_AUTHZ_NODE:-}" ]; then
+  command -v cargo >/dev/null || die "cargo is missing: set KUBELET_AUTHZ_NODE to a built kubelet-authz-node"
+  cargo build -q -p kubelet-authz-node || die "cargo build -p kubelet-authz-node failed"
+  KUBELET_AUTHZ_NODE=${CARGO_TARGET_DIR:-target}/debug/kubelet-authz-node
+fi
+export KUBELET_AUTHZ_NODE
+sh envoy/istio/per-node.sh --nodes node/tests/fixtures/istio/nodes.json >"$work/per-node-b.yaml" \
+  || die "envoy/istio/per-node.sh --nodes node/tests/fixtures/istio/nodes.json failed"
+[ "$(grep -c '^kind: WasmPlugin' "$work/per-node-b.yaml")" -eq 2 ] \
+  || die "per-node.sh: expected the objects of the fixture's 2 labelled nodes"
+grep -q 'bind: 2001:db8::a' "$work/per-node-b.yaml" || die "per-node.sh: the IPv6 node's Gateway has no IPv6 bind"
 
 # Sort every document: Kubernetes objects (deduplicated across builds) to one file per build for
 # kubernetes-validate, Prometheus Operator and Istio objects to JSON lines for node; the raw Istio

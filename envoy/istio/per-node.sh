@@ -1,19 +1,23 @@
 #!/bin/sh
-# Prints the per-node Istio objects (wasmplugin.yaml, gateway-deployment.yaml beside this script)
-# for one node:  per-node.sh NODE NODE_IP [KUBELET_VERSION] | kubectl apply -f -
-# For every Linux node:
-#   kubectl get nodes -l kubernetes.io/os=linux -o jsonpath='{range .items[*]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address} {.status.nodeInfo.kubeletVersion}{"\n"}{end}' |
-#     while read -r n ip v; do sh envoy/istio/per-node.sh "$n" "$ip" "${v#v}"; done | kubectl apply -f -
+# Prints the per-node Istio objects (wasmplugin.yaml and gateway-deployment.yaml beside this script,
+# as templates) for every node labelled kubelet-authz.io/proxy=enabled in a `kubectl get nodes -o
+# json` List, and nothing for the others: the node agent's `istio-objects` does the work (no shell
+# parses JSON here). Rerun it whenever nodes are added, replaced, relabelled or removed; the prune
+# converges (objects of nodes that are gone or unlabelled are deleted):
+#   kubectl get nodes -o json | sh envoy/istio/per-node.sh --nodes - |
+#     kubectl apply -n kubelet-authz --prune -l kubelet-authz.io/per-node=true \
+#       --prune-allowlist=apps/v1/Deployment \
+#       --prune-allowlist=networking.istio.io/v1/Gateway \
+#       --prune-allowlist=networking.istio.io/v1/VirtualService \
+#       --prune-allowlist=networking.istio.io/v1/DestinationRule \
+#       --prune-allowlist=extensions.istio.io/v1alpha1/WasmPlugin -f -
+# (kubectl prunes custom kinds only when allow-listed.) The binary: KUBELET_AUTHZ_NODE, else
+# kubelet-authz-node on PATH; without either, use the agent image:
+#   kubectl get nodes -o json | docker run --rm -i IMAGE /kubelet-authz-node istio-objects --nodes -
 set -eu
-[ $# -ge 2 ] || { echo "usage: per-node.sh NODE NODE_IP [KUBELET_VERSION]" >&2; exit 2; }
-node=$1 ip=$2 version=${3:-1.33}
-version=${version#v}
-version=$(printf '%s' "$version" | sed -n 's/^\([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p')
-[ -n "$version" ] || { echo "per-node.sh: KUBELET_VERSION: expected a version such as 1.33" >&2; exit 2; }
-printf '%s' "$node" | grep -Eqx '[a-z0-9]([-a-z0-9.]*[a-z0-9])?' || { echo "per-node.sh: NODE: not a node name: \`$node\`" >&2; exit 2; }
-printf '%s' "$ip" | grep -Eqx '[0-9]{1,3}(\.[0-9]{1,3}){3}' || { echo "per-node.sh: NODE_IP: not an IPv4 address: \`$ip\`" >&2; exit 2; }
-dir=$(dirname "$0")
-for f in wasmplugin.yaml gateway-deployment.yaml; do
-  echo "---"
-  sed -e "s/worker-1/$node/g" -e "s/10\.0\.0\.11/$ip/g" -e "s/kubeletVersion: \"1\.33\"/kubeletVersion: \"$version\"/" "$dir/$f"
-done
+bin=${KUBELET_AUTHZ_NODE:-kubelet-authz-node}
+command -v "$bin" >/dev/null 2>&1 || {
+  echo "per-node.sh: $bin not found: set KUBELET_AUTHZ_NODE to the node agent's binary (cargo build -p kubelet-authz-node), or run it from the agent image (see this script's header)" >&2
+  exit 2
+}
+exec "$bin" istio-objects "$@"

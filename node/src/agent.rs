@@ -516,6 +516,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// `pki`: the per-node CA and the proxy's certificate only; with `--renew-every`, until SIGTERM.
 pub fn pki(args: &PkiArgs) -> anyhow::Result<()> {
     ensure_pki_in(&args.pki_dir, args.cert_days, args.renew_days)?;
+    if let Some(port) = args.wait_for_port {
+        let mut said = false;
+        loop {
+            let wildcard = portwait::conflicts(&portwait::read_listeners(&args.proc_net), port);
+            if wildcard.is_empty() {
+                say(format!(
+                    "port {port}: no wildcard listener, the gateway may bind it"
+                ));
+                return Ok(());
+            }
+            if !said {
+                say(format!(
+                    "waiting: the per-node CA is in {}; {} listens on port {port} (the kubelet not yet on 127.0.0.1): move the kubelet (docs/DEPLOY.md, \"Istio\")",
+                    args.pki_dir.display(),
+                    wildcard
+                        .iter()
+                        .map(|l| l.address.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let Some(every) = args.renew_every else {
         return Ok(());
     };

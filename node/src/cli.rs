@@ -38,6 +38,18 @@ pub enum Command {
     /// The preStop hook: drain Envoy's kubelet listener (new connections go to the new pod),
     /// then wait until its connections end or the deadline passes.
     Drain(DrainArgs),
+    /// The Istio form: print the per-node objects (Gateway, WasmPlugin, VirtualServices,
+    /// DestinationRule, gateway Deployment) of every node labelled
+    /// `kubelet-authz.io/proxy=enabled` in a `kubectl get nodes -o json` List.
+    IstioObjects(IstioObjectsArgs),
+}
+
+/// `istio-objects`.
+#[derive(Debug, clap::Args)]
+pub struct IstioObjectsArgs {
+    /// The output of `kubectl get nodes -o json` (`-`: standard input).
+    #[arg(long)]
+    pub nodes: PathBuf,
 }
 
 /// `inspect`.
@@ -237,6 +249,14 @@ pub struct PkiArgs {
     /// Keep running and check this often (`1h`); without it, check once and exit.
     #[arg(long)]
     pub renew_every: Option<humantime::Duration>,
+    /// The Istio gateway's start order: after the CA exists, wait until no wildcard listener
+    /// holds this port (the kubelet moved to loopback) before exiting, so that the gateway proxy
+    /// starts only when it can bind `NODE_IP:PORT`. Not with `--renew-every`.
+    #[arg(long, conflicts_with = "renew_every")]
+    pub wait_for_port: Option<u16>,
+    /// Where the node's listening sockets are read (`tcp`, `tcp6`; the pod is on the host network).
+    #[arg(long, env = "PROC_NET", default_value = "/proc/net")]
+    pub proc_net: PathBuf,
 }
 
 /// `drain`.
@@ -276,5 +296,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => crate::agent::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Pki(args) => crate::agent::pki(&args).map(|()| ExitCode::SUCCESS),
         Command::Drain(args) => crate::drain::drain(&args).map(|()| ExitCode::SUCCESS),
+        Command::IstioObjects(args) => istio_objects(&args).map(|()| ExitCode::SUCCESS),
     }
+}
+
+fn istio_objects(args: &IstioObjectsArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::{Read as _, Write as _};
+    let file = args.nodes.display().to_string();
+    let text = if file == "-" {
+        let mut t = String::new();
+        std::io::stdin()
+            .read_to_string(&mut t)
+            .context("--nodes -: reading standard input")?;
+        t
+    } else {
+        std::fs::read_to_string(&args.nodes).with_context(|| format!("--nodes {file}"))?
+    };
+    let nodes = crate::istio::parse_node_list(&file, &text)?;
+    let objects = crate::istio::objects_for(&nodes)?;
+    if objects.is_empty() {
+        eprintln!(
+            "kubelet-authz-node: no node in {file} is labelled {}={}: nothing printed",
+            crate::istio::NODE_LABEL,
+            crate::istio::NODE_LABEL_VALUE
+        );
+    }
+    let yaml = crate::istio::to_yaml(&objects).context("writing the objects as YAML")?;
+    std::io::stdout()
+        .write_all(yaml.as_bytes())
+        .context("standard output")?;
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod configure;
 pub mod drain;
 pub mod filterconfig;
+pub mod istio;
 pub mod kubeconfig;
 pub mod kubeletconfig;
 pub mod listeners;

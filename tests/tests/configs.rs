@@ -413,6 +413,38 @@ async fn istio_objects_are_complete_and_consistent() {
     assert_eq!(dest["host"], kubelet["spec"]["hosts"][0]);
     assert_eq!(kubelet["spec"]["endpoints"][0]["address"], "127.0.0.1");
     assert_eq!(kubelet["spec"]["ports"][0]["number"], 10250);
+    // PILOT_FILTER_GATEWAY_CLUSTER_CONFIG=true keeps only the clusters routed to by the gateway's
+    // VirtualServices: one names the API-server ServiceEntry, in a route that never matches (its
+    // only match is a port the gateway does not listen on, which Istio drops from the listener's
+    // routes), so no request is ever forwarded to the API server with the node's credential.
+    let keep = named("VirtualService", "kube-apiserver-worker-1");
+    assert_eq!(
+        keep["spec"]["gateways"],
+        serde_json::json!([gw["metadata"]["name"]])
+    );
+    let keep_http = keep["spec"]["http"].as_array().unwrap();
+    assert_eq!(keep_http.len(), 1);
+    assert_eq!(keep_http[0]["route"][0]["destination"]["host"], api_host);
+    assert_eq!(
+        keep_http[0]["route"][0]["destination"]["port"]["number"],
+        api_port
+    );
+    let matches = keep_http[0]["match"].as_array().unwrap();
+    assert!(
+        !matches.is_empty(),
+        "an empty match would route every request to the API server"
+    );
+    for m in matches {
+        let port = m["port"].as_u64().expect("every match names a port");
+        assert!(
+            gw["spec"]["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["port"]["number"] != port),
+            "port {port} is a gateway listener port: the route would forward to the API server"
+        );
+    }
     let kubelet_dr = docs
         .iter()
         .find(|d| d["kind"] == "DestinationRule" && d["spec"]["host"] == dest["host"])

@@ -2059,8 +2059,9 @@ async fn daemonset_init_waits_for_a_wildcard_listener_only() {
 }
 
 /// The Istio form's gateway pod keeps its per-node CA with the same agent: its `node-ca` init
-/// container's command (`kubelet-authz-node pki`), run as written, makes the CA and the proxy's
-/// certificate once and keeps them on the next start; the renewal container runs the same
+/// container's command (`kubelet-authz-node pki --wait-for-port 10250`), run as written with the
+/// kubelet on loopback, makes the CA and the proxy's certificate once and keeps them on the next
+/// start; the renewal container runs the same
 /// subcommand with `--renew-every`.
 #[test]
 fn istio_gateway_pki_containers_run_the_agent() {
@@ -2082,12 +2083,26 @@ fn istio_gateway_pki_containers_run_the_agent() {
         ["/kubelet-authz-node", "pki"]
     );
     assert!(strings(&renew["command"]).contains(&"--renew-every".to_string()));
+    // The start order: after the CA, it waits until the kubelet port has no wildcard listener.
+    let argv = strings(&init["command"]);
+    assert!(
+        argv.windows(2).any(|w| w == ["--wait-for-port", "10250"]),
+        "{argv:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
+    // The node's sockets as the host-network pod reads them: the kubelet on 127.0.0.1:10250.
+    std::fs::create_dir(dir.path().join("net")).unwrap();
+    std::fs::write(
+        dir.path().join("net/tcp"),
+        "  sl  local_address rem_address   st\n   0: 0100007F:280A 00000000:0000 0A 0 0 0 0 0 1\n",
+    )
+    .unwrap();
     let run = || {
-        let argv = strings(&init["command"]);
         assert_eq!(argv[0], "/kubelet-authz-node");
         let mut cmd = std::process::Command::new(agent_bin());
-        cmd.args(&argv[1..]).env_clear();
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PROC_NET", dir.path().join("net"));
         for e in init["env"].as_array().unwrap() {
             let (k, v) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
             assert_eq!(k, "PKI_DIR", "unmapped env {k}={v}");
