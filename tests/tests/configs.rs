@@ -483,6 +483,97 @@ async fn istio_objects_are_complete_and_consistent() {
     );
 }
 
+/// The Istio form has the DaemonSet's limits (issue 22): the EnvoyFilter's connection cap,
+/// handshake timeout, request-headers timeout and connection idle timeout are the DaemonSet
+/// bootstrap's values, and a listener patched as Istio applies them (MERGE into the HCM and the
+/// filter chain, INSERT_FIRST of the network filter) passes `envoy --mode validate`.
+#[tokio::test]
+async fn istio_listener_patches_carry_the_daemonsets_limits_and_validate() {
+    use kubelet_authz_node::bootstrap::{bootstrap, NodeParams};
+    let shared = yaml_docs(&workspace().join("envoy/istio/shared.yaml"));
+    let patches = kind(&shared, "EnvoyFilter")["spec"]["configPatches"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let on_kubelet_port = |p: &&Value| {
+        p["match"]["context"] == "GATEWAY" && p["match"]["listener"]["portNumber"] == 10250
+    };
+    let hcm_patch = patches
+        .iter()
+        .filter(on_kubelet_port)
+        .find(|p| p["applyTo"] == "NETWORK_FILTER" && p["patch"]["operation"] == "MERGE")
+        .unwrap()["patch"]["value"]["typed_config"]
+        .clone();
+    let chain_patch = patches
+        .iter()
+        .filter(on_kubelet_port)
+        .find(|p| p["applyTo"] == "FILTER_CHAIN" && p["patch"]["operation"] == "MERGE")
+        .expect("a FILTER_CHAIN MERGE on 10250 (the handshake timeout)")["patch"]["value"]
+        .clone();
+    let limit = patches
+        .iter()
+        .filter(on_kubelet_port)
+        .find(|p| p["applyTo"] == "NETWORK_FILTER" && p["patch"]["operation"] == "INSERT_FIRST")
+        .expect("an INSERT_FIRST network filter on 10250 (the connection cap)")["patch"]["value"]
+        .clone();
+    assert_eq!(limit["name"], "envoy.filters.network.connection_limit");
+
+    // The DaemonSet's values.
+    let params = NodeParams::example();
+    let ds = bootstrap(&params);
+    let ds_listener = ds["static_resources"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "kubelet")
+        .unwrap();
+    let ds_chain = &ds_listener["filter_chains"][0];
+    let ds_hcm = &ds_chain["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.network.http_connection_manager")
+        .unwrap()["typed_config"];
+    assert_eq!(
+        chain_patch["transport_socket_connect_timeout"],
+        ds_chain["transport_socket_connect_timeout"]
+    );
+    for k in [
+        "request_headers_timeout",
+        "common_http_protocol_options",
+        "stream_idle_timeout",
+    ] {
+        assert_eq!(hcm_patch[k], ds_hcm[k], "EnvoyFilter HCM {k}");
+    }
+    assert_eq!(
+        limit["typed_config"]["max_connections"].as_u64(),
+        Some(params.max_connections)
+    );
+
+    // Applied as Istio applies them, to the front proxy's (valid) listener: Envoy accepts them.
+    let s = Standins::start().await.unwrap();
+    let yaml = s
+        .params(&ProxyOptions::version("1.36"))
+        .unwrap()
+        .render()
+        .unwrap();
+    let mut b: Value =
+        serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&yaml).unwrap())
+            .unwrap();
+    let chain = &mut b["static_resources"]["listeners"][0]["filter_chains"][0];
+    for (k, v) in chain_patch.as_object().unwrap() {
+        chain[k] = v.clone();
+    }
+    let h = &mut chain["filters"][0]["typed_config"];
+    for k in ["request_headers_timeout", "common_http_protocol_options"] {
+        h[k] = hcm_patch[k].clone();
+    }
+    chain["filters"].as_array_mut().unwrap().insert(0, limit);
+    let file = s.dir().join("istio-patched.yaml");
+    std::fs::write(&file, serde_json::to_string(&b).unwrap()).unwrap();
+    validate_ok(&file);
+}
+
 /// The `stats_config.stats_tags` of a bootstrap: `(tag_name, regex)`.
 fn stats_tags(bootstrap: &Value) -> Vec<(String, String)> {
     bootstrap["stats_config"]["stats_tags"]
