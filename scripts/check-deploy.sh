@@ -21,7 +21,8 @@
 # - every Istio object: the CRD schemas of npm @kubernetes-models/istio (tests/deploy/validate-istio.mjs);
 #   both for the shipped files and for the per-node objects that envoy/istio/per-node.sh (the node
 #   agent's `istio-objects`, built here with cargo unless KUBELET_AUTHZ_NODE names the binary)
-#   prints for the Node List fixture node/tests/fixtures/istio/nodes.json (IPv4 and IPv6 nodes);
+#   prints for the Node List fixture node/tests/fixtures/istio/nodes.json (IPv4 and IPv6 nodes),
+#   also with a kubelet configuration's TLS policy (--kubelet-config);
 # - the Mermaid diagrams of README.md and docs/*.md parse with mermaid (tests/deploy/check-mermaid.mjs);
 # - each validator is first shown to refuse a broken object.
 # (The Envoy bootstraps are validated with `envoy --mode validate` by tests/tests/configs.rs.)
@@ -85,12 +86,17 @@ sh envoy/istio/per-node.sh --nodes node/tests/fixtures/istio/nodes.json >"$work/
 [ "$(grep -c '^kind: WasmPlugin' "$work/per-node-b.yaml")" -eq 2 ] \
   || die "per-node.sh: expected the objects of the fixture's 2 labelled nodes"
 grep -q 'bind: 2001:db8::a' "$work/per-node-b.yaml" || die "per-node.sh: the IPv6 node's Gateway has no IPv6 bind"
+# With the kubelet's TLS policy carried over (a kubeadm fixture with tlsCipherSuites in a drop-in).
+sh envoy/istio/per-node.sh --nodes node/tests/fixtures/istio/nodes.json \
+  --kubelet-config node/tests/fixtures/kubeadm/config.yaml --config-dir node/tests/fixtures/kubeadm/conf.d \
+  >"$work/per-node-tls.yaml" || die "envoy/istio/per-node.sh --kubelet-config failed"
+grep -q 'cipherSuites' "$work/per-node-tls.yaml" || die "per-node.sh --kubelet-config: no cipherSuites in the Gateways"
 
 # Sort every document: Kubernetes objects (deduplicated across builds) to one file per build for
 # kubernetes-validate, Prometheus Operator and Istio objects to JSON lines for node; the raw Istio
 # files are validated as they are. The overlays' own checks run here too.
 mapfile -t istio_files < <(find envoy/istio -name '*.yaml' | sort)
-"$PY" - "$work" "${builds[@]}" -- "${istio_files[@]}" "$work/per-node-b.yaml" <<'PYEOF'
+"$PY" - "$work" "${builds[@]}" -- "${istio_files[@]}" "$work/per-node-b.yaml" "$work/per-node-tls.yaml" <<'PYEOF'
 import glob, hashlib, json, os, sys, yaml
 work = sys.argv[1]
 sep = sys.argv.index("--")

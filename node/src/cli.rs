@@ -50,6 +50,14 @@ pub struct IstioObjectsArgs {
     /// The output of `kubectl get nodes -o json` (`-`: standard input).
     #[arg(long)]
     pub nodes: PathBuf,
+    /// The kubelets' `--config` file (YAML or JSON, as on the nodes): the Gateways get its
+    /// `tlsMinVersion` and `tlsCipherSuites`; without it, the template's (TLS 1.2, Envoy's
+    /// ciphers). One file for all the labelled nodes: generate per node pool when they differ.
+    #[arg(long)]
+    pub kubelet_config: Option<PathBuf>,
+    /// The kubelets' `--config-dir` (drop-ins), with `--kubelet-config`.
+    #[arg(long, requires = "kubelet_config")]
+    pub config_dir: Option<PathBuf>,
 }
 
 /// `inspect`.
@@ -314,7 +322,18 @@ fn istio_objects(args: &IstioObjectsArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(&args.nodes).with_context(|| format!("--nodes {file}"))?
     };
     let nodes = crate::istio::parse_node_list(&file, &text)?;
-    let objects = crate::istio::objects_for(&nodes)?;
+    let tls = match &args.kubelet_config {
+        Some(config) => {
+            let e = crate::kubeletconfig::load(config, args.config_dir.as_deref())?;
+            let t = e.envoy_tls();
+            Some(crate::istio::GatewayTls {
+                min_version: t.tls_minimum_protocol_version,
+                cipher_suites: t.cipher_suites,
+            })
+        }
+        None => None,
+    };
+    let objects = crate::istio::objects_for(&nodes, tls.as_ref())?;
     if objects.is_empty() {
         eprintln!(
             "kubelet-authz-node: no node in {file} is labelled {}={}: nothing printed",

@@ -68,6 +68,23 @@ pub struct NodeInput {
     pub kubelet_version: String,
 }
 
+/// The kubelet's TLS policy for the Gateway (from the kubelet's effective configuration, the
+/// engine's mapping: `tls_minimum_protocol_version` `TLSv1_3`, BoringSSL cipher names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayTls {
+    /// Envoy's name of the minimum version (`TLSv1_2`, `TLSv1_3`).
+    pub min_version: String,
+    /// BoringSSL cipher names; empty: Envoy's defaults.
+    pub cipher_suites: Vec<String>,
+}
+
+impl GatewayTls {
+    /// Istio's `minProtocolVersion` for Envoy's name (`TLSv1_3` -> `TLSV1_3`).
+    pub fn istio_min_version(&self) -> String {
+        self.min_version.to_ascii_uppercase()
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct NodeList {
     kind: String,
@@ -205,8 +222,9 @@ fn set(obj: &mut Value, path: &[&str], value: Value) -> Result<(), IstioError> {
     Ok(())
 }
 
-/// The objects of one node, in the templates' order.
-pub fn node_objects(n: &NodeInput) -> Result<Vec<Value>, IstioError> {
+/// The objects of one node, in the templates' order; with `tls`, the Gateway's TLS policy is the
+/// kubelet's (else the template's).
+pub fn node_objects(n: &NodeInput, tls: Option<&GatewayTls>) -> Result<Vec<Value>, IstioError> {
     let name = n.name.as_str();
     let gateway = format!("kubelet-{name}");
     let mut out = Vec::new();
@@ -234,6 +252,21 @@ pub fn node_objects(n: &NodeInput) -> Result<Vec<Value>, IstioError> {
                     })?;
                 for s in servers {
                     set(s, &["bind"], json!(n.ip.to_string()))?;
+                    if let Some(t) = tls {
+                        set(
+                            s,
+                            &["tls", "minProtocolVersion"],
+                            json!(t.istio_min_version()),
+                        )?;
+                        if let Some(server_tls) = s.get_mut("tls").and_then(Value::as_object_mut) {
+                            if t.cipher_suites.is_empty() {
+                                server_tls.remove("cipherSuites");
+                            } else {
+                                server_tls
+                                    .insert("cipherSuites".to_owned(), json!(t.cipher_suites));
+                            }
+                        }
+                    }
                 }
             }
             ("WasmPlugin", _) => {
@@ -341,10 +374,10 @@ pub fn node_objects(n: &NodeInput) -> Result<Vec<Value>, IstioError> {
 }
 
 /// The objects of every selected node of a Node List (sorted by node name).
-pub fn objects_for(nodes: &[Node]) -> Result<Vec<Value>, IstioError> {
+pub fn objects_for(nodes: &[Node], tls: Option<&GatewayTls>) -> Result<Vec<Value>, IstioError> {
     let mut out = Vec::new();
     for n in selected_nodes(nodes)? {
-        out.extend(node_objects(&n)?);
+        out.extend(node_objects(&n, tls)?);
     }
     Ok(out)
 }

@@ -229,3 +229,51 @@ fn pki_waits_for_the_kubelet_to_leave_the_wildcard_address() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("0.0.0.0 listens on port 10250"), "{err}");
 }
+
+/// The kubelet's TLS policy carried over: `--kubelet-config` (and its drop-ins) set every
+/// Gateway's `minProtocolVersion` and `cipherSuites` as the engine maps them for the DaemonSet.
+#[rstest]
+#[case::eks_tls13(&["eks/config.json"], "TLSV1_3", false)]
+#[case::kubeadm_ciphers(&["kubeadm/config.yaml", "kubeadm/conf.d"], "TLSV1_2", true)]
+fn the_kubelets_tls_policy_is_carried_over(
+    #[case] files: &[&str],
+    #[case] min: &str,
+    #[case] ciphers: bool,
+) {
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut cmd = Command::cargo_bin("kubelet-authz-node").unwrap();
+    cmd.args(["istio-objects", "--nodes"])
+        .arg(fixture("nodes.json"))
+        .arg("--kubelet-config")
+        .arg(base.join(files[0]));
+    if let Some(dir) = files.get(1) {
+        cmd.arg("--config-dir").arg(base.join(dir));
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let gateways: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Gateway").collect();
+    assert_eq!(gateways.len(), 2);
+    for g in gateways {
+        let tls = &g["spec"]["servers"][0]["tls"];
+        assert_eq!(tls["minProtocolVersion"], min);
+        let suites = tls["cipherSuites"].as_array();
+        if ciphers {
+            let suites = suites.expect("cipherSuites");
+            assert!(
+                suites.iter().any(|c| c == "ECDHE-ECDSA-AES256-GCM-SHA384"),
+                "{suites:?}"
+            );
+        } else {
+            assert!(suites.is_none(), "{tls}");
+        }
+    }
+}
