@@ -26,6 +26,28 @@ pub fn label_at<V: Vocabulary>(index: usize) -> Option<&'static str> {
     V::ALL.get(index).map(|v| v.label())
 }
 
+/// Every label (Envoy tag) name of the filter's series, sorted. Each needs its `stats_tags` entry in
+/// every bootstrap that loads the filter.
+pub const LABELS: [&str; 6] = [
+    "cache",
+    "kind",
+    "method",
+    "outcome",
+    "result",
+    "subresource",
+];
+
+/// The Envoy `stats_config.stats_tags` regex that extracts `label` from a series name that carries
+/// its labels as `<label>=.=<value>;.;` (Istio's form for a name in `extraStatTags`).
+pub fn tag_regex(label: &str) -> String {
+    format!(r"({label}=\.=(.*?);\.;)")
+}
+
+/// `(tag_name, regex)` for every label: what every bootstrap's `stats_config.stats_tags` holds.
+pub fn stats_tags() -> Vec<(&'static str, String)> {
+    LABELS.iter().map(|l| (*l, tag_regex(l))).collect()
+}
+
 /// Every label of `V`, in slot order.
 pub fn labels<V: Vocabulary>() -> Vec<&'static str> {
     V::ALL.iter().map(|v| v.label()).collect()

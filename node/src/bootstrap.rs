@@ -502,17 +502,10 @@ fn kubelet_cluster(p: &NodeParams) -> Value {
 pub fn bootstrap(p: &NodeParams) -> Value {
     // The filter's counters carry their labels in their names (Istio's encoding); one tag per
     // label turns them into Prometheus labels in /stats/prometheus.
-    let tags: Vec<Value> = [
-        "cache",
-        "kind",
-        "method",
-        "outcome",
-        "result",
-        "subresource",
-    ]
-    .iter()
-    .map(|t| json!({ "tag_name": t, "regex": format!(r"({t}=\.=(.*?);\.;)") }))
-    .collect();
+    let tags: Vec<Value> = kubelet_authz::labels::stats_tags()
+        .into_iter()
+        .map(|(t, regex)| json!({ "tag_name": t, "regex": regex }))
+        .collect();
     json!({
         // SDS and ECDS from files need both.
         "node": { "id": p.node_name, "cluster": "kubelet-authz" },

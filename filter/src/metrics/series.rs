@@ -12,29 +12,10 @@ pub const PREFIX: &str = "kubelet_authz.";
 /// The prefix of every Prometheus series of the filter.
 pub const PROMETHEUS_PREFIX: &str = "kubelet_authz_";
 
-/// Every label (Envoy tag) name, sorted. Each needs its `stats_tags` entry in the bootstrap.
-pub const LABELS: [&str; 6] = [
-    "cache",
-    "kind",
-    "method",
-    "outcome",
-    "result",
-    "subresource",
-];
+pub use kubelet_authz::labels::{stats_tags, tag_regex, LABELS};
 
 /// The callout-latency histogram's own name (after [`PREFIX`]).
 pub const LATENCY: &str = "callout_duration_milliseconds";
-
-/// The Envoy `stats_config.stats_tags` regex that extracts `label`: Istio's form for a name in
-/// `extraStatTags`.
-pub fn tag_regex(label: &str) -> String {
-    format!(r"({label}=\.=(.*?);\.;)")
-}
-
-/// `(tag_name, regex)` for every label: what every bootstrap's `stats_config.stats_tags` holds.
-pub fn stats_tags() -> Vec<(&'static str, String)> {
-    LABELS.iter().map(|l| (*l, tag_regex(l))).collect()
-}
 
 /// The `subresource` label: the deciding subresource, or none.
 type DecidingSubresource = Option<Subresource>;
