@@ -94,7 +94,7 @@ pub struct PathArgs {
     #[arg(long, env = "CERT_DAYS", default_value_t = 30)]
     pub cert_days: u64,
     /// A proxy certificate with fewer days left is renewed.
-    #[arg(long, env = "RENEW_DAYS", default_value_t = 10)]
+    #[arg(long, env = "RENEW_DAYS", default_value_t = 20)]
     pub renew_days: u64,
     /// The agent's metrics socket (in the directory shared with Envoy, which serves it as
     /// `/metrics/agent` on the metrics port).
@@ -252,7 +252,7 @@ pub struct PkiArgs {
     #[arg(long, env = "CERT_DAYS", default_value_t = 30)]
     pub cert_days: u64,
     /// A proxy certificate with fewer days left is renewed.
-    #[arg(long, env = "RENEW_DAYS", default_value_t = 10)]
+    #[arg(long, env = "RENEW_DAYS", default_value_t = 20)]
     pub renew_days: u64,
     /// Keep running and check this often (`1h`); without it, check once and exit.
     #[arg(long)]
