@@ -7,7 +7,7 @@
 //! port back to the kubelet.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Why the socket tables could not be read.
@@ -55,17 +55,17 @@ pub fn listeners(proc_root: &Path, port: u16) -> Result<Vec<Listener>, Listeners
             Err(e) if v6 && e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(ListenersError { path, source }),
         };
-        for line in text.lines().skip(1) {
-            if let Some((addr, inode)) = parse_listen_line(line, v6) {
-                if addr.port() == port {
-                    out.push(Listener {
-                        addr,
-                        inode,
-                        owners: Vec::new(),
-                    });
-                }
-            }
-        }
+        // One parser of the socket tables for the whole agent (`portwait`).
+        out.extend(
+            crate::portwait::parse_proc_net_tcp(&text)
+                .into_iter()
+                .filter(|l| l.port == port)
+                .map(|l| Listener {
+                    addr: SocketAddr::new(l.address, l.port),
+                    inode: l.inode,
+                    owners: Vec::new(),
+                }),
+        );
     }
     if !out.is_empty() {
         let owners = socket_owners(proc_root);
@@ -74,47 +74,6 @@ pub fn listeners(proc_root: &Path, port: u16) -> Result<Vec<Listener>, Listeners
         }
     }
     Ok(out)
-}
-
-/// The local address and inode of a line of `/proc/net/tcp{,6}` in state LISTEN (`0A`).
-pub fn parse_listen_line(line: &str, v6: bool) -> Option<(SocketAddr, u64)> {
-    let mut fields = line.split_whitespace();
-    let _sl = fields.next()?;
-    let local = fields.next()?;
-    let _remote = fields.next()?;
-    let state = fields.next()?;
-    if state != "0A" {
-        return None;
-    }
-    // tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-    let inode = fields.nth(5)?.parse().ok()?;
-    let (ip, port) = local.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let ip = if v6 { parse_ipv6(ip)? } else { parse_ipv4(ip)? };
-    Some((SocketAddr::new(ip, port), inode))
-}
-
-/// `0100007F` (a 32-bit word in host byte order, printed as hex) is 127.0.0.1.
-fn parse_ipv4(hex: &str) -> Option<IpAddr> {
-    if hex.len() != 8 {
-        return None;
-    }
-    let word = u32::from_str_radix(hex, 16).ok()?;
-    Some(IpAddr::V4(Ipv4Addr::from(word.to_ne_bytes())))
-}
-
-/// Four such words.
-fn parse_ipv6(hex: &str) -> Option<IpAddr> {
-    if hex.len() != 32 || !hex.is_ascii() {
-        return None;
-    }
-    let mut bytes = [0u8; 16];
-    for (i, chunk) in bytes.chunks_mut(4).enumerate() {
-        let word = hex.get(i * 8..i * 8 + 8)?;
-        let word = u32::from_str_radix(word, 16).ok()?;
-        chunk.copy_from_slice(&word.to_ne_bytes());
-    }
-    Some(IpAddr::V6(Ipv6Addr::from(bytes)))
 }
 
 /// Socket inode to the `comm` of the processes holding it. Processes that vanish or cannot be
@@ -201,9 +160,20 @@ mod tests {
         Some(("[::]:10250", 5))
     )]
     #[case::header("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode", false, None)]
-    fn proc_net_tcp_lines(#[case] line: &str, #[case] v6: bool, #[case] want: Option<(&str, u64)>) {
+    fn proc_net_tcp_lines(
+        #[case] line: &str,
+        #[case] _v6: bool,
+        #[case] want: Option<(&str, u64)>,
+    ) {
+        // Through the agent's one parser, as `listeners` reads the tables (`_v6` names the table
+        // the row comes from; the parser tells them apart by the address's length).
+        let text = format!("  sl  local_address header\n{line}\n");
+        let got = crate::portwait::parse_proc_net_tcp(&text)
+            .into_iter()
+            .map(|l| (SocketAddr::new(l.address, l.port), l.inode))
+            .next();
         let want = want.map(|(a, i)| (a.parse::<SocketAddr>().unwrap(), i));
-        assert_eq!(parse_listen_line(line, v6), want);
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct Listener {
     pub address: IpAddr,
     /// Local port.
     pub port: u16,
+    /// The socket's inode (which process holds it: `listeners`).
+    pub inode: u64,
 }
 
 /// The `TCP_LISTEN` state in `/proc/net/tcp`.
@@ -22,16 +24,16 @@ fn hex_u32(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 16).ok()
 }
 
-/// `/proc/net/tcp` prints each address as 32-bit words in host byte order (little endian on every
-/// architecture we ship): `0100007F` is 127.0.0.1.
+/// `/proc/net/tcp` prints each address as 32-bit words in host byte order: `0100007F` is
+/// 127.0.0.1 on the little-endian machines we ship.
 fn parse_address(hex: &str) -> Option<IpAddr> {
     match hex.len() {
-        8 => Some(IpAddr::V4(Ipv4Addr::from(hex_u32(hex)?.to_le_bytes()))),
+        8 => Some(IpAddr::V4(Ipv4Addr::from(hex_u32(hex)?.to_ne_bytes()))),
         32 => {
             let mut bytes = [0u8; 16];
             for (i, chunk) in bytes.chunks_mut(4).enumerate() {
                 let word = hex_u32(hex.get(i * 8..i * 8 + 8)?)?;
-                chunk.copy_from_slice(&word.to_le_bytes());
+                chunk.copy_from_slice(&word.to_ne_bytes());
             }
             Some(IpAddr::V6(Ipv6Addr::from(bytes)))
         }
@@ -53,10 +55,13 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
             if state != LISTEN {
                 return None;
             }
+            // tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let inode = cols.nth(5)?.parse().ok()?;
             let (addr, port) = local.split_once(':')?;
             Some(Listener {
                 address: parse_address(addr)?,
                 port: u16::from_str_radix(port, 16).ok()?,
+                inode,
             })
         })
         .collect()
@@ -117,6 +122,7 @@ mod tests {
             .map(|(a, p)| Listener {
                 address: a.parse().unwrap(),
                 port: p,
+                inode: 12345,
             })
             .collect();
         assert_eq!(got, want);
