@@ -76,16 +76,14 @@ pub struct Lookup {
     pub first_delay: Duration,
 }
 
-/// `v1.34.2`, `1.34`, `v1.34.2-eks-abc` → `1.34`.
+/// `v1.34.2`, `1.34`, `v1.34.2-eks-abc` → `1.34`: the engine's reading of a kubelet version
+/// (`KubeletVersion`, one home for the rule), so a version the filter would refuse (malformed, or
+/// older than the engine models) is refused here too.
 pub fn minor_version(found: &str) -> Option<String> {
-    let v = found.strip_prefix('v').unwrap_or(found);
-    let mut parts = v.split(['.', '-', '+']);
-    let major = parts.next()?;
-    let minor = parts.next()?;
-    if major != "1" || minor.is_empty() || !minor.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    Some(format!("{major}.{minor}"))
+    found
+        .parse::<kubelet_authz::kubelet::KubeletVersion>()
+        .ok()
+        .map(|v| v.to_string())
 }
 
 async fn read_once(l: &Lookup) -> Result<String, (bool, String)> {
@@ -201,6 +199,8 @@ mod tests {
     #[case::empty("", None)]
     #[case::major2("v2.0.0", None)]
     #[case::words("latest", None)]
+    #[case::too_old("v1.5.2", None)]
+    #[case::bad_patch("v1.34.x", None)]
     fn minor_versions(#[case] found: &str, #[case] want: Option<&str>) {
         assert_eq!(minor_version(found).as_deref(), want);
     }
