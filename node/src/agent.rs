@@ -113,7 +113,11 @@ fn check_pem(what: &str, path: &Path, key: bool) -> anyhow::Result<()> {
 }
 
 fn ensure_pki(paths: &PathArgs) -> anyhow::Result<()> {
-    ensure_pki_in(&paths.pki_dir, paths.cert_days, paths.renew_days)
+    ensure_pki_in(
+        &paths.pki.pki_dir,
+        paths.pki.cert_days,
+        paths.pki.renew_days,
+    )
 }
 
 fn ensure_pki_in(dir: &Path, cert_days: u64, renew_days: u64) -> anyhow::Result<()> {
@@ -206,7 +210,7 @@ fn check_credentials(args: &InitArgs, auth: &ApiServerAuth) -> anyhow::Result<()
     }
     check_pem(
         "proxy certificate",
-        &pki::proxy_current_path(&args.paths.pki_dir),
+        &pki::proxy_current_path(&args.paths.pki.pki_dir),
         true,
     )?;
     check_pem("cluster CA", &args.cluster_ca, false)
@@ -306,7 +310,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         apiserver_name: args.apiserver_name.clone(),
         auth: auth.clone(),
         serving_cert: args.serving_cert.clone(),
-        proxy_cert: pki::proxy_current_path(&args.paths.pki_dir),
+        proxy_cert: pki::proxy_current_path(&args.paths.pki.pki_dir),
         cluster_ca: args.cluster_ca.clone(),
         kubelet_address: args.kubelet_address,
         kubelet_port: args.kubelet_port.unwrap_or(kubelet.port),
@@ -515,7 +519,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 
 /// `pki`: the per-node CA and the proxy's certificate only; with `--renew-every`, until SIGTERM.
 pub fn pki(args: &PkiArgs) -> anyhow::Result<()> {
-    ensure_pki_in(&args.pki_dir, args.cert_days, args.renew_days)?;
+    ensure_pki_in(&args.pki.pki_dir, args.pki.cert_days, args.pki.renew_days)?;
     if let Some(port) = args.wait_for_port {
         let mut said = false;
         loop {
@@ -529,7 +533,7 @@ pub fn pki(args: &PkiArgs) -> anyhow::Result<()> {
             if !said {
                 say(format!(
                     "waiting: the per-node CA is in {}; {} listens on port {port} (the kubelet not yet on 127.0.0.1): move the kubelet (docs/DEPLOY.md, \"Istio\")",
-                    args.pki_dir.display(),
+                    args.pki.pki_dir.display(),
                     wildcard
                         .iter()
                         .map(|l| l.address.to_string())
@@ -546,7 +550,7 @@ pub fn pki(args: &PkiArgs) -> anyhow::Result<()> {
     };
     loop {
         std::thread::sleep(Duration::from(every).max(Duration::from_secs(1)));
-        if let Err(e) = ensure_pki_in(&args.pki_dir, args.cert_days, args.renew_days) {
+        if let Err(e) = ensure_pki_in(&args.pki.pki_dir, args.pki.cert_days, args.pki.renew_days) {
             say(format!(
                 "proxy certificate renewal failed (retrying): {e:#}"
             ));

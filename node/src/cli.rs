@@ -74,6 +74,21 @@ pub struct InspectArgs {
     pub output: String,
 }
 
+/// The per-node CA and the proxy's certificate: where, how long, when renewed (`init`, `run`,
+/// `pki`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PkiSettings {
+    /// Their directory (`ca.crt`, `ca.key`, `proxy-current.pem`).
+    #[arg(long, env = "PKI_DIR", default_value = crate::pki::DEFAULT_DIR)]
+    pub pki_dir: PathBuf,
+    /// Validity of a proxy certificate, days.
+    #[arg(long, env = "CERT_DAYS", default_value_t = 30)]
+    pub cert_days: u64,
+    /// A proxy certificate with fewer days left is renewed.
+    #[arg(long, env = "RENEW_DAYS", default_value_t = 20)]
+    pub renew_days: u64,
+}
+
 /// Where the pod's files are, shared by `init` and `run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PathArgs {
@@ -87,15 +102,9 @@ pub struct PathArgs {
         default_value = "/etc/kubelet-authz/filter/filter.yaml"
     )]
     pub filter_config: PathBuf,
-    /// The per-node CA and the proxy's certificate (`ca.crt`, `ca.key`, `proxy-current.pem`).
-    #[arg(long, env = "PKI_DIR", default_value = crate::pki::DEFAULT_DIR)]
-    pub pki_dir: PathBuf,
-    /// Validity of a proxy certificate, days.
-    #[arg(long, env = "CERT_DAYS", default_value_t = 30)]
-    pub cert_days: u64,
-    /// A proxy certificate with fewer days left is renewed.
-    #[arg(long, env = "RENEW_DAYS", default_value_t = 20)]
-    pub renew_days: u64,
+    /// The per-node CA and the proxy's certificate.
+    #[command(flatten)]
+    pub pki: PkiSettings,
     /// The agent's metrics socket (in the directory shared with Envoy, which serves it as
     /// `/metrics/agent` on the metrics port).
     #[arg(
@@ -246,14 +255,8 @@ pub struct RunArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PkiArgs {
     /// The per-node CA and the proxy's certificate.
-    #[arg(long, env = "PKI_DIR", default_value = crate::pki::DEFAULT_DIR)]
-    pub pki_dir: PathBuf,
-    /// Validity of a proxy certificate, days.
-    #[arg(long, env = "CERT_DAYS", default_value_t = 30)]
-    pub cert_days: u64,
-    /// A proxy certificate with fewer days left is renewed.
-    #[arg(long, env = "RENEW_DAYS", default_value_t = 20)]
-    pub renew_days: u64,
+    #[command(flatten)]
+    pub pki: PkiSettings,
     /// Keep running and check this often (`1h`); without it, check once and exit.
     #[arg(long)]
     pub renew_every: Option<humantime::Duration>,
