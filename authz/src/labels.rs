@@ -60,6 +60,7 @@ impl Vocabulary for Outcome {
         Outcome::Unauthenticated,
         Outcome::Forbidden,
         Outcome::AuthorizerError,
+        Outcome::InternalError,
     ];
     fn label(self) -> &'static str {
         self.as_str()
@@ -234,6 +235,7 @@ mod tests {
             "unauthenticated",
             "forbidden",
             "authorizer_error",
+            "internal_error",
         ]);
         check::<Option<Subresource>>(&[
             "proxy",

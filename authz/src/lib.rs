@@ -21,7 +21,10 @@
 //!   and the per-VM engine state.
 //! - [`webhook`]: the kubelet's webhook clients' retry rules (what a callout's result leads to).
 //! - [`labels`]: the label values drivers count decisions and callouts under (from the enums).
+//! - [`metrics`]: the counter series (families, labels, slots, names) and the per-VM counters.
 //! - [`audit`]: the audit policy, and audit.k8s.io/v1 `Event` lines for each decision it writes.
+//! - [`schedule`]: the per-VM scheduler, host-free (events in, actions out): sessions, waiting
+//!   lists, timers, bounds, every answer counted and audited. The filter only carries it out.
 //! - [`rbac`]: the RBAC evaluator over ClusterRoles, Roles and their bindings (feature `yaml`).
 //! - `raw` (private): stage one of every loader, serde derive with errors naming the field path.
 //! - [`kubeletconfig`]: KubeletConfiguration parsing and the CIS kubelet checks (feature `yaml`).
@@ -37,11 +40,13 @@ pub mod kubelet;
 #[cfg(feature = "yaml")]
 pub mod kubeletconfig;
 pub mod labels;
+pub mod metrics;
 pub mod path;
 mod raw;
 #[cfg(feature = "yaml")]
 pub mod rbac;
 pub mod review;
+pub mod schedule;
 pub mod webhook;
 
 pub use identity::UserInfo;

@@ -101,10 +101,7 @@ pub fn build_request(
     request
 }
 
-/// The client address as the audit event takes it, from the raw `source.address` property.
-pub fn source_address(raw: Option<&[u8]>) -> Option<String> {
-    text(raw)
-}
+pub use kubelet_authz::schedule::source_address;
 
 fn text(bytes: Option<&[u8]>) -> Option<String> {
     let s = std::str::from_utf8(bytes?).ok()?;

@@ -38,18 +38,8 @@ fn wrap<T>(call: &'static str, r: Result<T, u32>) -> Result<T, HostError> {
     r.map_err(|status| HostError { call, status })
 }
 
-/// Log severity (the subset the filter uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Debug.
-    Debug,
-    /// Info (audit lines).
-    Info,
-    /// Warn.
-    Warn,
-    /// Error.
-    Error,
-}
+/// Log severity (the scheduler's).
+pub use kubelet_authz::schedule::Level;
 
 /// The kinds of metric the filter defines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

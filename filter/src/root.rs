@@ -67,11 +67,9 @@ impl Context for Root {
 
     fn on_done(&mut self) -> bool {
         // The VM stops: hand over the counts since the last tick.
-        if let Ok(mut slot) = self.shared.try_borrow_mut() {
-            if let Some(filter) = slot.as_mut() {
-                filter.flush_metrics(&mut Proxy);
-            }
-        }
+        shared::with(&self.shared, "stop", |filter, proxy, _| {
+            filter.flush_metrics(proxy);
+        });
         true
     }
 }
@@ -135,14 +133,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let Ok(mut slot) = self.shared.try_borrow_mut() else {
-            host::log(Level::Error, "kubelet-authz: tick while busy");
-            return;
-        };
-        if let Some(filter) = slot.as_mut() {
-            let now = host::now_ms().unwrap_or(filter.last_now());
-            filter.on_tick(&mut Proxy, now);
-        }
+        shared::with(&self.shared, "tick", |filter, proxy, now| {
+            filter.on_tick(proxy, now);
+        });
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

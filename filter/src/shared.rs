@@ -36,16 +36,28 @@ fn read_call_response(num_headers: usize, body_size: usize) -> CalloutResponse {
     convert::callout_response(&headers, body)
 }
 
+/// Run `f` on the configured filter with the proxy's clock (the last time seen when the clock
+/// fails). `None`, logged, when the filter is borrowed already (`what` names the callback), and
+/// when there is no configuration. The one place the shared state is borrowed mutably.
+pub fn with<R>(
+    shared: &Shared,
+    what: &str,
+    f: impl FnOnce(&mut Filter, &mut Proxy, u64) -> R,
+) -> Option<R> {
+    let Ok(mut slot) = shared.try_borrow_mut() else {
+        host::log(Level::Error, &format!("kubelet-authz: {what} while busy"));
+        return None;
+    };
+    let filter = slot.as_mut()?;
+    let now = host::now_ms().unwrap_or(filter.last_now());
+    Some(f(filter, &mut Proxy, now))
+}
+
 /// A callout response arrived at context `current` (an HTTP context or the root): read it and
 /// hand it to the filter, which knows whose it is by its token.
 pub fn deliver(shared: &Shared, current: u32, token: u32, num_headers: usize, body_size: usize) {
     let response = read_call_response(num_headers, body_size);
-    let Ok(mut slot) = shared.try_borrow_mut() else {
-        host::log(Level::Error, "kubelet-authz: callout response while busy");
-        return;
-    };
-    if let Some(filter) = slot.as_mut() {
-        let now = host::now_ms().unwrap_or(filter.last_now());
-        filter.on_call_response(&mut Proxy, current, token, response, now);
-    }
+    with(shared, "callout response", |filter, proxy, now| {
+        filter.on_call_response(proxy, current, token, response, now);
+    });
 }

@@ -6,8 +6,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use crate::driver::Next;
-use crate::host::{self, HostError, Level, Proxy};
-use crate::shared::{deliver, Shared};
+use crate::host::{self, HostError};
+use crate::shared::{self, deliver, Shared};
 use crate::{abi, convert};
 
 /// The HTTP context of one request.
@@ -35,16 +35,12 @@ impl HttpStream {
     }
 
     fn done(&self) {
-        let Ok(mut slot) = self.shared.try_borrow_mut() else {
-            host::log(Level::Error, "kubelet-authz: request end while busy");
-            return;
-        };
-        if let Some(filter) = slot.as_mut() {
-            if filter.holds(self.id) {
-                let now = host::now_ms().unwrap_or(filter.last_now());
-                filter.on_done(&mut Proxy, self.id, now);
+        let id = self.id;
+        shared::with(&self.shared, "request end", |filter, proxy, now| {
+            if filter.holds(id) {
+                filter.on_done(proxy, id, now);
             }
-        }
+        });
     }
 }
 
@@ -101,29 +97,18 @@ impl HttpContext for HttpStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         #[cfg(feature = "panic-probe")]
         panic_probe();
-        let Ok(mut slot) = self.shared.try_borrow_mut() else {
-            host::reply_internal_error("request while busy");
-            return Action::Pause;
-        };
-        let Some(filter) = slot.as_mut() else {
-            host::reply_internal_error("no configuration");
-            return Action::Pause;
-        };
-        let now = match host::now_ms() {
-            Ok(t) => t,
-            Err(_) => filter.last_now(),
-        };
-        let request = match read_request() {
-            Ok(r) => r,
-            Err(e) => {
-                filter.count_internal_error(&mut Proxy);
-                host::reply_internal_error(&format!("cannot read the request: {e}"));
-                return Action::Pause;
+        let id = self.id;
+        let next = shared::with(&self.shared, "request", |filter, proxy, now| {
+            filter.on_headers(proxy, id, read_request(), now)
+        });
+        match next {
+            Some(Next::Continue) => Action::Continue,
+            Some(Next::Pause) => Action::Pause,
+            None => {
+                // Busy, or no configuration: no scheduler to decide, audit or count it.
+                host::reply_internal_error("no configured filter to decide the request");
+                Action::Pause
             }
-        };
-        match filter.on_request_headers(&mut Proxy, self.id, request, now) {
-            Next::Continue => Action::Continue,
-            Next::Pause => Action::Pause,
         }
     }
 

@@ -120,6 +120,7 @@ mod tests {
             sar_cache_hits: 0,
             sar_cache_misses: 0,
             strict_upgrade_applied: false,
+            failure: None,
         }
     }
 

@@ -118,7 +118,7 @@ impl AuditOutcome {
             Outcome::Allowed => AuditOutcome::Allowed,
             Outcome::Forbidden => AuditOutcome::Forbidden,
             Outcome::Unauthenticated => AuditOutcome::Unauthenticated,
-            Outcome::AuthorizerError => AuditOutcome::Error,
+            Outcome::AuthorizerError | Outcome::InternalError => AuditOutcome::Error,
             Outcome::BadRequest => AuditOutcome::Refused,
         }
     }

@@ -182,6 +182,7 @@ fn reason_into(out: &mut String, verdict: &Verdict) {
                 }
             }
         }
+        Outcome::InternalError => escape(out, verdict.failure.as_deref().unwrap_or_default()),
         _ => match reason_check(verdict) {
             Some(c) if !c.reason.is_empty() => escape(out, &c.reason),
             Some(c) => {
@@ -343,6 +344,7 @@ mod tests {
             sar_cache_hits: 0,
             sar_cache_misses: 0,
             strict_upgrade_applied: true,
+            failure: None,
         }
     }
 

@@ -45,6 +45,14 @@ pub struct Callout {
 }
 
 impl CalloutKind {
+    /// The review's kind, as the API names it (`TokenReview`, `SubjectAccessReview`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CalloutKind::TokenReview => "TokenReview",
+            CalloutKind::SubjectAccessReview => "SubjectAccessReview",
+        }
+    }
+
     /// The API path the review is created at.
     pub fn path(self) -> &'static str {
         match self {

@@ -109,6 +109,7 @@ impl Session {
             sar_cache_hits: self.sar_hits,
             sar_cache_misses: self.sar_misses,
             strict_upgrade_applied: self.strict_applied,
+            failure: None,
         }
     }
 }

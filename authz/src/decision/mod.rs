@@ -46,4 +46,4 @@ pub use retry::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
 pub use run::run_to_end;
 pub use session::Session;
 pub use settings::{AuthorizationMode, Enforcement, Limits, Settings};
-pub use verdict::{AuthnMethod, Check, Decision, Outcome, Verdict};
+pub use verdict::{AuthnMethod, Check, Decision, Outcome, Verdict, INTERNAL_ERROR_BODY};

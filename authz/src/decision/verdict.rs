@@ -104,6 +104,9 @@ pub enum Outcome {
     Forbidden,
     /// 500: the authorizer failed.
     AuthorizerError,
+    /// 500: the filter failed closed outside the kubelet's procedure (overloaded, a hostcall
+    /// failed, a work bound was hit): [`Verdict::failed_closed`].
+    InternalError,
 }
 
 impl Outcome {
@@ -115,6 +118,7 @@ impl Outcome {
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::Forbidden => "forbidden",
             Outcome::AuthorizerError => "authorizer_error",
+            Outcome::InternalError => "internal_error",
         }
     }
 }
@@ -163,7 +167,12 @@ pub struct Verdict {
     pub sar_cache_misses: u32,
     /// Whether `strictUpgradeVerb` changed the verb to `create`.
     pub strict_upgrade_applied: bool,
+    /// Why the filter failed closed ([`Outcome::InternalError`] only).
+    pub failure: Option<String>,
 }
+
+/// The body of the filter's own 500 ([`Outcome::InternalError`]).
+pub const INTERNAL_ERROR_BODY: &str = "Internal Server Error";
 
 impl Verdict {
     /// The subresource that decided: the allowing one, or the last tried.
@@ -173,5 +182,48 @@ impl Verdict {
             .find(|c| c.decision == Decision::Allow)
             .or(self.checks.last())
             .map(|c| c.subresource)
+    }
+
+    /// This decision, failed closed because carrying it out failed (`why`): a 500 that is never
+    /// forwarded, whatever the enforcement; what was decided (user, checks) stays for the audit.
+    pub fn failed_closed(self, why: &str) -> Verdict {
+        Verdict {
+            outcome: Outcome::InternalError,
+            status: 500,
+            body: INTERNAL_ERROR_BODY.to_string(),
+            remove_headers: Vec::new(),
+            set_headers: Vec::new(),
+            shadowed: false,
+            failure: Some(why.to_string()),
+            ..self
+        }
+    }
+
+    /// A request the filter failed closed before deciding it (`why`: overloaded, or the request
+    /// could not be read): a 500 with nobody authenticated and no check made.
+    pub fn undecided(method: &str, target: &str, why: &str) -> Verdict {
+        Verdict {
+            outcome: Outcome::InternalError,
+            status: 500,
+            body: INTERNAL_ERROR_BODY.to_string(),
+            remove_headers: Vec::new(),
+            set_headers: Vec::new(),
+            user: None,
+            authn: AuthnMethod::None,
+            authn_errors: Vec::new(),
+            verb: crate::kubelet::verb_for_method(method).to_string(),
+            path: target.to_string(),
+            target: target.to_string(),
+            checks: Vec::new(),
+            shadowed: false,
+            stale: false,
+            spoofed_xfcc: None,
+            cache_hits: 0,
+            cache_misses: 0,
+            sar_cache_hits: 0,
+            sar_cache_misses: 0,
+            strict_upgrade_applied: false,
+            failure: Some(why.to_string()),
+        }
     }
 }

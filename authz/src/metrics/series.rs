@@ -1,10 +1,10 @@
-//! The names of the filter's counter series: the families and their labels (the engine's
-//! vocabularies, [`kubelet_authz::labels`]), the slot layout of the counter array, the
-//! Istio-encoded names the filter defines, and the Prometheus series Envoy prints for them.
+//! The names of the counter series: the families and their labels (the engine's vocabularies,
+//! [`crate::labels`]), the slot layout of the counter array, the Istio-encoded names a driver
+//! defines, and the Prometheus series Envoy prints for them.
 
-use kubelet_authz::decision::{AuthnMethod, CalloutKind, Outcome};
-use kubelet_authz::kubelet::Subresource;
-use kubelet_authz::labels::{label_at, Cache, CalloutResult, Vocabulary};
+use crate::decision::{AuthnMethod, CalloutKind, Outcome};
+use crate::kubelet::Subresource;
+use crate::labels::{label_at, Cache, CalloutResult, Vocabulary};
 
 /// Prefix of every name the filter defines (Envoy shows `wasmcustom.kubelet_authz.` in `/stats`).
 pub const PREFIX: &str = "kubelet_authz.";
@@ -12,7 +12,7 @@ pub const PREFIX: &str = "kubelet_authz.";
 /// The prefix of every Prometheus series of the filter.
 pub const PROMETHEUS_PREFIX: &str = "kubelet_authz_";
 
-pub use kubelet_authz::labels::{stats_tags, tag_regex, LABELS};
+pub use crate::labels::{stats_tags, tag_regex, LABELS};
 
 /// The callout-latency histogram's own name (after [`PREFIX`]).
 pub const LATENCY: &str = "callout_duration_milliseconds";
