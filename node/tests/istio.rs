@@ -21,10 +21,15 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn generate(file: &str) -> Vec<Value> {
+    generate_with(file, &[])
+}
+
+fn generate_with(file: &str, args: &[&str]) -> Vec<Value> {
     let out = Command::cargo_bin("kubelet-authz-node")
         .unwrap()
         .args(["istio-objects", "--nodes"])
         .arg(fixture(file))
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -145,6 +150,54 @@ fn a_nodes_objects_carry_its_name_address_and_version(
     for (k, v) in g["spec"]["selector"].as_object().unwrap() {
         assert_eq!(&pod[k], v, "{k}");
     }
+}
+
+/// `--extension-api TrafficExtension` (Istio 1.30+): the same objects, with each WasmPlugin
+/// replaced by a TrafficExtension of the same name that carries the very same plugin
+/// configuration, module, phase, failure policy, selector and match.
+#[test]
+fn the_traffic_extension_variant_carries_the_wasm_plugins_configuration() {
+    let plugins = generate("nodes.json");
+    let extensions = generate_with("nodes.json", &["--extension-api", "TrafficExtension"]);
+    assert_eq!(plugins.len(), extensions.len());
+    let mut seen = 0;
+    for (wp, te) in plugins.iter().zip(&extensions) {
+        if wp["kind"] != "WasmPlugin" {
+            assert_eq!(wp, te, "only the WasmPlugin changes");
+            continue;
+        }
+        seen += 1;
+        assert_eq!(te["kind"], "TrafficExtension");
+        assert_eq!(te["apiVersion"], "extensions.istio.io/v1alpha1");
+        assert_eq!(te["metadata"], wp["metadata"]);
+        let (w, t) = (&wp["spec"], &te["spec"]);
+        assert_eq!(
+            t["wasm"]["pluginConfig"], w["pluginConfig"],
+            "the same configuration"
+        );
+        for k in [
+            "url",
+            "imagePullPolicy",
+            "pluginName",
+            "failStrategy",
+            "type",
+        ] {
+            assert_eq!(t["wasm"][k], w[k], "wasm.{k}");
+        }
+        for k in ["selector", "phase", "match"] {
+            assert_eq!(t[k], w[k], "{k}");
+        }
+        assert_eq!(t["wasm"]["failStrategy"], "FAIL_RELOAD");
+        assert!(t.get("lua").is_none() && t.get("url").is_none(), "{t}");
+    }
+    assert_eq!(seen, 2, "one per labelled node");
+    let out = Command::cargo_bin("kubelet-authz-node")
+        .unwrap()
+        .args(["istio-objects", "--extension-api", "LuaFilter", "--nodes"])
+        .arg(fixture("nodes.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown API is refused");
 }
 
 #[rstest]
