@@ -40,7 +40,7 @@ NPM_DIR=${KUBELET_AUTHZ_NPM_DIR:-.work/npm}
 command -v node >/dev/null || die "node is missing: run scripts/setup.sh"
 command -v kubectl >/dev/null || die "kubectl is missing (it builds the kustomizations): install it"
 command -v promtool >/dev/null || die "promtool is missing: run scripts/setup.sh (Debian package prometheus)"
-for pkg in @kubernetes-models/istio @kubernetes-models/prometheus-operator mermaid jsdom; do
+for pkg in @kubernetes-models/istio @kubernetes-models/prometheus-operator ajv mermaid jsdom; do
   [ -d "$NPM_DIR/node_modules/$pkg" ] || die "$NPM_DIR/node_modules/$pkg is missing: run scripts/setup.sh"
 done
 
