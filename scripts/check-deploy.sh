@@ -22,7 +22,9 @@
 #   both for the shipped files and for the per-node objects that envoy/istio/per-node.sh (the node
 #   agent's `istio-objects`, built here with cargo unless KUBELET_AUTHZ_NODE names the binary)
 #   prints for the Node List fixture node/tests/fixtures/istio/nodes.json (IPv4 and IPv6 nodes),
-#   also with a kubelet configuration's TLS policy (--kubelet-config);
+#   also with a kubelet configuration's TLS policy (--kubelet-config) and with
+#   `--extension-api TrafficExtension` (Istio 1.30+: no npm package has its schema; it is checked
+#   against tests/deploy/trafficextension-v1alpha1.schema.json, transcribed from Istio's CRD);
 # - the Mermaid diagrams of README.md and docs/*.md parse with mermaid (tests/deploy/check-mermaid.mjs);
 # - each validator is first shown to refuse a broken object.
 # (The Envoy bootstraps are validated with `envoy --mode validate` by tests/tests/configs.rs.)
@@ -38,7 +40,7 @@ NPM_DIR=${KUBELET_AUTHZ_NPM_DIR:-.work/npm}
 command -v node >/dev/null || die "node is missing: run scripts/setup.sh"
 command -v kubectl >/dev/null || die "kubectl is missing (it builds the kustomizations): install it"
 command -v promtool >/dev/null || die "promtool is missing: run scripts/setup.sh (Debian package prometheus)"
-for pkg in @kubernetes-models/istio @kubernetes-models/prometheus-operator mermaid jsdom; do
+for pkg in @kubernetes-models/istio @kubernetes-models/prometheus-operator ajv mermaid jsdom; do
   [ -d "$NPM_DIR/node_modules/$pkg" ] || die "$NPM_DIR/node_modules/$pkg is missing: run scripts/setup.sh"
 done
 
@@ -91,12 +93,17 @@ sh envoy/istio/per-node.sh --nodes node/tests/fixtures/istio/nodes.json \
   --kubelet-config node/tests/fixtures/kubeadm/config.yaml --config-dir node/tests/fixtures/kubeadm/conf.d \
   >"$work/per-node-tls.yaml" || die "envoy/istio/per-node.sh --kubelet-config failed"
 grep -q 'cipherSuites' "$work/per-node-tls.yaml" || die "per-node.sh --kubelet-config: no cipherSuites in the Gateways"
+# The TrafficExtension variant (Istio 1.30+) instead of the WasmPlugins.
+sh envoy/istio/per-node.sh --nodes node/tests/fixtures/istio/nodes.json --extension-api TrafficExtension \
+  >"$work/per-node-te.yaml" || die "envoy/istio/per-node.sh --extension-api TrafficExtension failed"
+[ "$(grep -c '^kind: TrafficExtension' "$work/per-node-te.yaml")" -eq 2 ] && ! grep -q '^kind: WasmPlugin' "$work/per-node-te.yaml" \
+  || die "per-node.sh --extension-api TrafficExtension: expected 2 TrafficExtensions and no WasmPlugin"
 
 # Sort every document: Kubernetes objects (deduplicated across builds) to one file per build for
 # kubernetes-validate, Prometheus Operator and Istio objects to JSON lines for node; the raw Istio
 # files are validated as they are. The overlays' own checks run here too.
 mapfile -t istio_files < <(find envoy/istio -name '*.yaml' | sort)
-"$PY" - "$work" "${builds[@]}" -- "${istio_files[@]}" "$work/per-node-b.yaml" "$work/per-node-tls.yaml" <<'PYEOF'
+"$PY" - "$work" "${builds[@]}" -- "${istio_files[@]}" "$work/per-node-b.yaml" "$work/per-node-tls.yaml" "$work/per-node-te.yaml" <<'PYEOF'
 import glob, hashlib, json, os, sys, yaml
 work = sys.argv[1]
 sep = sys.argv.index("--")
@@ -246,19 +253,25 @@ for v in 1.32.0 1.33.0 1.34.0; do
 done
 echo "kubernetes-validate --strict (1.32, 1.33, 1.34): ${#k8s[@]} files, $passed object validations passed, $failed files failed"
 
-cp tests/deploy/validate-istio.mjs tests/deploy/validate-monitoring.mjs "$NPM_DIR/"
+# The node scripts run from a directory of this run whose node_modules is the installed one (an
+# ES module resolves packages from its own directory): nothing is written into $NPM_DIR.
+js="$work/js"
+mkdir -p "$js"
+ln -s "$(realpath "$NPM_DIR/node_modules")" "$js/node_modules"
+cp tests/deploy/validate-istio.mjs tests/deploy/trafficextension-v1alpha1.schema.json \
+  tests/deploy/validate-monitoring.mjs tests/deploy/check-mermaid.mjs "$js/"
+[ "$(grep -c '"kind": "TrafficExtension"' "$work/istio.jsonl")" -eq 2 ] || die "expected the 2 TrafficExtensions among the Istio objects"
 istio_rc=0 mon_rc=0
-node "$NPM_DIR/validate-istio.mjs" <"$work/istio.jsonl" || istio_rc=$?
+node "$js/validate-istio.mjs" <"$work/istio.jsonl" || istio_rc=$?
 [ "$(wc -l <"$work/monitoring.jsonl")" -ge 3 ] || die "expected the PodMonitor, ServiceMonitor and PrometheusRule among the builds"
-node "$NPM_DIR/validate-monitoring.mjs" <"$work/monitoring.jsonl" || mon_rc=$?
+node "$js/validate-monitoring.mjs" <"$work/monitoring.jsonl" || mon_rc=$?
 
 mon_ok=0
 "$PY" tests/deploy/check-monitoring.py . "$work/promtool" || mon_ok=$?
 
 # The diagrams of the docs (DEPLOY.md opens with one) must render on GitHub: parsed by mermaid.
 mermaid_rc=0
-cp tests/deploy/check-mermaid.mjs "$NPM_DIR/"
-node "$NPM_DIR/check-mermaid.mjs" README.md docs/*.md || mermaid_rc=$?
+node "$js/check-mermaid.mjs" README.md docs/*.md || mermaid_rc=$?
 
 echo "check-deploy: $((SECONDS - started)) s"
 [ "$failed" -eq 0 ] && [ "$istio_rc" -eq 0 ] && [ "$mon_rc" -eq 0 ] && [ "$mon_ok" -eq 0 ] && [ "$mermaid_rc" -eq 0 ] \

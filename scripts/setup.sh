@@ -83,6 +83,8 @@ npm_pkg() { # PACKAGE VERSION: PACKAGE at VERSION in $NPM_DIR
 }
 npm_pkg @kubernetes-models/istio 3.0.1
 npm_pkg @kubernetes-models/prometheus-operator 6.0.0
+# The TrafficExtension schema (no package has it: tests/deploy/trafficextension-v1alpha1.schema.json).
+npm_pkg ajv 8.20.0
 # The diagrams in docs/*.md are parsed by mermaid itself (tests/deploy/check-mermaid.mjs).
 npm_pkg mermaid 11.17.2
 npm_pkg jsdom 29.1.1

@@ -11,7 +11,9 @@
 #       --prune-allowlist=networking.istio.io/v1/VirtualService \
 #       --prune-allowlist=networking.istio.io/v1/DestinationRule \
 #       --prune-allowlist=extensions.istio.io/v1alpha1/WasmPlugin -f -
-# (kubectl prunes custom kinds only when allow-listed.) `--kubelet-config FILE [--config-dir DIR]`
+# (kubectl prunes custom kinds only when allow-listed.) On Istio 1.30+, `--extension-api
+# TrafficExtension` prints a TrafficExtension in place of each WasmPlugin (the same plugin
+# configuration): add --prune-allowlist=extensions.istio.io/v1alpha1/TrafficExtension as well. `--kubelet-config FILE [--config-dir DIR]`
 # gives the Gateways the kubelets' tlsMinVersion and tlsCipherSuites (docs/DEPLOY.md, "Istio"). The binary: KUBELET_AUTHZ_NODE, else
 # kubelet-authz-node on PATH; without either, use the agent image:
 #   kubectl get nodes -o json | docker run --rm -i IMAGE /kubelet-authz-node istio-objects --nodes -

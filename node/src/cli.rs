@@ -38,7 +38,7 @@ pub enum Command {
     /// The preStop hook: drain Envoy's kubelet listener (new connections go to the new pod),
     /// then wait until its connections end or the deadline passes.
     Drain(DrainArgs),
-    /// The Istio form: print the per-node objects (Gateway, WasmPlugin, VirtualServices,
+    /// The Istio form: print the per-node objects (Gateway, WasmPlugin or TrafficExtension, VirtualServices,
     /// DestinationRule, gateway Deployment) of every node labelled
     /// `kubelet-authz.io/proxy=enabled` in a `kubectl get nodes -o json` List.
     IstioObjects(IstioObjectsArgs),
@@ -58,6 +58,30 @@ pub struct IstioObjectsArgs {
     /// The kubelets' `--config-dir` (drop-ins), with `--kubelet-config`.
     #[arg(long, requires = "kubelet_config")]
     pub config_dir: Option<PathBuf>,
+    /// The Istio API that attaches the filter: `WasmPlugin` (default), or `TrafficExtension`
+    /// (Istio 1.30 and newer; the same module and plugin configuration).
+    #[arg(long, value_enum, default_value = "WasmPlugin")]
+    pub extension_api: ExtensionApiArg,
+}
+
+/// `--extension-api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExtensionApiArg {
+    /// `extensions.istio.io/v1alpha1` `WasmPlugin`.
+    #[value(name = "WasmPlugin")]
+    WasmPlugin,
+    /// `extensions.istio.io/v1alpha1` `TrafficExtension` (Istio 1.30+).
+    #[value(name = "TrafficExtension")]
+    TrafficExtension,
+}
+
+impl From<ExtensionApiArg> for crate::istio::ExtensionApi {
+    fn from(a: ExtensionApiArg) -> Self {
+        match a {
+            ExtensionApiArg::WasmPlugin => Self::WasmPlugin,
+            ExtensionApiArg::TrafficExtension => Self::TrafficExtension,
+        }
+    }
 }
 
 /// `inspect`.
@@ -336,7 +360,7 @@ fn istio_objects(args: &IstioObjectsArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let objects = crate::istio::objects_for(&nodes, tls.as_ref())?;
+    let objects = crate::istio::objects_for(&nodes, tls.as_ref(), args.extension_api.into())?;
     if objects.is_empty() {
         eprintln!(
             "kubelet-authz-node: no node in {file} is labelled {}={}: nothing printed",

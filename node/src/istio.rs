@@ -3,6 +3,13 @@
 //! and `envoy/istio/gateway-deployment.yaml`) for every node of a `kubectl get nodes -o json`
 //! List labelled `kubelet-authz.io/proxy=enabled`, and nothing for the others.
 //!
+//! For Istio 1.30 and newer the filter can be attached with a `TrafficExtension` instead of the
+//! `WasmPlugin` ([`ExtensionApi`]): the per-node `WasmPlugin` is made first and then moved field by
+//! field into the `TrafficExtension` (istio/api `extensions/v1alpha1/traffic_extension.proto`:
+//! selection, phase, priority and match at the top, the module's settings under `wasm`), so both
+//! carry the very same plugin configuration; a `WasmPlugin` field the `TrafficExtension` has no
+//! place for is an error, never dropped.
+//!
 //! The two shipped files are the templates (embedded at build time, so the agent image carries
 //! them): each object is read as a typed JSON value and its per-node fields are set by path, never
 //! by text substitution. Every object carries [`PER_NODE_LABEL`] so that
@@ -55,6 +62,76 @@ pub enum IstioError {
         /// The missing field.
         path: String,
     },
+}
+
+/// The Istio API that attaches the filter to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExtensionApi {
+    /// `extensions.istio.io/v1alpha1` `WasmPlugin` (every supported Istio; `FAIL_RELOAD` needs 1.27).
+    #[default]
+    WasmPlugin,
+    /// `extensions.istio.io/v1alpha1` `TrafficExtension` (Istio 1.30 and newer; it supersedes
+    /// `WasmPlugin`).
+    TrafficExtension,
+}
+
+/// `spec` fields of a `WasmPlugin` that stay at the top of a `TrafficExtension`'s `spec`
+/// (istio/api `traffic_extension.proto`, message `TrafficExtension`: `selector`, `targetRefs`,
+/// `phase`, `priority`, `match`).
+const TOP_LEVEL_FIELDS: [&str; 5] = ["selector", "targetRefs", "phase", "priority", "match"];
+/// `spec` fields of a `WasmPlugin` that go under `spec.wasm` (message `WasmConfig`: `url`,
+/// `sha256`, `imagePullPolicy`, `imagePullSecret`, `verificationKey`, `pluginConfig`,
+/// `pluginName`, `failStrategy`, `vmConfig`, `type`).
+const WASM_FIELDS: [&str; 10] = [
+    "url",
+    "sha256",
+    "imagePullPolicy",
+    "imagePullSecret",
+    "verificationKey",
+    "pluginConfig",
+    "pluginName",
+    "failStrategy",
+    "vmConfig",
+    "type",
+];
+
+/// The `TrafficExtension` that attaches what `wasm_plugin` (a whole `WasmPlugin` object) does:
+/// same metadata, same selection, phase and match, and the same module, failure policy and
+/// plugin configuration under `spec.wasm`. The phase's unset value is spelled differently
+/// (`UNSPECIFIED_PHASE` in `WasmPlugin`, `UNSPECIFIED` in `TrafficExtension`); the rest of the
+/// enums are the same.
+pub fn traffic_extension(wasm_plugin: &Value) -> Result<Value, IstioError> {
+    let err = |path: String| IstioError::Template {
+        kind: "WasmPlugin".to_owned(),
+        path,
+    };
+    let spec = wasm_plugin
+        .get("spec")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("spec".to_owned()))?;
+    let mut top = serde_json::Map::new();
+    let mut wasm = serde_json::Map::new();
+    for (k, v) in spec {
+        if k == "phase" && v == "UNSPECIFIED_PHASE" {
+            top.insert(k.clone(), json!("UNSPECIFIED"));
+        } else if TOP_LEVEL_FIELDS.contains(&k.as_str()) {
+            top.insert(k.clone(), v.clone());
+        } else if WASM_FIELDS.contains(&k.as_str()) {
+            wasm.insert(k.clone(), v.clone());
+        } else {
+            return Err(err(format!(
+                "spec.{k} (a field a TrafficExtension has no place for: remove it, or use \
+                 --extension-api WasmPlugin)"
+            )));
+        }
+    }
+    top.insert("wasm".to_owned(), Value::Object(wasm));
+    Ok(json!({
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "TrafficExtension",
+        "metadata": wasm_plugin.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        "spec": Value::Object(top),
+    }))
 }
 
 /// What the objects of one node are made from.
@@ -223,8 +300,12 @@ fn set(obj: &mut Value, path: &[&str], value: Value) -> Result<(), IstioError> {
 }
 
 /// The objects of one node, in the templates' order; with `tls`, the Gateway's TLS policy is the
-/// kubelet's (else the template's).
-pub fn node_objects(n: &NodeInput, tls: Option<&GatewayTls>) -> Result<Vec<Value>, IstioError> {
+/// kubelet's (else the template's); the filter is attached with `api`.
+pub fn node_objects(
+    n: &NodeInput,
+    tls: Option<&GatewayTls>,
+    api: ExtensionApi,
+) -> Result<Vec<Value>, IstioError> {
     let name = n.name.as_str();
     let gateway = format!("kubelet-{name}");
     let mut out = Vec::new();
@@ -363,21 +444,28 @@ pub fn node_objects(n: &NodeInput, tls: Option<&GatewayTls>) -> Result<Vec<Value
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .ok_or(IstioError::Template {
-                kind,
+                kind: kind.clone(),
                 path: "metadata.labels".to_owned(),
             })?;
         labels.insert(PER_NODE_LABEL.to_owned(), json!("true"));
         labels.insert(POD_NODE_LABEL.to_owned(), json!(name));
+        if kind == "WasmPlugin" && api == ExtensionApi::TrafficExtension {
+            obj = traffic_extension(&obj)?;
+        }
         out.push(obj);
     }
     Ok(out)
 }
 
 /// The objects of every selected node of a Node List (sorted by node name).
-pub fn objects_for(nodes: &[Node], tls: Option<&GatewayTls>) -> Result<Vec<Value>, IstioError> {
+pub fn objects_for(
+    nodes: &[Node],
+    tls: Option<&GatewayTls>,
+    api: ExtensionApi,
+) -> Result<Vec<Value>, IstioError> {
     let mut out = Vec::new();
     for n in selected_nodes(nodes)? {
-        out.extend(node_objects(&n, tls)?);
+        out.extend(node_objects(&n, tls, api)?);
     }
     Ok(out)
 }
@@ -408,6 +496,44 @@ mod tests {
     #[case(&"a".repeat(64), false)]
     fn label_values(#[case] s: &str, #[case] ok: bool) {
         assert_eq!(valid_label_value(s), ok);
+    }
+
+    #[test]
+    fn a_traffic_extension_carries_every_field_of_the_wasm_plugin() {
+        let wp = templates()
+            .unwrap()
+            .into_iter()
+            .find(|t| t["kind"] == "WasmPlugin")
+            .unwrap();
+        let te = traffic_extension(&wp).unwrap();
+        assert_eq!(te["apiVersion"], "extensions.istio.io/v1alpha1");
+        assert_eq!(te["metadata"], wp["metadata"]);
+        for (k, v) in wp["spec"].as_object().unwrap() {
+            let moved = if WASM_FIELDS.contains(&k.as_str()) {
+                &te["spec"]["wasm"][k]
+            } else {
+                &te["spec"][k]
+            };
+            assert_eq!(moved, v, "{k}");
+        }
+        assert_eq!(
+            te["spec"]["wasm"]["pluginConfig"],
+            wp["spec"]["pluginConfig"]
+        );
+    }
+
+    #[test]
+    fn a_wasm_plugin_field_without_a_place_is_an_error() {
+        let wp = json!({"kind": "WasmPlugin", "metadata": {"name": "x"},
+                        "spec": {"url": "oci://x/y:1", "targetRef": {"kind": "Gateway", "name": "g"}}});
+        let e = traffic_extension(&wp).unwrap_err().to_string();
+        assert!(e.contains("spec.targetRef"), "{e}");
+        let unset = json!({"kind": "WasmPlugin", "metadata": {"name": "x"},
+                           "spec": {"url": "oci://x/y:1", "phase": "UNSPECIFIED_PHASE"}});
+        assert_eq!(
+            traffic_extension(&unset).unwrap()["spec"]["phase"],
+            "UNSPECIFIED"
+        );
     }
 
     #[test]
