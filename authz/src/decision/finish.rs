@@ -1,56 +1,120 @@
-//! How a session ends: the kubelet's answers (200, 401, the 403 and 500 bodies per version),
-//! the header edits that keep the caller's credentials from the kubelet, and the [`Verdict`]
-//! that records it all.
+//! How a session ends: the kubelet's answers (200, 400, 401, the 403 and 500 bodies per
+//! version), the header edits that keep the caller's credentials from the kubelet, and the
+//! [`Verdict`] that records it all, from what the state it ends in knows ([`Ending`]).
 
 use crate::identity;
-use crate::kubelet::Subresource;
+use crate::kubelet::{self, Subresource};
 
-use super::session::{Phase, Session};
-use super::{Engine, Outcome, SharedUser, Step, Verdict};
+use super::session::{Authorizing, Session, State, Target};
+use super::{AuthnMethod, Engine, Outcome, SharedUser, Step, Verdict};
 
-impl Session {
+/// What a verdict records of the state a session ends in: what the request asked for (once
+/// known), and who asked (once authenticated).
+#[derive(Debug, Clone)]
+pub(super) struct Ending {
+    path: String,
+    verb: &'static str,
+    strict_applied: bool,
+    user: Option<SharedUser>,
+    authn: AuthnMethod,
+}
+
+impl Ending {
+    /// Nothing known.
+    pub(super) fn none() -> Self {
+        Ending {
+            path: String::new(),
+            verb: "",
+            strict_applied: false,
+            user: None,
+            authn: AuthnMethod::None,
+        }
+    }
+
+    fn of(target: Target) -> Self {
+        Ending {
+            path: target.path,
+            verb: target.verb,
+            strict_applied: target.strict_applied,
+            ..Ending::none()
+        }
+    }
+
+    fn authorized(z: Authorizing) -> Self {
+        Ending {
+            user: Some(z.user),
+            authn: z.authn,
+            ..Ending::of(z.target)
+        }
+    }
+
     fn user_name(&self) -> &str {
         self.user.as_ref().map_or("", |u| u.user().name.as_str())
     }
+}
 
-    pub(super) fn finish_allowed(&mut self) -> Step {
-        self.finish(Outcome::Allowed, 200, String::new())
+impl Session {
+    pub(super) fn finish_allowed(&mut self, z: Authorizing) -> Step {
+        self.finish(Ending::authorized(z), Outcome::Allowed, 200, String::new())
     }
 
-    pub(super) fn finish_forbidden(&mut self, engine: &Engine) -> Step {
-        let tried: Vec<&str> = self.checks.iter().map(|c| c.subresource.as_str()).collect();
+    pub(super) fn finish_forbidden(&mut self, engine: &Engine, z: Authorizing) -> Step {
+        let ending = Ending::authorized(z);
+        let tried: Vec<&str> = self
+            .trail
+            .checks
+            .iter()
+            .map(|c| c.subresource.as_str())
+            .collect();
         let body = if tried.is_empty() {
             "Authorization error: could not determine attributes for request".to_string()
         } else if engine.settings.model.version().has_multi_attribute_authz() {
             format!(
                 "Forbidden (user={}, verb={}, resource=nodes, subresource(s)=[{}])\n",
-                self.user_name(),
-                self.verb,
+                ending.user_name(),
+                ending.verb,
                 tried.join(" ")
             )
         } else {
             format!(
                 "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
-                self.user_name(),
-                self.verb,
+                ending.user_name(),
+                ending.verb,
                 tried.first().copied().unwrap_or("proxy")
             )
         };
-        self.finish(Outcome::Forbidden, 403, body)
+        self.finish(ending, Outcome::Forbidden, 403, body)
     }
 
-    pub(super) fn finish_error(&mut self, sub: Subresource) -> Step {
+    pub(super) fn finish_error(&mut self, z: Authorizing, sub: Subresource) -> Step {
+        let ending = Ending::authorized(z);
         let body = format!(
             "Authorization error (user={}, verb={}, resource=nodes, subresource={})",
-            self.user_name(),
-            self.verb,
+            ending.user_name(),
+            ending.verb,
             sub.as_str()
         );
-        self.finish(Outcome::AuthorizerError, 500, body)
+        self.finish(ending, Outcome::AuthorizerError, 500, body)
     }
 
-    pub(super) fn finish(&mut self, outcome: Outcome, status: u16, body: String) -> Step {
-        let verdict = self.verdict(outcome, status, body);
+    /// 401, with what was known of the request.
+    pub(super) fn unauthenticated(&mut self, target: Option<Target>) -> Step {
+        let ending = target.map_or_else(Ending::none, Ending::of);
+        self.finish(ending, Outcome::Unauthenticated, 401, "Unauthorized".into())
+    }
+
+    /// 400: the path was refused before anything else (`body`, the kubelet's).
+    pub(super) fn bad_request(&mut self, body: String) -> Step {
+        let ending = Ending {
+            path: self.request.target.clone(),
+            verb: kubelet::verb_for_method(&self.request.method),
+            ..Ending::none()
+        };
+        self.finish(ending, Outcome::BadRequest, 400, body)
+    }
+
+    fn finish(&mut self, ending: Ending, outcome: Outcome, status: u16, body: String) -> Step {
+        let verdict = self.verdict(ending, outcome, status, body);
         if outcome == Outcome::Allowed || verdict.shadowed {
             Step::Forward(verdict)
         } else {
@@ -79,36 +143,43 @@ impl Session {
         (remove, set)
     }
 
-    pub(super) fn verdict(&mut self, outcome: Outcome, status: u16, body: String) -> Verdict {
-        self.phase = Phase::Finished;
-        self.pending = None;
-        let shadowed = self.shadow && outcome != Outcome::Allowed;
+    /// The verdict of the session ending with `ending`: the session is finished after it.
+    pub(super) fn verdict(
+        &mut self,
+        ending: Ending,
+        outcome: Outcome,
+        status: u16,
+        body: String,
+    ) -> Verdict {
+        self.state = State::Finished;
+        let shadowed = self.trail.shadow && outcome != Outcome::Allowed;
         let (remove_headers, set_headers) = if outcome == Outcome::Allowed || shadowed {
             self.credentials_removed()
         } else {
             (Vec::new(), Vec::new())
         };
+        let trail = &mut self.trail;
         Verdict {
             outcome,
             status,
             body,
             remove_headers,
             set_headers,
-            user: self.user.as_ref().map(SharedUser::arc),
-            authn: self.authn,
-            authn_errors: self.errors.clone(),
-            verb: self.verb.to_string(),
-            path: self.path.clone(),
+            user: ending.user.as_ref().map(SharedUser::arc),
+            authn: ending.authn,
+            authn_errors: std::mem::take(&mut trail.errors),
+            verb: ending.verb.to_string(),
+            path: ending.path,
             target: self.request.target.clone(),
-            checks: self.checks.clone(),
+            checks: std::mem::take(&mut trail.checks),
             shadowed,
-            stale: self.stale,
-            spoofed_xfcc: self.spoofed.clone(),
-            cache_hits: self.hits,
-            cache_misses: self.misses,
-            sar_cache_hits: self.sar_hits,
-            sar_cache_misses: self.sar_misses,
-            strict_upgrade_applied: self.strict_applied,
+            stale: trail.stale,
+            spoofed_xfcc: trail.spoofed.take(),
+            cache_hits: trail.hits,
+            cache_misses: trail.misses,
+            sar_cache_hits: trail.sar_hits,
+            sar_cache_misses: trail.sar_misses,
+            strict_upgrade_applied: ending.strict_applied,
             failure: None,
         }
     }

@@ -22,13 +22,14 @@
 //! Files, one concern each: `request` (the request as read), `attributes` (the pure
 //! [`request_attributes`], the kubelet's `GetRequestAttributes`), `verdict` (the decision
 //! vocabulary), `callout` (steps, callouts and what they share), `engine` (caches, keys, limits),
-//! `settings` (what the engine reads of the configuration), `session` (the state machine), `finish` (how a session ends in a verdict), `retry` (reading
+//! `settings` (what the engine reads of the configuration), `session` (the state machine, its states as types), `lookup` (cache or callout), `finish` (how a session ends in a verdict), `retry` (reading
 //! answers and the retry policy), `run` (the synchronous driver).
 
 mod attributes;
 mod callout;
 mod engine;
 mod finish;
+mod lookup;
 mod request;
 mod retry;
 mod run;

@@ -3,6 +3,7 @@
 
 use crate::cache::Millis;
 
+use super::finish::Ending;
 use super::{Callout, CalloutResponse, Engine, Outcome, Session, Step, Verdict};
 
 /// the harness's auto-responder and the kubectl plugin's offline and online `can-i`). Waits
@@ -29,6 +30,6 @@ pub fn run_to_end(
     match session.fail_internal("synchronous driver could not finish") {
         Step::Forward(v) | Step::Reply(v) => v,
         // `fail_internal` always finishes; answer a plain 500 if that ever changes.
-        _ => session.verdict(Outcome::AuthorizerError, 500, String::new()),
+        _ => session.verdict(Ending::none(), Outcome::AuthorizerError, 500, String::new()),
     }
 }
