@@ -63,7 +63,7 @@ struct Ctx {
 
 #[derive(Debug)]
 enum Work {
-    Step(u32, Box<Step>),
+    Step(u32, Step),
     Wake(Wake),
     /// Fail this request closed (the work bound was hit).
     Fail(u32),
@@ -85,13 +85,13 @@ enum Awaiting {
         now: Millis,
     },
     Answered {
-        record: Box<Record>,
-        verdict: Box<Verdict>,
+        record: Record,
+        verdict: Verdict,
         how: How,
     },
     Source {
-        record: Box<Record>,
-        verdict: Box<Verdict>,
+        record: Record,
+        verdict: Verdict,
         code: Option<u16>,
     },
     Tick(u64),
@@ -279,7 +279,7 @@ impl Scheduler {
                 deferred: None,
             },
         );
-        self.queue.extend(split(id, progress));
+        queue_progress(&mut self.queue, id, progress);
     }
 
     /// Request `id`'s headers could not be read (`why`): it is answered 500.
@@ -377,12 +377,11 @@ impl Scheduler {
             match t.kind {
                 TimerKind::Retry => {
                     let p = s.session.on_retry(&mut self.engine, now);
-                    self.queue.extend(split(t.stream, p));
+                    queue_progress(&mut self.queue, t.stream, p);
                 }
                 TimerKind::Dispatch => {
                     if let Some(c) = s.deferred.take() {
-                        self.queue
-                            .push_back(Work::Step(t.stream, Box::new(Step::Call(c))));
+                        self.queue.push_back(Work::Step(t.stream, Step::Call(c)));
                     }
                 }
             }
@@ -464,7 +463,7 @@ impl Scheduler {
                 record,
                 verdict,
                 how,
-            }) => self.answered(*record, *verdict, how, result),
+            }) => self.answered(record, verdict, how, result),
             Some(Awaiting::Source {
                 mut record,
                 verdict,
@@ -487,11 +486,11 @@ impl Scheduler {
                 for waiter in w.waiters {
                     if let Some(s) = self.streams.get_mut(&waiter) {
                         let p = s.session.on_shared(&mut self.engine, now, w.result.clone());
-                        self.queue.extend(split(waiter, p));
+                        queue_progress(&mut self.queue, waiter, p);
                     }
                 }
             }
-            Work::Step(sid, step) => self.act(sid, *step),
+            Work::Step(sid, step) => self.act(sid, step),
             Work::Fail(sid) => {
                 let Some(mut s) = self.streams.remove(&sid) else {
                     return;
@@ -571,7 +570,7 @@ impl Scheduler {
         if matches!(p.step, Step::RetryAfter(_)) {
             self.counters.retry(kind);
         }
-        self.queue.extend(split(stream, p));
+        queue_progress(&mut self.queue, stream, p);
     }
 
     fn schedule(&mut self, sid: u32, due: Millis, kind: TimerKind) {
@@ -593,7 +592,7 @@ impl Scheduler {
         if let Some(s) = self.streams.get_mut(&sid) {
             s.deferred = None;
             let p = s.session.fail(&mut self.engine, TOO_MANY_TIMERS);
-            self.queue.extend(split(sid, p));
+            queue_progress(&mut self.queue, sid, p);
         }
     }
 
@@ -676,13 +675,12 @@ impl Scheduler {
     }
 }
 
-fn split(sid: u32, p: Progress) -> Vec<Work> {
-    let mut v = Vec::with_capacity(2);
+/// Queue what a session call answered: the waiters to wake first, then the session's step.
+fn queue_progress(queue: &mut VecDeque<Work>, sid: u32, p: Progress) {
     if let Some(w) = p.wake {
-        v.push(Work::Wake(w));
+        queue.push_back(Work::Wake(w));
     }
-    v.push(Work::Step(sid, Box::new(p.step)));
-    v
+    queue.push_back(Work::Step(sid, p.step));
 }
 
 #[cfg(test)]

@@ -13,15 +13,17 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn answer(&mut self, record: Record, v: Verdict, how: How) {
+    pub(super) fn answer(&mut self, record: Record, mut v: Verdict, how: How) {
         let stream = record.id;
         let action = match how {
+            // The edits move to the action: nothing after reads them.
             How::Forward => Action::Forward {
                 stream,
-                remove: v.remove_headers.clone(),
-                set: v.set_headers.clone(),
+                remove: std::mem::take(&mut v.remove_headers),
+                set: std::mem::take(&mut v.set_headers),
                 resume: self.ctx.headers_of != Some(stream),
             },
+            // The body stays with the verdict too: a 400's is its audited reason.
             How::Reply => Action::Reply {
                 stream,
                 status: v.status,
@@ -29,8 +31,8 @@ impl Scheduler {
             },
         };
         let awaiting = Awaiting::Answered {
-            record: Box::new(record),
-            verdict: Box::new(v),
+            record,
+            verdict: v,
             how,
         };
         self.outbox.push_back((action, Some(awaiting)));
@@ -103,8 +105,8 @@ impl Scheduler {
         record.source_read = true;
         let stream = record.id;
         let awaiting = Awaiting::Source {
-            record: Box::new(record),
-            verdict: Box::new(v),
+            record,
+            verdict: v,
             code,
         };
         self.outbox
