@@ -177,8 +177,8 @@ fn build<'a>(verdict: &'a Verdict, request: &'a Request, ctx: &'a Context<'a>) -
         } else {
             "ResponseStarted"
         },
-        request_uri: request.target.as_str(),
-        verb: verdict.verb.as_str(),
+        request_uri: verdict.target.as_str(),
+        verb: verdict.verb,
         user,
         source_ips: request.source_address.as_deref().map(|a| [source_ip(a)]),
         user_agent: request.first_header("user-agent"),
@@ -241,7 +241,7 @@ pub fn reason(verdict: &Verdict) -> String {
             }
         }
         _ => match reason_check(verdict) {
-            Some(c) if !c.reason.is_empty() => c.reason.clone(),
+            Some(c) if !c.reason.is_empty() => c.reason.to_string(),
             Some(c) => format!(
                 "{} nodes/{}: {}",
                 c.verb,

@@ -264,18 +264,16 @@ impl Scheduler {
         );
         if self.streams.len() >= MAX_STREAMS || self.streams.contains_key(&id) {
             let v = Verdict::undecided(&request.method, &request.target, TOO_MANY_STREAMS);
-            let record = self.record(id, &request, now);
-            self.fail_closed(record, v);
+            self.fail_closed(Record::new(id, request, now), v);
             return;
         }
-        let record = self.record(id, &request, now);
         let mut session = Session::new(id, request);
         let progress = session.start(&mut self.engine, now);
         self.streams.insert(
             id,
             Stream {
                 session,
-                record,
+                received_ms: now,
                 deferred: None,
             },
         );
@@ -293,8 +291,7 @@ impl Scheduler {
             now,
         );
         let v = Verdict::undecided("", "", &format!("cannot read the request: {why}"));
-        let record = self.record(id, &Request::default(), now);
-        self.fail_closed(record, v);
+        self.fail_closed(Record::new(id, Request::default(), now), v);
     }
 
     /// A callout's response (or failure), delivered to context `current`.
@@ -500,7 +497,7 @@ impl Scheduler {
                     Step::Forward(v) | Step::Reply(v) => v,
                     _ => Verdict::undecided("", "", TOO_MUCH_WORK),
                 };
-                self.fail_closed(s.record, v.failed_closed(TOO_MUCH_WORK));
+                self.fail_closed(s.into_record(), v.failed_closed(TOO_MUCH_WORK));
             }
         }
     }
@@ -648,15 +645,6 @@ impl Scheduler {
             }
             keep
         });
-    }
-
-    fn record(&self, id: u32, request: &Request, now: Millis) -> Record {
-        Record {
-            id,
-            audit: self.auditor.keep(request),
-            source_read: false,
-            received_ms: now,
-        }
     }
 
     fn log(&mut self, level: Level, message: String) {

@@ -204,13 +204,13 @@ pub fn decide<E>(
                 .unwrap_or_default();
             Check {
                 subresource: c.subresource,
-                verb: c.verb.clone(),
+                verb: c.verb.to_string(),
                 allowed: c.decision == Decision::Allow,
                 denied: c.decision == Decision::Deny,
                 reason: if c.reason.is_empty() {
                     answer.reason
                 } else {
-                    c.reason.clone()
+                    c.reason.to_string()
                 },
                 grant: answer.grant,
             }
@@ -225,7 +225,7 @@ pub fn decide<E>(
             _ => None,
         },
         plan: Plan {
-            verb: verdict.verb.clone(),
+            verb: verdict.verb.to_string(),
             strict_upgrade_applied: verdict.strict_upgrade_applied,
             subresources: checks.iter().map(|c| c.subresource).collect(),
         },

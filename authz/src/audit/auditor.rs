@@ -1,11 +1,13 @@
 //! The audit log of one VM: the configuration's audit settings (on or off, the policy), the
-//! writer with the node's constant parts, and one buffer reused for every line. A driver keeps
-//! the audit copy of each request ([`Auditor::keep`]), asks whether a decision is written
-//! ([`Auditor::writes`]) and logs the line it gets ([`Auditor::line`]); it assembles nothing.
+//! writer with the node's constant parts, and one buffer reused for every line. A driver asks
+//! whether a decision is written ([`Auditor::writes`]) and logs the line it gets
+//! ([`Auditor::line`]) from the request as its session gives it back (no copy is kept: the
+//! writer reads only the method, user agent, client address and request id of it, never a
+//! credential); it assembles nothing.
 
 use crate::decision::{Request, Verdict};
 
-use super::{request_for_audit, Context, Level, Policy, Writer};
+use super::{Context, Level, Policy, Writer};
 
 /// A buffer grown past this by one large event is given back rather than kept for the next.
 pub const BUFFER_KEEP: usize = 16 * 1024;
@@ -35,22 +37,12 @@ impl Auditor {
         }
     }
 
-    /// What to keep of a request for its event ([`request_for_audit`]); nothing when the audit
-    /// log is off.
-    pub fn keep(&self, request: &Request) -> Request {
-        if self.enabled {
-            request_for_audit(request)
-        } else {
-            Request::default()
-        }
-    }
-
     /// Whether the decision `v`, answered with `code`, gets an event.
     pub fn writes(&self, v: &Verdict, code: Option<u16>) -> bool {
         self.enabled && self.policy.level_of(v, code) != Level::None
     }
 
-    /// The event line of decision `v` for `request` (its audit copy), received at `received_ms`
+    /// The event line of decision `v` for `request` (its `requestURI` is the verdict's target), received at `received_ms`
     /// by the driver's request `id`, written at `now_ms` with the response `code`. The audit id
     /// is the request's `x-request-id`, else `kubelet-authz-<received_ms>-<id>`.
     pub fn line(
@@ -103,7 +95,7 @@ mod tests {
             outcome,
             status,
             body: String::new(),
-            remove_headers: Vec::new(),
+            remove_headers: &[],
             set_headers: Vec::new(),
             user: None,
             authn: AuthnMethod::None,
@@ -146,16 +138,27 @@ mod tests {
         );
     }
 
+    /// The whole request reaches the writer (no copy is kept): its credentials never reach the
+    /// line, and the line is the one written from the audit copy.
     #[test]
-    fn the_kept_request_is_the_audit_copy_or_nothing() {
+    fn credentials_on_the_request_never_reach_the_line() {
         let r = Request::new("GET", "/pods")
-            .header("authorization", "Bearer secret")
+            .header("authorization", "Bearer secret-token")
+            .header(
+                "sec-websocket-protocol",
+                "base64url.bearer.authorization.k8s.io.c2VjcmV0",
+            )
+            .header("x-forwarded-client-cert", "Hash=secret-hash")
             .header("user-agent", "curl");
-        let on = Auditor::new(true, Policy::builtin(), "n", false);
-        assert_eq!(on.keep(&r), request_for_audit(&r));
-        assert!(on.keep(&r).first_header("authorization").is_none());
-        let off = Auditor::new(false, Policy::builtin(), "n", false);
-        assert_eq!(off.keep(&r), Request::default());
+        let mut a = Auditor::new(true, Policy::builtin(), "n", false);
+        let v = verdict(Outcome::Forbidden, 403);
+        let line = a.line(&v, &r, 0, 1, 0, Some(403)).to_string();
+        for secret in ["secret-token", "c2VjcmV0", "secret-hash"] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        assert!(line.contains(r#""userAgent":"curl""#), "{line}");
+        let copy = crate::audit::request_for_audit(&r);
+        assert_eq!(a.line(&v, &copy, 0, 1, 0, Some(403)), line);
     }
 
     #[rstest]
@@ -196,12 +199,14 @@ mod tests {
     #[test]
     fn a_grown_buffer_is_given_back() {
         let mut a = Auditor::new(true, Policy::builtin(), "node-1", false);
-        let big = Request::new("GET", &format!("/metrics?{}", "x".repeat(4 * BUFFER_KEEP)));
-        let v = verdict(Outcome::Forbidden, 403);
-        let long = a.line(&v, &big, 0, 1, 0, Some(403)).len();
+        // The requestURI is the verdict's target.
+        let request = Request::new("GET", "/metrics");
+        let mut v = verdict(Outcome::Forbidden, 403);
+        v.target = format!("/metrics?{}", "x".repeat(4 * BUFFER_KEEP));
+        let long = a.line(&v, &request, 0, 1, 0, Some(403)).len();
         assert!(long > BUFFER_KEEP);
-        let small = Request::new("GET", "/metrics");
-        let _ = a.line(&v, &small, 0, 2, 0, Some(403));
+        v.target = "/metrics".into();
+        let _ = a.line(&v, &request, 0, 2, 0, Some(403));
         assert!(a.buf.capacity() <= BUFFER_KEEP, "{}", a.buf.capacity());
     }
 }

@@ -179,7 +179,7 @@ impl<'a> Facts<'a> {
     pub fn of(verdict: &'a Verdict, response_code: Option<u16>) -> Facts<'a> {
         Facts {
             user: verdict.user.as_deref(),
-            verb: verdict.verb.as_str(),
+            verb: verdict.verb,
             subresource: verdict.deciding_subresource(),
             outcome: AuditOutcome::of(verdict, response_code),
         }

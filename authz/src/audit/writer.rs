@@ -55,7 +55,7 @@ impl Writer {
         } else {
             STAGE_STARTED
         });
-        escape(out, &request.target);
+        escape(out, &verdict.target);
         out.push_str(r#"","verb":""#);
         escape(out, &verdict.verb);
         out.push_str(r#"","user":{"#);
@@ -319,7 +319,7 @@ mod tests {
             outcome,
             status: 200,
             body: format!("{s}\n"),
-            remove_headers: Vec::new(),
+            remove_headers: &[],
             set_headers: Vec::new(),
             user: Some(Arc::new(UserInfo {
                 name: format!("u{s}"),
@@ -426,9 +426,11 @@ mod tests {
         };
         check_bare(&v);
         // A check with no reason: the reason is made from the check.
+        // Verbs are the engine's constants; a hostile one is leaked here to stand in.
+        let verb: &'static str = Box::leak(s.to_string().into_boxed_str());
         v.checks = vec![Check::new(
             Subresource::Log,
-            s,
+            verb,
             Decision::Deny,
             String::new(),
         )];

@@ -124,9 +124,31 @@ pub enum Shared {
     Token(TokenOutcome, bool),
     /// A SubjectAccessReview's outcome (the status, or an error); `true` when an expired cache
     /// entry stood in for a failed review.
-    Sar(Result<SubjectAccessReviewStatus, String>, bool),
+    Sar(Result<SarAnswer, String>, bool),
     /// The leader went away without an answer: look again.
     Abandoned,
+}
+
+/// A SubjectAccessReview's answer as the engine keeps it (cached and shared): the reason is
+/// shared, not copied, by every check it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SarAnswer {
+    /// `status.allowed`.
+    pub allowed: bool,
+    /// `status.denied`.
+    pub denied: bool,
+    /// `status.reason`.
+    pub reason: std::sync::Arc<str>,
+}
+
+impl From<SubjectAccessReviewStatus> for SarAnswer {
+    fn from(st: SubjectAccessReviewStatus) -> Self {
+        SarAnswer {
+            allowed: st.allowed,
+            denied: st.denied,
+            reason: st.reason.into(),
+        }
+    }
 }
 
 /// Waiters to wake with a shared result.

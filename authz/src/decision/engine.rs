@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crate::cache::{InFlight, Millis, TtlCache};
 use crate::identity::UserInfo;
 use crate::kubelet::Subresource;
-use crate::review::{ResourceAttributes, SubjectAccessReviewSpec, SubjectAccessReviewStatus};
+use crate::review::{ResourceAttributes, SubjectAccessReviewSpec};
 
-use super::{Settings, TokenOutcome};
+use super::{SarAnswer, Settings, TokenOutcome};
 
 /// `shouldCache`: attributes whose lengths add up to this or more are not cached.
 pub const SAR_CACHE_KEY_LIMIT: usize = 10_000;
@@ -84,7 +84,7 @@ pub struct Engine {
     /// The SipHash key of [`Engine::token_key`], derived from the per-VM salt.
     token_key: (u64, u64),
     pub(super) token_cache: TtlCache<TokenKey, TokenOutcome>,
-    pub(super) sar_cache: TtlCache<SarKey, SubjectAccessReviewStatus>,
+    pub(super) sar_cache: TtlCache<SarKey, SarAnswer>,
     pub(super) inflight: InFlight<CalloutKey>,
 }
 

@@ -128,18 +128,22 @@ impl Session {
     /// it authenticated (the kubelet deletes it only when it did), and every bearer-token entry
     /// leaves `Sec-WebSocket-Protocol` whichever credential authenticated (the kubelet strips it
     /// only when it was the one).
-    fn credentials_removed(&self) -> (Vec<String>, Vec<(String, String)>) {
-        let mut remove = Vec::new();
-        let mut set = Vec::new();
-        if self.request.first_header("authorization").is_some() {
-            remove.push("authorization".to_string());
-        }
-        let protocols = self.request.header_values("sec-websocket-protocol");
-        match identity::without_websocket_tokens(&protocols) {
-            Some(rest) if rest.is_empty() => remove.push("sec-websocket-protocol".to_string()),
-            Some(rest) => set.push(("sec-websocket-protocol".to_string(), rest)),
-            None => {}
-        }
+    fn credentials_removed(&self) -> (&'static [&'static str], Vec<(String, String)>) {
+        const AUTHORIZATION: &str = "authorization";
+        const PROTOCOL: &str = "sec-websocket-protocol";
+        let authorization = self.request.first_header(AUTHORIZATION).is_some();
+        let protocols = self.request.header_values(PROTOCOL);
+        let (protocol, set) = match identity::without_websocket_tokens(&protocols) {
+            Some(rest) if rest.is_empty() => (true, Vec::new()),
+            Some(rest) => (false, vec![(PROTOCOL.to_string(), rest)]),
+            None => (false, Vec::new()),
+        };
+        let remove: &'static [&'static str] = match (authorization, protocol) {
+            (true, true) => &[AUTHORIZATION, PROTOCOL],
+            (true, false) => &[AUTHORIZATION],
+            (false, true) => &[PROTOCOL],
+            (false, false) => &[],
+        };
         (remove, set)
     }
 
@@ -156,7 +160,7 @@ impl Session {
         let (remove_headers, set_headers) = if outcome == Outcome::Allowed || shadowed {
             self.credentials_removed()
         } else {
-            (Vec::new(), Vec::new())
+            (&[][..], Vec::new())
         };
         let trail = &mut self.trail;
         Verdict {
@@ -168,9 +172,10 @@ impl Session {
             user: ending.user.as_ref().map(SharedUser::arc),
             authn: ending.authn,
             authn_errors: std::mem::take(&mut trail.errors),
-            verb: ending.verb.to_string(),
+            verb: ending.verb,
             path: ending.path,
-            target: self.request.target.clone(),
+            // The request is decided: its target moves to the verdict.
+            target: std::mem::take(&mut self.request.target),
             checks: std::mem::take(&mut trail.checks),
             shadowed,
             stale: trail.stale,

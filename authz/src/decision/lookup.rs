@@ -3,11 +3,11 @@
 //! for the same key.
 
 use crate::cache::{Join, Millis};
-use crate::review::{SubjectAccessReview, SubjectAccessReviewStatus, TokenReview};
+use crate::review::{SubjectAccessReview, TokenReview};
 
 use super::engine::{sar_spec, CalloutKey, SarKey};
 use super::session::{Pending, Trail};
-use super::{Callout, CalloutKind, Engine, Step, TokenOutcome};
+use super::{Callout, CalloutKind, Engine, SarAnswer, Step, TokenOutcome};
 
 /// What a lookup produced (by value: see the session's module doc).
 #[allow(clippy::large_enum_variant)]
@@ -54,7 +54,7 @@ pub(super) fn lookup_sar(
     pending: &mut Option<Pending>,
     now: Millis,
     key: SarKey,
-) -> Lookup<SubjectAccessReviewStatus> {
+) -> Lookup<SarAnswer> {
     let cached = engine.sar_cache.get(&key, now);
     // The review body is built only on a miss (`lookup` calls `review` only then): on the
     // cached path it would be the user's names and groups copied for nothing.

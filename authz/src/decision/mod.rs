@@ -39,7 +39,7 @@ mod verdict;
 
 pub use attributes::{request_attributes, Attributes};
 pub use callout::{
-    Callout, CalloutKind, CalloutResponse, Progress, Shared, Step, TokenOutcome, Wake,
+    Callout, CalloutKind, CalloutResponse, Progress, SarAnswer, Shared, Step, TokenOutcome, Wake,
 };
 pub use engine::{Engine, SharedUser, TokenKey, SAR_CACHE_KEY_LIMIT};
 pub use request::{go_json_lossy, Request, READ_HEADERS};

@@ -17,14 +17,13 @@ use crate::cache::Millis;
 use crate::identity::{self, xfcc, BearerHeader, UserInfo};
 use crate::kubelet::{Subresource, Subresources};
 use crate::path;
-use crate::review::SubjectAccessReviewStatus;
 
 use super::engine::{ms, should_cache, CalloutKey, SarKey};
 use super::lookup::{lookup_sar, lookup_token, Lookup};
 use super::retry::{sar_status, token_outcome};
 use super::{
     request_attributes, AuthnMethod, Callout, CalloutResponse, Check, Decision, Engine, Progress,
-    Request, Shared, SharedUser, Step, TokenOutcome, Wake,
+    Request, SarAnswer, Shared, SharedUser, Step, TokenOutcome, Wake,
 };
 use crate::webhook::{self, Next};
 
@@ -150,6 +149,12 @@ impl Session {
         self.id
     }
 
+    /// The request, given back (for its audit event: the driver keeps no copy). Once decided,
+    /// its target is the verdict's.
+    pub fn into_request(self) -> Request {
+        self.request
+    }
+
     /// Begin deciding.
     pub fn start(&mut self, engine: &mut Engine, now: Millis) -> Progress {
         Progress::step(self.run(engine, now))
@@ -215,6 +220,7 @@ impl Session {
             }
             CalloutKey::Sar(sar) => match sar_status(&response) {
                 Ok(st) => {
+                    let st = SarAnswer::from(st);
                     if should_cache(sar, &engine.settings.node_name, self.path()) {
                         let ttl = if st.allowed {
                             engine.settings.authorized_ttl
@@ -558,7 +564,7 @@ impl Session {
             return Err(self.finish_forbidden(engine, z));
         };
         if engine.settings.mode == AuthorizationMode::AlwaysAllow {
-            let check = Check::new(sub, z.target.verb, Decision::Allow, "AlwaysAllow".into());
+            let check = Check::new(sub, z.target.verb, Decision::Allow, "AlwaysAllow");
             self.trail.checks.push(check);
             return Err(self.finish_allowed(z));
         }
@@ -592,13 +598,13 @@ impl Session {
         &mut self,
         engine: &Engine,
         mut z: Authorizing,
-        result: Result<SubjectAccessReviewStatus, String>,
+        result: Result<SarAnswer, String>,
         cached: bool,
         stale: bool,
     ) -> Result<Step, Authorizing> {
         let sub = z.sub().unwrap_or(Subresource::Proxy);
-        let (decision, reason) = match result {
-            Err(e) => (Decision::Error, e),
+        let (decision, reason): (Decision, std::sync::Arc<str>) = match result {
+            Err(e) => (Decision::Error, e.into()),
             Ok(st) if st.allowed && st.denied => (
                 Decision::Error,
                 "webhook subject access review returned both allow and deny response".into(),

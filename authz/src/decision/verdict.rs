@@ -66,11 +66,11 @@ pub struct Check {
     /// The subresource checked.
     pub subresource: Subresource,
     /// The verb checked.
-    pub verb: String,
+    pub verb: &'static str,
     /// The answer.
     pub decision: Decision,
-    /// The authorizer's reason (or the error).
-    pub reason: String,
+    /// The authorizer's reason (or the error); shared with the cache entry that answered.
+    pub reason: Arc<str>,
     /// Answered from the cache.
     pub cached: bool,
     /// Answered by an expired cache entry because the callout failed (stale-if-error).
@@ -79,12 +79,17 @@ pub struct Check {
 
 impl Check {
     /// A fresh answer (neither cached nor stale) for `verb` on `subresource`.
-    pub fn new(subresource: Subresource, verb: &str, decision: Decision, reason: String) -> Self {
+    pub fn new(
+        subresource: Subresource,
+        verb: &'static str,
+        decision: Decision,
+        reason: impl Into<Arc<str>>,
+    ) -> Self {
         Check {
             subresource,
-            verb: verb.to_string(),
+            verb,
             decision,
-            reason,
+            reason: reason.into(),
             cached: false,
             stale: false,
         }
@@ -134,7 +139,7 @@ pub struct Verdict {
     pub body: String,
     /// Headers to remove before forwarding: the caller's `Authorization`, and
     /// `Sec-WebSocket-Protocol` when it held only a token.
-    pub remove_headers: Vec<String>,
+    pub remove_headers: &'static [&'static str],
     /// Headers to set before forwarding: `Sec-WebSocket-Protocol` without its token entries.
     pub set_headers: Vec<(String, String)>,
     /// The authenticated user.
@@ -144,7 +149,7 @@ pub struct Verdict {
     /// The authenticator errors, for logs (never the token).
     pub authn_errors: Vec<String>,
     /// The verb authorized.
-    pub verb: String,
+    pub verb: &'static str,
     /// The decoded path authorized.
     pub path: String,
     /// The request target as received.
@@ -191,7 +196,7 @@ impl Verdict {
             outcome: Outcome::InternalError,
             status: 500,
             body: INTERNAL_ERROR_BODY.to_string(),
-            remove_headers: Vec::new(),
+            remove_headers: &[],
             set_headers: Vec::new(),
             shadowed: false,
             failure: Some(why.to_string()),
@@ -206,12 +211,12 @@ impl Verdict {
             outcome: Outcome::InternalError,
             status: 500,
             body: INTERNAL_ERROR_BODY.to_string(),
-            remove_headers: Vec::new(),
+            remove_headers: &[],
             set_headers: Vec::new(),
             user: None,
             authn: AuthnMethod::None,
             authn_errors: Vec::new(),
-            verb: crate::kubelet::verb_for_method(method).to_string(),
+            verb: crate::kubelet::verb_for_method(method),
             path: target.to_string(),
             target: target.to_string(),
             checks: Vec::new(),

@@ -37,7 +37,7 @@ pub enum Action {
         /// The request.
         stream: u32,
         /// Headers to remove.
-        remove: Vec<String>,
+        remove: &'static [&'static str],
         /// Headers to set (replacing every value).
         set: Vec<(String, String)>,
         /// Whether to resume the paused request.

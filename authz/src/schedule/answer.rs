@@ -9,7 +9,7 @@ impl Scheduler {
     pub(super) fn finish(&mut self, sid: u32, v: Verdict, how: How) {
         self.forget(sid);
         if let Some(stream) = self.streams.remove(&sid) {
-            self.answer(stream.record, v, how);
+            self.answer(stream.into_record(), v, how);
         }
     }
 
@@ -19,7 +19,7 @@ impl Scheduler {
             // The edits move to the action: nothing after reads them.
             How::Forward => Action::Forward {
                 stream,
-                remove: std::mem::take(&mut v.remove_headers),
+                remove: v.remove_headers,
                 set: std::mem::take(&mut v.set_headers),
                 resume: self.ctx.headers_of != Some(stream),
             },
