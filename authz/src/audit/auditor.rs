@@ -100,7 +100,7 @@ mod tests {
             user: None,
             authn: AuthnMethod::None,
             authn_errors: Vec::new(),
-            verb: "get".into(),
+            verb: "get",
             path: "/metrics".into(),
             target: "/metrics".into(),
             checks: Vec::new(),

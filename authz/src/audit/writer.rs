@@ -57,7 +57,7 @@ impl Writer {
         });
         escape(out, &verdict.target);
         out.push_str(r#"","verb":""#);
-        escape(out, &verdict.verb);
+        escape(out, verdict.verb);
         out.push_str(r#"","user":{"#);
         if let Some(u) = &verdict.user {
             out.push_str(r#""username":""#);
@@ -186,7 +186,7 @@ fn reason_into(out: &mut String, verdict: &Verdict) {
         _ => match reason_check(verdict) {
             Some(c) if !c.reason.is_empty() => escape(out, &c.reason),
             Some(c) => {
-                escape(out, &c.verb);
+                escape(out, c.verb);
                 out.push_str(" nodes/");
                 out.push_str(c.subresource.as_str());
                 out.push_str(": ");
@@ -329,7 +329,7 @@ mod tests {
             })),
             authn: AuthnMethod::Bearer,
             authn_errors: vec![s.to_string(), "second".into()],
-            verb: "get".into(),
+            verb: "get",
             path: "/pods".into(),
             target: "/pods".into(),
             checks: vec![
