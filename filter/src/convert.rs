@@ -74,13 +74,10 @@ pub fn serialize_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
     out
 }
 
-/// Whether the request carries an `x-forwarded-client-cert` header: only then does the engine
-/// use the connection's certificate facts (the certificate is taken from that header alone, and
-/// its digest must match the peer certificate's), so only then are they read.
+/// Whether the request needs the connection's certificate facts: the engine's rule
+/// ([`kubelet_authz::decision::needs_connection_facts`]: only with an `x-forwarded-client-cert`).
 pub fn has_xfcc(headers: &[(&[u8], &[u8])]) -> bool {
-    headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case(b"x-forwarded-client-cert"))
+    kubelet_authz::decision::needs_connection_facts(headers.iter().map(|(k, _)| *k))
 }
 
 /// Build the engine's request from the request headers as bytes and the connection properties

@@ -42,7 +42,7 @@ pub use callout::{
     Callout, CalloutKind, CalloutResponse, Progress, SarAnswer, Shared, Step, TokenOutcome, Wake,
 };
 pub use engine::{Engine, SharedUser, TokenKey, SAR_CACHE_KEY_LIMIT};
-pub use request::{go_json_lossy, Request, READ_HEADERS};
+pub use request::{go_json_lossy, needs_connection_facts, Request, READ_HEADERS, XFCC_HEADER};
 pub use retry::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
 pub use run::run_to_end;
 pub use session::Session;

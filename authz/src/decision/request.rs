@@ -11,9 +11,20 @@ pub const READ_HEADERS: [&str; 6] = [
     "connection",
     "upgrade",
     "sec-websocket-protocol",
-    "x-forwarded-client-cert",
+    XFCC_HEADER,
     "user-agent",
 ];
+
+/// The header the client certificate is taken from (Envoy's, checked against the verified peer
+/// certificate): only a request carrying it needs the connection's certificate facts.
+pub const XFCC_HEADER: &str = "x-forwarded-client-cert";
+
+/// Whether a request with these header names needs the connection's certificate facts
+/// (`connection.mtls`, the peer certificate's digest): only with an [`XFCC_HEADER`], the only
+/// place a certificate is taken from, so a driver reads them only then.
+pub fn needs_connection_facts<'a>(mut names: impl Iterator<Item = &'a [u8]>) -> bool {
+    names.any(|n| n.eq_ignore_ascii_case(XFCC_HEADER.as_bytes()))
+}
 
 /// The incoming request, as the driver read it once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

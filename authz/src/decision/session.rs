@@ -407,7 +407,7 @@ impl Session {
             Err(e) => return Err(self.bad_request(path::refusal_body(e))),
         };
         // The client certificate, only from an XFCC header matching the verified peer cert.
-        let xfcc_values = self.request.header_values("x-forwarded-client-cert");
+        let xfcc_values = self.request.header_values(super::XFCC_HEADER);
         let cert = xfcc::client_cert(
             &xfcc_values,
             self.request.mtls,
