@@ -62,9 +62,9 @@ enum Credential {
 pub(super) struct Authenticating {
     pub(super) target: Target,
     at: Credential,
-    /// Whether the `Authorization` header carries a bearer token (read from the request where
-    /// it is used, not copied).
-    bearer: bool,
+    /// Where the bearer token is in the first `Authorization` value, when it carries one: the
+    /// header is parsed once, and the token read in place where it is used, never copied.
+    bearer: Option<std::ops::Range<usize>>,
     ws: Option<Result<identity::WebSocketToken, identity::WebSocketTokenError>>,
     pending: Option<Pending>,
 }
@@ -439,15 +439,19 @@ impl Session {
         let mut a = Authenticating {
             target,
             at: Credential::Bearer,
-            bearer: false,
+            bearer: None,
             ws: None,
             pending: None,
         };
         if config.webhook_authn_enabled {
-            a.bearer = matches!(
-                identity::parse_bearer(self.request.first_header("authorization")),
-                BearerHeader::Token(_)
-            );
+            let value = self.request.first_header("authorization");
+            if let (Some(value), BearerHeader::Token(token)) =
+                (value, identity::parse_bearer(value))
+            {
+                // The token is a slice of the value: its offset is the distance between them.
+                let start = (token.as_ptr() as usize).saturating_sub(value.as_ptr() as usize);
+                a.bearer = Some(start..start.saturating_add(token.len()));
+            }
             let connection = self.request.header_values("connection");
             let upgrade = self.request.header_values("upgrade");
             if identity::is_websocket_request(&connection, &upgrade) {
@@ -466,10 +470,11 @@ impl Session {
         mut a: Authenticating,
     ) -> Result<State, Step> {
         let found = match a.at {
-            Credential::Bearer if a.bearer => {
+            Credential::Bearer => {
                 // The token is read in place from the request: a 1 KB token is never copied.
-                match identity::parse_bearer(self.request.first_header("authorization")) {
-                    BearerHeader::Token(token) => Some(lookup_token(
+                let value = self.request.first_header("authorization");
+                match a.bearer.clone().and_then(|r| value?.get(r)) {
+                    Some(token) => Some(lookup_token(
                         engine,
                         self.id,
                         &mut self.trail,
@@ -477,10 +482,9 @@ impl Session {
                         now,
                         token,
                     )),
-                    _ => None,
+                    None => None,
                 }
             }
-            Credential::Bearer => None,
             Credential::WebSocket => match &a.ws {
                 None => return self.authn_over(engine, a.target),
                 Some(Err(e)) => {
