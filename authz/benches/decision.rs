@@ -6,58 +6,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use kubelet_authz::config::Config;
-use kubelet_authz::decision::{run_to_end, CalloutKind, CalloutResponse, Engine, Request, Session};
-
-fn answer(kind: CalloutKind) -> CalloutResponse {
-    let body = match kind {
-        CalloutKind::TokenReview => {
-            r#"{"status":{"authenticated":true,"user":{"username":"system:serviceaccount:monitoring:prometheus","groups":["system:serviceaccounts","system:authenticated"]}}}"#
-        }
-        CalloutKind::SubjectAccessReview => {
-            r#"{"status":{"allowed":true,"reason":"RBAC: allowed"}}"#
-        }
-    };
-    CalloutResponse::Http {
-        status: 201,
-        retry_after: None,
-        body: body.as_bytes().to_vec(),
-    }
-}
-
-/// The 1.2 KB bound ServiceAccount token of the realistic workload.
-const TOKEN: &str = include_str!("../../envoy/bench/token-1k.txt");
-
-/// A Prometheus scrape as a driver hands it over (the filter copies only the headers the engine
-/// reads, `Request::from_header_bytes`).
-fn realistic() -> Request {
-    let authorization = format!("Bearer {}", TOKEN.trim_end());
-    let headers: [(&[u8], &[u8]); 10] = [
-        (b":method", b"GET"),
-        (b":path", b"/metrics/cadvisor"),
-        (b":authority", b"node-1:10250"),
-        (b"user-agent", b"Prometheus/2.53.0"),
-        (
-            b"accept",
-            b"application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
-        ),
-        (b"accept-encoding", b"gzip"),
-        (b"authorization", authorization.as_bytes()),
-        (b"x-prometheus-scrape-timeout-seconds", b"10"),
-        (b"x-forwarded-proto", b"http"),
-        (b"x-request-id", b"0d3c5f9e-7e1a-4a8e-9a51-2f7b2b1c9e00"),
-    ];
-    Request::from_header_bytes(headers)
-}
-
-/// The minimal request of the earlier runs (a short token).
-fn minimal() -> Request {
-    Request::new("GET", "/metrics/cadvisor")
-        .header(
-            "authorization",
-            "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6IiJ9.payload.signature",
-        )
-        .header("user-agent", "Prometheus/2.53")
-}
+use kubelet_authz::decision::{run_to_end, Engine, Session};
+use kubelet_authz_test_support::workload::{answer, minimal, scrape as realistic};
 
 fn bench(c: &mut Criterion) {
     let cfg = Config::from_json(br#"{"nodeName":"node-1"}"#).unwrap();

@@ -232,6 +232,16 @@ impl Scheduler {
         self.continued = false;
     }
 
+    /// Begin the headers callback of request `id`.
+    fn begin_headers(&mut self, id: u32, now: Millis) {
+        let ctx = Ctx {
+            current: id,
+            headers_of: Some(id),
+            flush: false,
+        };
+        self.begin(ctx, now);
+    }
+
     /// After configuration: start the tick (it flushes the counters every [`FLUSH_MS`], and runs
     /// faster while timers are pending).
     pub fn start(&mut self) {
@@ -257,14 +267,7 @@ impl Scheduler {
     /// Request `id`'s headers arrived, read as `request`. With too many undecided requests (or
     /// an id still undecided), it is answered 500 at once.
     pub fn on_request(&mut self, id: u32, request: Request, now: Millis) {
-        self.begin(
-            Ctx {
-                current: id,
-                headers_of: Some(id),
-                flush: false,
-            },
-            now,
-        );
+        self.begin_headers(id, now);
         if self.streams.len() >= MAX_STREAMS || self.streams.contains_key(&id) {
             let v = Verdict::undecided(&request.method, &request.target, TOO_MANY_STREAMS);
             self.fail_closed(Record::new(id, request, now), v);
@@ -285,14 +288,7 @@ impl Scheduler {
 
     /// Request `id`'s headers could not be read (`why`): it is answered 500.
     pub fn on_unreadable(&mut self, id: u32, why: &str, now: Millis) {
-        self.begin(
-            Ctx {
-                current: id,
-                headers_of: Some(id),
-                flush: false,
-            },
-            now,
-        );
+        self.begin_headers(id, now);
         let v = Verdict::undecided("", "", &format!("cannot read the request: {why}"));
         self.fail_closed(Record::new(id, Request::default(), now), v);
     }

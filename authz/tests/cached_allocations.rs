@@ -16,45 +16,15 @@
 )]
 
 use kubelet_authz::config::Config;
-use kubelet_authz::decision::{
-    run_to_end, CalloutKind, CalloutResponse, Engine, Request, Session, Step,
-};
+use kubelet_authz::decision::{run_to_end, CalloutKind, Engine, Session, Step};
 use kubelet_authz::schedule::{Action, Done, Scheduler};
+use kubelet_authz_test_support::workload::{answer, scrape};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-const TOKEN: &str = include_str!("../../envoy/bench/token-1k.txt");
-
 /// The most allocations each path may make per cached decision (the present counts).
 const CEILINGS: [(&str, u64); 2] = [("engine", 2), ("scheduler", 2)];
-
-fn answer(kind: CalloutKind) -> CalloutResponse {
-    let body = match kind {
-        CalloutKind::TokenReview => {
-            r#"{"status":{"authenticated":true,"user":{"username":"system:serviceaccount:monitoring:prometheus","groups":["system:serviceaccounts","system:authenticated"]}}}"#
-        }
-        CalloutKind::SubjectAccessReview => r#"{"status":{"allowed":true,"reason":"rbac"}}"#,
-    };
-    CalloutResponse::Http {
-        status: 201,
-        retry_after: None,
-        body: body.as_bytes().to_vec(),
-    }
-}
-
-fn scrape() -> Request {
-    let authorization = format!("Bearer {}", TOKEN.trim_end());
-    let headers: [(&[u8], &[u8]); 6] = [
-        (b":method", b"GET"),
-        (b":path", b"/metrics/cadvisor"),
-        (b":authority", b"node-1:10250"),
-        (b"user-agent", b"Prometheus/2.53.0"),
-        (b"authorization", authorization.as_bytes()),
-        (b"x-request-id", b"0d3c5f9e-7e1a-4a8e-9a51-2f7b2b1c9e00"),
-    ];
-    Request::from_header_bytes(headers)
-}
 
 /// Allocations made by `f`.
 fn allocations(f: impl FnOnce()) -> u64 {
