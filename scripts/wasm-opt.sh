@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Optimises proxy-wasm modules for size in place with binaryen's wasm-opt -Oz (Debian `binaryen`,
+# installed by scripts/setup.sh): on the filter, 432 -> 389 KB (docs/PERFORMANCE.md "Module size").
+#
+#   bash scripts/wasm-opt.sh MODULE.wasm...
+#
+# Each module is read from its path and replaced by the optimised one (written beside it first).
+set -euo pipefail
+command -v wasm-opt >/dev/null || { echo "wasm-opt.sh: wasm-opt is missing (Debian binaryen): run scripts/setup.sh" >&2; exit 1; }
+# The WebAssembly features rustc's wasm32-wasip1 target emits (Debian's binaryen 108 enables none
+# unless told; without them it refuses the module's memory.copy).
+FEATURES=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
+  --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue)
+for wasm in "$@"; do
+  wasm-opt "${FEATURES[@]}" -Oz "$wasm" -o "$wasm.opt"
+  mv -f "$wasm.opt" "$wasm"
+done
