@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The filter module as it ships: cargo's release build of kubelet-authz-filter for wasm32-wasip1
-# (opt-level "z", compressed relocations: Cargo.toml, filter/build.rs), then scripts/wasm-opt.sh
+# (opt-level "s", compressed relocations: Cargo.toml, filter/build.rs), then scripts/wasm-opt.sh
 # over cargo's artefact, in place (docs/PERFORMANCE.md "Module size"). The tests, the image and the
 # benchmark build it with this script.
 #

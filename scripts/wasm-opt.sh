@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Optimises proxy-wasm modules for size in place with binaryen's wasm-opt -Oz (Debian `binaryen`,
-# installed by scripts/setup.sh): on the filter, 432 -> 394 KB (docs/PERFORMANCE.md "Module size").
+# installed by scripts/setup.sh): on the filter, 479 -> 440 KB (docs/PERFORMANCE.md "Module size").
 #
 # `-ocimfs 20`: a function with one caller is inlined into it only when it is small. Plain -Oz
-# inlines every such function (389 KB), and Envoy's RSS with the filter then grew by 9 MiB (109 MiB
-# against 99.5 MiB, envoy/bench/run.sh's footprint, 3 x 3 starts): V8 compiles the few huge
-# functions that result with far more memory. With the limit the RSS is cargo's artefact's, and
-# the start to the first answer too.
+# inlines every such function, and Envoy's RSS with the filter then grew by 9 MiB (109 MiB against
+# 99.5 MiB, envoy/bench/run.sh's footprint, 3 x 3 starts, measured at opt-level "z"): V8 compiles
+# the few huge functions that result with far more memory. With the limit the RSS is cargo's
+# artefact's, and the start to the first answer too.
 #
 #   bash scripts/wasm-opt.sh MODULE.wasm...
 #
