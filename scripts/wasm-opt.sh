@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Optimises proxy-wasm modules for size in place with binaryen's wasm-opt -Oz (Debian `binaryen`,
-# installed by scripts/setup.sh): on the filter, 479 -> 440 KB (docs/PERFORMANCE.md "Module size").
+# installed by scripts/setup.sh): on the filter, 474 -> 436 KB (docs/PERFORMANCE.md "Module size").
 #
 # `-ocimfs 20`: a function with one caller is inlined into it only when it is small. Plain -Oz
 # inlines every such function, and Envoy's RSS with the filter then grew by 9 MiB (109 MiB against

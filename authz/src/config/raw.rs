@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::duration::parse_go_duration;
-use crate::raw::{join, kind_of, plain_decimal, FieldError};
+use crate::raw::{join, kind_of, FieldError};
 
 type Read<T> = Result<T, FieldError>;
 
@@ -114,7 +114,7 @@ fn opt_size(value: &Value, path: &str) -> Read<Option<Size>> {
                 _ => u.to_string(),
             },
             (None, Some(i), _) => i.to_string(),
-            (None, None, Some(f)) => plain_decimal(f),
+            (None, None, Some(f)) => f.to_string(),
             (None, None, None) => n.to_string(),
         };
         Err(error(path, format!("expected {what}, got {got}")))

@@ -12,8 +12,9 @@
 //! `x509-cert` 0.2 declares it (`Certificate::from_der`), every field decoded and checked as that
 //! crate's derived code does (the same `der` primitives: tags, lengths, OIDs, integers, times, bit
 //! strings, booleans; `SET OF` in DER order), without its nested generic types: they were 62 KB of
-//! the filter's module (docs/PERFORMANCE.md "Module size"). `tests/x509_reference.rs` holds the
-//! two readers to the same answer on generated and mutated certificates.
+//! the filter's module (docs/PERFORMANCE.md "Module size"). The test module `reference` below holds
+//! the two readers to the same answer on generated and mutated certificates (x509-cert stays a
+//! dev-dependency for it).
 
 use der::asn1::{
     AnyRef, BitStringRef, ContextSpecific, GeneralizedTime, ObjectIdentifier, OctetStringRef,

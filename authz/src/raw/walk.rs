@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Unexpected, Visitor};
 use serde_json::Value;
 
-use super::{join, plain_decimal, FieldError};
+use super::{join, FieldError};
 
 /// The error type the deserialiser reports to serde: the text, and the path from where it arose
 /// (innermost segment first; each level the error leaves adds its own).
@@ -60,7 +60,7 @@ impl de::Error for Message {
         let got = match unexp {
             Unexpected::Unsigned(n) => n.to_string(),
             Unexpected::Signed(n) => n.to_string(),
-            Unexpected::Float(n) => plain_decimal(n),
+            Unexpected::Float(n) => n.to_string(),
             Unexpected::Str(s) => format!("{s:?}"),
             other => kind(&other).to_string(),
         };
