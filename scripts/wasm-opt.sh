@@ -4,9 +4,9 @@
 #
 # `-ocimfs 20`: a function with one caller is inlined into it only when it is small. Plain -Oz
 # inlines every such function, and Envoy's RSS with the filter then grew by 9 MiB (109 MiB against
-# 99.5 MiB, envoy/bench/run.sh's footprint, 3 x 3 starts, measured at opt-level "z"): V8 compiles
-# the few huge functions that result with far more memory. With the limit the RSS is cargo's
-# artefact's, and the start to the first answer too.
+# 99.5 MiB, envoy/bench/run.sh's footprint, 3 x 3 starts, measured at opt-level "z"), presumably
+# V8 compiling the few huge functions that result. With the limit the RSS is cargo's artefact's,
+# and the start to the first answer too.
 #
 #   bash scripts/wasm-opt.sh MODULE.wasm...
 #
