@@ -37,7 +37,7 @@ for p in "${PLATFORMS[@]}"; do
   grep -qx "${RUST_TARGET[$p]}" <<<"$installed" ||
     die "Rust target ${RUST_TARGET[$p]} is missing: run scripts/setup.sh"
 done
-[ -f "$WASM" ] || die "$WASM is missing: cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release"
+[ -f "$WASM" ] || die "$WASM is missing: bash scripts/build-filter.sh --locked"
 
 # The static agents, both targets in one cargo run (they share the host's build scripts and macros).
 started=$SECONDS

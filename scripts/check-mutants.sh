@@ -14,7 +14,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 started=$(date +%s)
 
 echo "== building the real filter, the two mutants and the test binary"
-cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --quiet
+bash scripts/build-filter.sh --quiet
 real="$CARGO_TARGET_DIR/wasm32-wasip1/release/kubelet_authz_filter.wasm"
 for m in allow-all deny-all; do
     cargo build --release --quiet --target wasm32-wasip1 \

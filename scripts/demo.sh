@@ -10,7 +10,7 @@ TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 say() { printf '==> %s\n' "$*"; }
 
 say "building the filter (release, wasm32-wasip1) and the demo binary"
-cargo build -q -p kubelet-authz-filter --target wasm32-wasip1 --release --locked
+bash scripts/build-filter.sh -q --locked
 cargo build -q -p kubelet-authz-e2e --bin kubelet-authz-demo --locked
 
 export KUBELET_AUTHZ_FILTER_WASM="$TARGET/wasm32-wasip1/release/kubelet_authz_filter.wasm"

@@ -5,9 +5,9 @@
 # Operator's CRD schemas (npm @kubernetes-models/istio, @kubernetes-models/prometheus-operator) in
 # ./.work/npm (or $KUBELET_AUTHZ_NPM_DIR), mermaid and jsdom there (the docs' diagrams), and Debian's
 # openssl, wrk, curl, jq, file, buildah, skopeo, umoci, clang + llvm (ring's C for the musl targets;
-# the toolchain's rust-lld links), qemu-user-static (runs the arm64 agent in
-# tests/deploy/check-image.sh), node and prometheus (for promtool: the alert rules' checks and
-# tests); checks that kubectl is there and builds kustomizations.
+# the toolchain's rust-lld links), binaryen (wasm-opt: scripts/build-filter.sh), qemu-user-static
+# (runs the arm64 agent in tests/deploy/check-image.sh), node and prometheus (for promtool: the alert
+# rules' checks and tests); checks that kubectl is there and builds kustomizations.
 # Idempotent; anything that cannot be installed is an error, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,7 @@ command -v umoci >/dev/null || need_apt+=(umoci)
 command -v clang >/dev/null || need_apt+=(clang)
 command -v llvm-ar >/dev/null || need_apt+=(llvm)
 command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+command -v wasm-opt >/dev/null || need_apt+=(binaryen)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -91,7 +92,7 @@ npm_pkg jsdom 29.1.1
 
 command -v kubectl >/dev/null || die "kubectl is not on PATH: the stand-in API server is tested against the real kubectl client"
 kubectl kustomize --help >/dev/null 2>&1 || die "this kubectl has no kustomize (kubectl 1.14+ has it built in): install a newer kubectl"
-for t in jq file buildah skopeo umoci clang llvm-ar qemu-aarch64-static node promtool; do
+for t in jq file buildah skopeo umoci clang llvm-ar qemu-aarch64-static node promtool wasm-opt; do
   command -v "$t" >/dev/null || die "$t is missing after installation"
 done
 promtool --version >/dev/null 2>&1 || die "promtool does not run"

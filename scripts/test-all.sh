@@ -32,18 +32,19 @@ cargo clippy -p kubelet-authz-filter --target wasm32-wasip1 --locked -- -D warni
 say "fuzz targets compile (a stable check; running them needs nightly and cargo-fuzz: docs/SECURITY.md)"
 cargo check --manifest-path fuzz/Cargo.toml --locked --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
 
-say "filter module (release, wasm32-wasip1)"
-cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked
+say "filter module (release, wasm32-wasip1, wasm-opt -Oz: scripts/build-filter.sh)"
+bash scripts/build-filter.sh --locked
 cargo build -p kubelet-authz --target wasm32-wasip1 --release --locked
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 WASM="$TARGET_DIR/wasm32-wasip1/release/kubelet_authz_filter.wasm"
 size=$(stat -c %s "$WASM")
-echo "kubelet_authz_filter.wasm: $size bytes (limit 1048576)"
-[ "$size" -le 1048576 ] || { echo "the filter module is larger than 1 MiB" >&2; exit 1; }
+# The module was 436 180 bytes when this limit was set (docs/PERFORMANCE.md "Module size"; the
+# target of issue 24 is 400 KB): V8 compiles every byte of it in every Envoy on every node.
+echo "kubelet_authz_filter.wasm: $size bytes (limit 450000)"
+[ "$size" -le 450000 ] || { echo "the filter module is larger than 450 000 bytes" >&2; exit 1; }
 
 say "filter module with the panic probe (test build for tests/tests/hardening_panic.rs)"
-cargo build -p kubelet-authz-filter --target wasm32-wasip1 --release --locked --features panic-probe \
-    --target-dir "$TARGET_DIR/panic-probe"
+bash scripts/build-filter.sh --locked --features panic-probe --target-dir "$TARGET_DIR/panic-probe"
 export KUBELET_AUTHZ_PANIC_PROBE_WASM="$TARGET_DIR/panic-probe/wasm32-wasip1/release/kubelet_authz_filter.wasm"
 
 # The stand-ins (crate kubelet-authz-standins) run in process in the e2e tests, the plugin's online

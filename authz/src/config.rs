@@ -1,5 +1,5 @@
 //! The filter configuration (DESIGN.md "Filter configuration"), in two stages, as ripgrep's
-//! `LowArgs` -> `HiArgs`: serde derive reads the JSON into raw structs (`raw`; unknown fields and
+//! `LowArgs` -> `HiArgs`: stage one reads the JSON into raw structs (`raw`; unknown fields and
 //! wrong types are errors naming the field path, e.g. `authentication.webhook.cacheTtl: unknown
 //! field`), then [`Config::from_value`] checks them into a [`Config`] (defaults are the kubelet's
 //! config-file defaults; e.g. `authorization.mode: expected Webhook or AlwaysAllow, got "RBAC"`),
@@ -153,7 +153,7 @@ impl Config {
     /// Check a parsed JSON value: stage one deserialises it into the raw structs (naming the field
     /// of any type error or unknown field), stage two checks the raw structs into a [`Config`].
     pub fn from_value(value: &Value) -> Result<Config, ConfigError> {
-        let raw: RawConfig = crate::raw::from_value(value).map_err(|e| ConfigError {
+        let raw = RawConfig::read(value).map_err(|e| ConfigError {
             field: if e.path.is_empty() {
                 "configuration".to_string()
             } else {

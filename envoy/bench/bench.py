@@ -32,6 +32,13 @@ Two workloads (`--workloads`, default both):
              listing /pods, and the API server's occasional container logs and exec (a plain GET
              of /exec/..., authorized and answered by the upstream's direct_response: no stream)
 
+Node footprint (`--footprint-configs`, default b,g,d; `--footprint-runs`, default 3): each of these
+Envoys is started alone, the runs interleaved, and the benchmark records the time from process start
+to the first answer through its listener (a 200 to the minimal workload's request, polled every 2 ms
+from just before the exec) and Envoy's VmRSS/VmHWM once that answer and 100 more requests are done
+and 0.5 s have passed; the medians of d over b (plain Envoy) and over g (the no-op wasm filter) are
+what a node pays for the filter.
+
 Each of a-e: a warm-up, a throughput phase (`--connections`, default 16) and a latency phase
 (one connection, closed loop: service time without queueing). Per configuration it records
 requests/s, p50/p99/p99.9, the proxy's CPU time per request (robust against a busy machine),
@@ -49,6 +56,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -68,6 +76,22 @@ WORKLOADS = ["minimal", "realistic"]
 REALISTIC_CONFIGS = ["b", "c", "g", "d", "d0", "da"]
 DEFAULT_REALISTIC_CONFIGS = ["b", "g", "d", "d0", "da"]
 MAX_LOAD_SECONDS = 150.0
+FOOTPRINT_CONFIGS = ["b", "c", "g", "d", "d0", "da"]
+DEFAULT_FOOTPRINT_CONFIGS = ["b", "g", "d"]
+FOOTPRINT_REQUESTS = 100
+FOOTPRINT_SETTLE_S = 0.5
+FOOTPRINT_POLL_S = 0.002
+FOOTPRINT_METHOD = (
+    "each configuration's Envoy started alone (same flags as the load phases: --concurrency 1, "
+    "its own --base-id, log level warn), runs interleaved in rotating order; start = time from just "
+    "before the exec (Python monotonic clock; the priority prefix, e.g. chrt, included) until the "
+    f"first 200 answer to GET {PATH} with the minimal workload's bearer token through the proxy's "
+    f"listener on a port fixed in its bootstrap, polled every {FOOTPRINT_POLL_S * 1000:.0f} ms "
+    "(refused connections retried); for the filter this answer includes its first, uncached "
+    "decision (a TokenReview and a SubjectAccessReview to the stand-in API server); RSS = VmRSS "
+    f"(and VmHWM) of the Envoy process from /proc/<pid>/status after that answer, {FOOTPRINT_REQUESTS} "
+    f"more sequential requests and {FOOTPRINT_SETTLE_S} s; medians over the runs; 'over b' is the "
+    "median of the configuration minus the median of plain Envoy (b)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DESCRIPTIONS = {
@@ -277,6 +301,12 @@ def proc_mem_kb(pid: int) -> dict:
     return out
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -478,6 +508,15 @@ def proxy_bootstrap(kind: str, art: dict, upstream_port: int, api_port: int, ca:
     return bootstrap(hcm([route], filters), clusters)
 
 
+def envoy_argv(envoy_bin: str, cfg_path: Path, base_id: int, admin_path: Path, log_path: Path) -> list[str]:
+    return [
+        envoy_bin, "-c", str(cfg_path), "--concurrency", "1", "--base-id", str(base_id),
+        "--admin-address-path", str(admin_path), "--log-level", "warn",
+        "--component-log-level", "wasm:info", "--log-path", str(log_path),
+        "--disable-hot-restart",
+    ]
+
+
 class Envoy:
     """One Envoy process (`--concurrency 1`, its own base id), with its admin and listener ports."""
 
@@ -488,12 +527,7 @@ class Envoy:
         cfg_path.write_text(json.dumps(cfg, indent=1))
         admin_path = work / f"envoy-{name}.admin"
         self.log_path = work / f"envoy-{name}.log"
-        argv = [
-            envoy_bin, "-c", str(cfg_path), "--concurrency", "1", "--base-id", str(base_id),
-            "--admin-address-path", str(admin_path), "--log-level", "warn",
-            "--component-log-level", "wasm:info", "--log-path", str(self.log_path),
-            "--disable-hot-restart",
-        ]
+        argv = envoy_argv(envoy_bin, cfg_path, base_id, admin_path, self.log_path)
         self.p = procs.start(f"envoy-{name}", argv, work / f"envoy-{name}.out")
         self.pid = self.p.pid
         deadline = time.time() + 60
@@ -883,6 +917,73 @@ class Bench:
             f"RSS {mem0.get('VmRSS')} -> {mem1.get('VmRSS')} -> {mem2.get('VmRSS')} kB")
         return res
 
+    # ---- node footprint
+    def start_once(self, name: str, upstream_port: int, run: int) -> dict:
+        """Start configuration `name` alone: the time to its first answer, then its memory."""
+        a = self.args
+        port = free_port()
+        cfg = proxy_bootstrap(name, vars(a), upstream_port, int(self.api["port"]), self.api["ca"], a.tokens)
+        cfg["static_resources"]["listeners"][0]["address"] = sock(port)
+        label = f"{name}-start{run}"
+        cfg_path = self.work / f"envoy-{label}.json"
+        cfg_path.write_text(json.dumps(cfg, indent=1))
+        argv = envoy_argv(a.envoy_bin, cfg_path, self.next_base_id(), self.work / f"envoy-{label}.admin",
+                          self.work / f"envoy-{label}.log")
+        url = f"http://127.0.0.1:{port}{PATH}"
+        headers = {"Authorization": f"Bearer {ALLOWED_TOKEN}"}
+        t0 = time.monotonic()
+        p = self.procs.start(f"envoy-{label}", argv, self.work / f"envoy-{label}.out")
+        try:
+            while True:
+                if p.poll() is not None:
+                    raise SystemExit(f"envoy {label} exited ({p.returncode}):\n"
+                                     + (self.work / f"envoy-{label}.out").read_text(errors="replace"))
+                if time.monotonic() - t0 > 60:
+                    raise SystemExit(f"envoy {label}: no answer within 60 s")
+                try:
+                    status, body = http_get_status(url, headers)
+                except OSError:
+                    time.sleep(FOOTPRINT_POLL_S)
+                    continue
+                break
+            first = time.monotonic() - t0
+            if status != 200:
+                raise SystemExit(f"envoy {label}: first answer {status}: {body[:300]}")
+            for _ in range(FOOTPRINT_REQUESTS):
+                status, body = http_get_status(url, headers)
+                if status != 200:
+                    raise SystemExit(f"envoy {label}: answer {status}: {body[:300]}")
+            time.sleep(FOOTPRINT_SETTLE_S)
+            mem = proc_mem_kb(p.pid)
+        finally:
+            self.procs.stop(p)
+        return {"first_answer_s": round(first, 4), "rss_kb": mem.get("VmRSS"), "hwm_kb": mem.get("VmHWM")}
+
+    def footprint(self, upstream_port: int) -> dict:
+        a = self.args
+        names = a.footprint_configs
+        runs: dict[str, list] = {n: [] for n in names}
+        for i in range(a.footprint_runs):
+            k = i % len(names)
+            for n in names[k:] + names[:k]:
+                runs[n].append(self.start_once(n, upstream_port, i))
+        out: dict = {"method": FOOTPRINT_METHOD, "runs": a.footprint_runs, "configs": {}}
+        for n in names:
+            rs = runs[n]
+            c = {
+                "description": DESCRIPTIONS[n],
+                "first_answer_s": median([r["first_answer_s"] for r in rs]),
+                "first_answer_s_min_max": [min(r["first_answer_s"] for r in rs),
+                                           max(r["first_answer_s"] for r in rs)],
+                "rss_kb": median([r["rss_kb"] for r in rs]),
+                "hwm_kb": median([r["hwm_kb"] for r in rs]),
+                "runs": rs,
+            }
+            out["configs"][n] = c
+            log(f"footprint {n}: first answer {c['first_answer_s']} s ({c['first_answer_s_min_max']}), "
+                f"RSS {c['rss_kb']} kB, HWM {c['hwm_kb']} kB")
+        return out
+
     # ---- perf (optional)
     def start_perf(self, name: str, pid: int):
         if not shutil.which("perf"):
@@ -939,7 +1040,11 @@ class Bench:
             f"{info['compilers_running_start']} compiler processes running; planned load {plan:.0f}s")
         self.start_standins()
         up = Envoy(self.procs, a.envoy_bin, self.work, "upstream", upstream_bootstrap(), self.next_base_id())
+        footprint: dict = {}
         try:
+            if a.footprint_runs > 0 and a.footprint_configs:
+                log(f"node footprint: {','.join(a.footprint_configs)} each started alone, {a.footprint_runs} runs")
+                footprint = self.footprint(up.port)
             static = [c for c in a.configs if c in STATIC]
             if static:
                 log(f"minimal workload: configurations {','.join(static)} interleaved in 1 s slices")
@@ -985,6 +1090,8 @@ class Bench:
             },
         }
         wasm = out["artefacts"]["filter_wasm_bytes"]
+        if footprint:
+            out["footprint"] = summarize_footprint(footprint, wasm)
         out["summary"] = summarize(out["results"], wasm)
         out["realistic"]["summary"] = summarize(self.realistic, wasm)
         return out
@@ -1083,6 +1190,56 @@ def summarize(r: dict, wasm: int) -> dict:
     return s
 
 
+WASM_TARGET_BYTES = 400_000
+RSS_TARGET_MIB = 25
+START_TARGET_S = 0.3
+
+
+def summarize_footprint(fp: dict, wasm: int) -> dict:
+    """Differences of the medians against plain Envoy (b) and the no-op wasm filter (g), and the
+    footprint targets of issue 24 (RSS and start of d over b, the module's size)."""
+    c = fp["configs"]
+    over: dict = {}
+    for base in ("b", "g"):
+        if base not in c:
+            continue
+        for n in c:
+            if n == base:
+                continue
+            over[f"{n}_over_{base}"] = {
+                "rss_mib": round((c[n]["rss_kb"] - c[base]["rss_kb"]) / 1024, 1),
+                "hwm_mib": round((c[n]["hwm_kb"] - c[base]["hwm_kb"]) / 1024, 1),
+                "first_answer_s": round(c[n]["first_answer_s"] - c[base]["first_answer_s"], 4),
+            }
+    fp["over"] = over
+    targets: dict = {}
+    if "d_over_b" in over:
+        targets["rss_over_plain_envoy_le_25MiB"] = {"value_mib": over["d_over_b"]["rss_mib"],
+                                                    "met": over["d_over_b"]["rss_mib"] <= RSS_TARGET_MIB}
+        targets["start_over_plain_envoy_le_0.3s"] = {"value_s": over["d_over_b"]["first_answer_s"],
+                                                     "met": over["d_over_b"]["first_answer_s"] <= START_TARGET_S}
+    targets["wasm_le_400KB"] = {"bytes": wasm, "met": wasm <= WASM_TARGET_BYTES}
+    fp["targets"] = targets
+    return fp
+
+
+def footprint_lines(fp: dict) -> list[str]:
+    lines = ["", f"== node footprint: each Envoy started alone, {fp['runs']} runs, medians "
+                 "(method in the JSON: footprint.method)"]
+    hdr = f"{'cfg':<4} {'description':<44} {'first answer s':>14} {'(min-max)':>15} {'RSS MiB':>8} {'HWM MiB':>8}"
+    lines += [hdr, "-" * len(hdr)]
+    for n, c in fp["configs"].items():
+        lo, hi = c["first_answer_s_min_max"]
+        lines.append(f"{n:<4} {c['description'][:44]:<44} {c['first_answer_s']:>14.3f} {f'{lo:.3f}-{hi:.3f}':>15} "
+                     f"{c['rss_kb'] / 1024:>8.1f} {c['hwm_kb'] / 1024:>8.1f}")
+    lines.append("over: " + "  ".join(f"{k}: RSS {v['rss_mib']} MiB, start {v['first_answer_s']} s"
+                                      for k, v in fp["over"].items()))
+    lines.append("targets:")
+    for k, v in fp["targets"].items():
+        lines.append(f"  {k}: {'MET' if v.get('met') else 'NOT MET'} {json.dumps(v)}")
+    return lines
+
+
 def fmt(v, w=9):
     if v is None:
         return "-".rjust(w)
@@ -1154,6 +1311,8 @@ def table(out: dict) -> str:
         lines.append(f"== minimal workload: GET {st['path']}, a 19-byte bearer token, a User-Agent")
         lines += rows(r)
         lines += summary_lines(r, out["summary"])
+    if out.get("footprint"):
+        lines += footprint_lines(out["footprint"])
     rw = out["realistic"]
     if rw["results"]:
         lines.append("")
@@ -1177,6 +1336,9 @@ def main() -> int:
                     help=f"minimal workload: subset of {','.join(ALL_CONFIGS)} (empty: none)")
     ap.add_argument("--realistic-configs", default=",".join(DEFAULT_REALISTIC_CONFIGS),
                     help=f"realistic workload: subset of {','.join(REALISTIC_CONFIGS)} (empty: none)")
+    ap.add_argument("--footprint-configs", default=",".join(DEFAULT_FOOTPRINT_CONFIGS),
+                    help=f"node footprint (start to first answer, RSS): subset of {','.join(FOOTPRINT_CONFIGS)}")
+    ap.add_argument("--footprint-runs", type=int, default=3, help="starts per footprint configuration (0: none)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ap.add_argument("--perf", default="", help="configurations to profile with perf, e.g. d,g")
     ap.add_argument("--sched", choices=["fifo", "nice", "normal"], default="fifo",
@@ -1200,6 +1362,10 @@ def main() -> int:
     bad = [c for c in a.realistic_configs if c not in REALISTIC_CONFIGS]
     if bad:
         ap.error(f"unknown realistic configurations {bad}; known: {REALISTIC_CONFIGS}")
+    a.footprint_configs = [c.strip() for c in a.footprint_configs.split(",") if c.strip()]
+    bad = [c for c in a.footprint_configs if c not in FOOTPRINT_CONFIGS]
+    if bad:
+        ap.error(f"unknown footprint configurations {bad}; known: {FOOTPRINT_CONFIGS}")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian package wrk; scripts/setup.sh installs it)")
     global PRIORITY
