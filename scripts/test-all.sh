@@ -38,10 +38,11 @@ cargo build -p kubelet-authz --target wasm32-wasip1 --release --locked
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 WASM="$TARGET_DIR/wasm32-wasip1/release/kubelet_authz_filter.wasm"
 size=$(stat -c %s "$WASM")
-# The module was 436 180 bytes when this limit was set (docs/PERFORMANCE.md "Module size"; the
-# target of issue 24 is 400 KB): V8 compiles every byte of it in every Envoy on every node.
-echo "kubelet_authz_filter.wasm: $size bytes (limit 450000)"
-[ "$size" -le 450000 ] || { echo "the filter module is larger than 450 000 bytes" >&2; exit 1; }
+# The module was 436 180 bytes before the scheduler moved into the engine, 448 617 after
+# (docs/PERFORMANCE.md "Module size"; the target of issue 24 is 400 KB): V8 compiles every byte of
+# it in every Envoy on every node.
+echo "kubelet_authz_filter.wasm: $size bytes (limit 460000)"
+[ "$size" -le 460000 ] || { echo "the filter module is larger than 460 000 bytes" >&2; exit 1; }
 
 say "filter module with the panic probe (test build for tests/tests/hardening_panic.rs)"
 bash scripts/build-filter.sh --locked --features panic-probe --target-dir "$TARGET_DIR/panic-probe"
