@@ -32,6 +32,13 @@ Two workloads (`--workloads`, default both):
              listing /pods, and the API server's occasional container logs and exec (a plain GET
              of /exec/..., authorized and answered by the upstream's direct_response: no stream)
 
+Two single-path workloads with a 1.2 KB token (issue 24's, `--jwt-configs`, default b,g,d,d0):
+
+  jwt-pods    `GET /pods` by kube-state-metrics' ~1.2 KB ServiceAccount token with Prometheus'
+              scrape headers (a request the built-in audit policy writes)
+  jwt-scrape  `GET /metrics/cadvisor` by Prometheus' ~1.2 KB token with its scrape headers (not
+              audited)
+
 Node footprint (`--footprint-configs`, default b,g,d; `--footprint-runs`, default 3): each of these
 Envoys is started alone, the runs interleaved, and the benchmark records the time from process start
 to the first answer through its listener (a 200 to the minimal workload's request, polled every 2 ms
@@ -72,7 +79,15 @@ PATH = "/metrics/cadvisor"
 ALL_CONFIGS = ["a", "b", "c", "g", "d", "d0", "da", "e", "e1", "f", "fs"]
 DEFAULT_CONFIGS = ["a", "b", "c", "g", "d", "d0", "da", "e", "f"]
 STATIC = ["a", "b", "c", "g", "d", "d0", "da"]
-WORKLOADS = ["minimal", "realistic"]
+WORKLOADS = ["minimal", "realistic", "jwt-pods", "jwt-scrape"]
+# The single-path workloads of issue 24: (client of realistic_clients(), path, description).
+JWT_WORKLOADS = {
+    "jwt-pods": ("kube-state-metrics-0", "/pods",
+                 "GET /pods, a 1.2 KB ServiceAccount token, Prometheus' scrape headers (audited by the built-in policy)"),
+    "jwt-scrape": ("prometheus-k8s-0", "/metrics/cadvisor",
+                   "GET /metrics/cadvisor, Prometheus' 1.2 KB ServiceAccount token and scrape headers (not audited)"),
+}
+DEFAULT_JWT_CONFIGS = ["b", "g", "d", "d0"]
 REALISTIC_CONFIGS = ["b", "c", "g", "d", "d0", "da"]
 DEFAULT_REALISTIC_CONFIGS = ["b", "g", "d", "d0", "da"]
 MAX_LOAD_SECONDS = 150.0
@@ -701,6 +716,16 @@ class Bench:
         self.schedule = realistic_schedule(self.clients)
         self.mix_path = self.work / "realistic-mix.tsv"
         write_mix(self.mix_path, self.schedule)
+        # The single-path workloads: results, schedule and mix file of each.
+        self.jwt: dict = {w: {} for w in JWT_WORKLOADS}
+        self.jwt_schedules: dict = {}
+        self.jwt_mix_paths: dict = {}
+        for w, (client, path, _) in JWT_WORKLOADS.items():
+            c = next(c for c in self.clients if c["name"] == client)
+            headers = list(SCRAPE_HEADERS) + [("Authorization", f"Bearer {c['token']}")]
+            self.jwt_schedules[w] = [(path, headers)]
+            self.jwt_mix_paths[w] = self.work / f"{w}-mix.tsv"
+            write_mix(self.jwt_mix_paths[w], self.jwt_schedules[w])
 
     # ---- stand-ins
     def start_standins(self) -> None:
@@ -778,15 +803,16 @@ class Bench:
 
     def start_proxy(self, name: str, upstream_port: int, workload: str = "minimal") -> Envoy:
         a = self.args
-        realistic = workload == "realistic"
+        realistic = workload != "minimal"
         cfg = proxy_bootstrap(name, vars(a), upstream_port, int(self.api["port"]), self.api["ca"], a.tokens,
                               [c["token"] for c in self.clients] if realistic else None)
-        label = f"{name}-r" if realistic else name
+        label = {"minimal": name, "realistic": f"{name}-r"}.get(workload, f"{name}-{workload}")
+        schedule = self.jwt_schedules.get(workload, self.schedule)
         envoy = Envoy(self.procs, a.envoy_bin, self.work, label, cfg, self.next_base_id())
         # one request first (each distinct request of the realistic mix): it must be allowed
         # (200), else the comparison is meaningless
         probes = ([(PATH, {"Authorization": f"Bearer {ALLOWED_TOKEN}"})] if not realistic else
-                  list({(p, tuple(h)): (p, dict(h)) for p, h in self.schedule}.values()))
+                  list({(p, tuple(h)): (p, dict(h)) for p, h in schedule}.values()))
         for path, headers in probes:
             st, body = http_get_status(envoy.url + path, headers)
             if st != 200:
@@ -797,11 +823,16 @@ class Bench:
         """a, b, c, g, d, d0 side by side: every Envoy up at once (idle ones cost nothing), and the
         load applied in 1-second slices, round-robin with a rotating order, so that a change in the
         machine's load falls on every configuration alike. `workload` is `minimal` (results in
-        `self.results`) or `realistic` (the mix of BENCH_MIX, results in `self.realistic`)."""
+        `self.results`), `realistic` (the mix of BENCH_MIX, results in `self.realistic`) or one of
+        JWT_WORKLOADS (its one-line mix, results in `self.jwt[workload]`)."""
         a = self.args
         realistic = workload == "realistic"
-        env = {"BENCH_MIX": str(self.mix_path)} if realistic else {"BENCH_TOKEN": ALLOWED_TOKEN}
-        results = self.realistic if realistic else self.results
+        if workload in JWT_WORKLOADS:
+            env = {"BENCH_MIX": str(self.jwt_mix_paths[workload])}
+            results = self.jwt[workload]
+        else:
+            env = {"BENCH_MIX": str(self.mix_path)} if realistic else {"BENCH_TOKEN": ALLOWED_TOKEN}
+            results = self.realistic if realistic else self.results
         envoys: dict[str, Envoy] = {}
         targets: dict[str, tuple[str, int]] = {}
         try:
@@ -835,7 +866,8 @@ class Bench:
                             aggregate(slices[n])
             for n, p in perf.items():
                 if p:
-                    results[n]["perf_report"] = self.finish_perf(f"{n}-r" if realistic else n, p)
+                    label = {"minimal": n, "realistic": f"{n}-r"}.get(workload, f"{n}-{workload}")
+                    results[n]["perf_report"] = self.finish_perf(label, p)
             api1 = self.api_requests()
             for n, e in envoys.items():
                 res = results[n]
@@ -1018,7 +1050,7 @@ class Bench:
     def planned_seconds(self) -> float:
         a = self.args
         total = 0.0
-        for c in a.configs + a.realistic_configs:
+        for c in a.configs + a.realistic_configs + a.jwt_configs * len(JWT_WORKLOADS):
             if c in ("f", "fs"):
                 total += a.cold_max + a.duration
             elif c in ("d0", "da"):
@@ -1052,6 +1084,10 @@ class Bench:
             if a.realistic_configs:
                 log(f"realistic workload: configurations {','.join(a.realistic_configs)} interleaved in 1 s slices")
                 self.run_static(a.realistic_configs, up.port, "realistic")
+            if a.jwt_configs:
+                for w in JWT_WORKLOADS:
+                    log(f"{w} workload: configurations {','.join(a.jwt_configs)} interleaved in 1 s slices")
+                    self.run_static(a.jwt_configs, up.port, w)
             for c in a.configs:
                 if c not in STATIC:
                     log(f"configuration {c}: {DESCRIPTIONS[c]}")
@@ -1074,6 +1110,7 @@ class Bench:
                 "envoy_version": a.envoy_version, "priority": " ".join(PRIORITY) or "normal",
                 "static_configs_interleaved": [c for c in a.configs if c in STATIC], "slice_s": 1,
                 "realistic_configs_interleaved": a.realistic_configs,
+                "jwt_configs_interleaved": a.jwt_configs,
             },
             "artefacts": {
                 "filter_wasm": a.filter_wasm, "filter_wasm_bytes": os.path.getsize(a.filter_wasm),
@@ -1088,12 +1125,16 @@ class Bench:
                 "clients": [{"name": c["name"], "user": c["user"], "mix": c["mix"]} for c in self.clients],
                 "results": self.realistic,
             },
+            "jwt": {w: {"description": JWT_WORKLOADS[w][2], "path": JWT_WORKLOADS[w][1],
+                        "client": JWT_WORKLOADS[w][0], "results": self.jwt[w]} for w in JWT_WORKLOADS},
         }
         wasm = out["artefacts"]["filter_wasm_bytes"]
         if footprint:
             out["footprint"] = summarize_footprint(footprint, wasm)
         out["summary"] = summarize(out["results"], wasm)
         out["realistic"]["summary"] = summarize(self.realistic, wasm)
+        for w in JWT_WORKLOADS:
+            out["jwt"][w]["summary"] = summarize(self.jwt[w], wasm)
         return out
 
     def cleanup(self) -> None:
@@ -1321,6 +1362,12 @@ def table(out: dict) -> str:
                      f"Prometheus scrape headers; per 100 requests: {mix}")
         lines += rows(rw["results"])
         lines += summary_lines(rw["results"], rw["summary"])
+    for w, jw in out.get("jwt", {}).items():
+        if jw["results"]:
+            lines.append("")
+            lines.append(f"== {w} workload: {jw['description']}")
+            lines += rows(jw["results"])
+            lines += summary_lines(jw["results"], jw["summary"])
     return "\n".join(lines)
 
 
@@ -1336,6 +1383,9 @@ def main() -> int:
                     help=f"minimal workload: subset of {','.join(ALL_CONFIGS)} (empty: none)")
     ap.add_argument("--realistic-configs", default=",".join(DEFAULT_REALISTIC_CONFIGS),
                     help=f"realistic workload: subset of {','.join(REALISTIC_CONFIGS)} (empty: none)")
+    ap.add_argument("--jwt-configs", default=",".join(DEFAULT_JWT_CONFIGS),
+                    help=f"the single-path 1.2 KB-token workloads ({', '.join(JWT_WORKLOADS)}): subset of "
+                         f"{','.join(REALISTIC_CONFIGS)} (empty: none)")
     ap.add_argument("--footprint-configs", default=",".join(DEFAULT_FOOTPRINT_CONFIGS),
                     help=f"node footprint (start to first answer, RSS): subset of {','.join(FOOTPRINT_CONFIGS)}")
     ap.add_argument("--footprint-runs", type=int, default=3, help="starts per footprint configuration (0: none)")
@@ -1362,6 +1412,10 @@ def main() -> int:
     bad = [c for c in a.realistic_configs if c not in REALISTIC_CONFIGS]
     if bad:
         ap.error(f"unknown realistic configurations {bad}; known: {REALISTIC_CONFIGS}")
+    a.jwt_configs = [c.strip() for c in a.jwt_configs.split(",") if c.strip()]
+    bad = [c for c in a.jwt_configs if c not in REALISTIC_CONFIGS]
+    if bad:
+        ap.error(f"unknown jwt configurations {bad}; known: {REALISTIC_CONFIGS}")
     a.footprint_configs = [c.strip() for c in a.footprint_configs.split(",") if c.strip()]
     bad = [c for c in a.footprint_configs if c not in FOOTPRINT_CONFIGS]
     if bad:

@@ -3,6 +3,7 @@
 #
 #   bash envoy/bench/run.sh [--duration 3] [--latency-duration 2] [--connections 16]
 #                           [--configs a,b,c,g,d,d0,e,f] [--realistic-configs b,g,d,d0]
+#                           [--jwt-configs b,g,d,d0]
 #                           [--footprint-configs b,g,d] [--footprint-runs 3]
 #                           [--out envoy/bench/results.json]
 #                           [--perf d] [--sched fifo|nice|normal] [--keep] [--no-build]
@@ -11,10 +12,11 @@
 # stand-in API server and kubelet), then envoy/bench/bench.py starts the stand-ins, an upstream
 # Envoy with direct_response and one proxy Envoy (--concurrency 1) per configuration, drives each
 # with wrk on two workloads (minimal: one short token; realistic: a node's clients with 1.2 KB
-# ServiceAccount tokens and Prometheus' scrape headers), measures the node footprint (each of
+# ServiceAccount tokens and Prometheus' scrape headers; and issue 24's two single-path ones with a
+# 1.2 KB token, jwt-pods and jwt-scrape), measures the node footprint (each of
 # b, g, d started alone: time from process start to the first answer through the listener, and
 # Envoy's RSS; d over b and over g), prints the tables and writes the JSON.
-# About 75 s of load by default (at most 150 s); every process it starts is stopped on exit. See
+# About 125 s of load by default (at most 150 s); every process it starts is stopped on exit. See
 # docs/PERFORMANCE.md for the method and the latest numbers.
 #
 # Environment: CARGO_TARGET_DIR (default <repo>/target), ENVOY_BIN (default <repo>/.venv/bin/envoy,
