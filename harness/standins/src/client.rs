@@ -158,7 +158,7 @@ impl Client {
             let (tls, authority) = self.connect(url).await?;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-            let conn_task = tokio::spawn(conn);
+            let mut conn_task = tokio::spawn(conn);
             let uri: hyper::Uri = url
                 .parse()
                 .map_err(|e| ClientError::Request(format!("{url}: {e}")))?;
@@ -176,7 +176,26 @@ impl Client {
             let req = builder
                 .body(Full::new(body))
                 .map_err(|e| ClientError::Request(e.to_string()))?;
-            let resp = sender.send_request(req).await?;
+            // hyper's `send_request` can miss the end of a connection that fails while the
+            // request is handed over (a server that refuses the TLS client certificate with an
+            // alert just after the handshake): it then never resolves. So the connection's own
+            // end answers too. An answer that came is delivered before the connection ends, and
+            // `biased` polls it first.
+            let send = sender.send_request(req);
+            tokio::pin!(send);
+            let resp = tokio::select! {
+                biased;
+                resp = &mut send => resp?,
+                ended = &mut conn_task => {
+                    return Err(match ended {
+                        Ok(Err(e)) => ClientError::Http(e),
+                        _ => ClientError::Io(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the connection closed before an answer",
+                        )),
+                    });
+                }
+            };
             let status = resp.status().as_u16();
             let headers = resp
                 .headers()
