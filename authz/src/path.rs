@@ -43,6 +43,16 @@ pub fn refusal_body(e: PathError) -> String {
 
 /// Split a request target into its decoded path (as Go's `URL.Path`) or refuse it.
 pub fn canonical_path(target: &str) -> Result<String, PathError> {
+    let mut out = String::new();
+    canonical_path_into(target, &mut out)?;
+    Ok(out)
+}
+
+/// [`canonical_path`] written into `out` (cleared first; its capacity is reused, so a driver that
+/// keeps the buffer of a finished decision decodes the next path without allocating). On a
+/// refusal `out` holds a prefix of the path and must not be read.
+pub fn canonical_path_into(target: &str, out: &mut String) -> Result<(), PathError> {
+    out.clear();
     if target.contains('#') {
         return Err(PathError::Fragment);
     }
@@ -50,8 +60,8 @@ pub fn canonical_path(target: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
+    out.reserve(raw.len());
     let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
@@ -64,22 +74,21 @@ pub fn canonical_path(target: &str) -> Result<String, PathError> {
                 let d = hi * 16 + lo;
                 match d {
                     b'/' | b'\\' | b'.' | b'%' => return Err(PathError::EncodedSeparator),
-                    0x21..=0x7e => out.push(d),
+                    // Printable ASCII: one byte, one char.
+                    0x21..=0x7e => out.push(char::from(d)),
                     _ => return Err(PathError::Byte),
                 }
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
             0x21..=0x7e => {
-                out.push(b);
+                out.push(char::from(b));
                 i += 1;
             }
             _ => return Err(PathError::Byte),
         }
     }
-    // Only printable ASCII was pushed, so this cannot fail; map it to a refusal all the same.
-    let decoded = String::from_utf8(out).map_err(|_| PathError::Byte)?;
-    let mut segments = decoded.split('/').skip(1).peekable();
+    let mut segments = out.split('/').skip(1).peekable();
     while let Some(seg) = segments.next() {
         if seg == "." || seg == ".." {
             return Err(PathError::DotSegment);
@@ -89,7 +98,7 @@ pub fn canonical_path(target: &str) -> Result<String, PathError> {
             return Err(PathError::EmptySegment);
         }
     }
-    Ok(decoded)
+    Ok(())
 }
 
 fn hex_val(c: u8) -> Option<u8> {

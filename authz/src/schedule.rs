@@ -25,7 +25,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::audit::Auditor;
 use crate::cache::Millis;
 use crate::config::Config;
-use crate::decision::{CalloutResponse, Engine, Progress, Request, Session, Step, Verdict, Wake};
+use crate::decision::{
+    CalloutResponse, Engine, Pool, Progress, Request, Session, SpareRequest, Step, Verdict, Wake,
+};
 use crate::labels::CalloutResult;
 use crate::metrics::{Counters, FLUSH_MS};
 
@@ -137,6 +139,8 @@ pub struct Scheduler {
     /// [`MAX_WORK`] (lower in tests).
     max_work: usize,
     continued: bool,
+    /// Audit lines handed out and given back ([`Scheduler::reclaim_line`]).
+    lines: Pool<String>,
 }
 
 impl Scheduler {
@@ -168,7 +172,20 @@ impl Scheduler {
             worked: 0,
             max_work: MAX_WORK,
             continued: false,
+            lines: Pool::new(),
         }
+    }
+
+    /// The buffers of a finished request to read the next one into
+    /// ([`Request::from_header_bytes_in`]): a request of the same shape as one before allocates
+    /// nothing.
+    pub fn spare_request(&mut self) -> SpareRequest {
+        self.engine.spare_request()
+    }
+
+    /// Give back the message of an [`Action::Log`] once written: the next audit line reuses it.
+    pub fn reclaim_line(&mut self, line: String) {
+        self.lines.give(line);
     }
 
     /// The configuration.
@@ -469,8 +486,9 @@ impl Scheduler {
                     Ok(Done::Source(raw)) => raw,
                     _ => None,
                 };
-                record.audit.source_address = source_address(raw.as_deref());
+                record.audit.source_address = self.source_address(raw.as_deref());
                 self.write_audit(&record, &verdict, code);
+                self.recycle(record, verdict);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Pure conversions between what the proxy hands over and the engine's types: the request read
 //! once in `on_http_request_headers`, and a callout's response.
 
-use kubelet_authz::decision::{CalloutResponse, Request};
+use kubelet_authz::decision::{CalloutResponse, Request, SpareRequest};
 
 /// The largest callout response body the filter reads (a review is a few KB).
 pub const MAX_CALLOUT_BODY: usize = 1 << 20;
@@ -14,35 +14,83 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(raw)).ok()
 }
 
-/// Header names and values borrowed from the proxy's serialized map, in order.
-pub type PairRefs<'a> = Vec<(&'a [u8], &'a [u8])>;
+/// Header names and values borrowed from the proxy's serialized map, in order: an iterator over
+/// the buffer, checked whole by [`parse_pair_refs`] before the first pair (nothing copied,
+/// nothing allocated).
+#[derive(Debug, Clone)]
+pub struct PairRefs<'a> {
+    bytes: &'a [u8],
+    count: usize,
+    index: usize,
+    /// Where the next name starts.
+    at: usize,
+}
+
+/// One header's name and value, borrowed.
+pub type PairRef<'a> = (&'a [u8], &'a [u8]);
+
+/// The map is malformed.
+#[derive(Debug)]
+struct Malformed;
+
+impl<'a> PairRefs<'a> {
+    /// The next pair; `Err` when the map is malformed.
+    fn step(&mut self) -> Result<Option<PairRef<'a>>, Malformed> {
+        if self.index >= self.count {
+            return Ok(None);
+        }
+        let entry = self
+            .index
+            .checked_mul(8)
+            .and_then(|e| e.checked_add(4))
+            .ok_or(Malformed)?;
+        let bytes = self.bytes;
+        let mut at = self.at;
+        let mut take = |len: Option<usize>| -> Result<&'a [u8], Malformed> {
+            let end = at.checked_add(len.ok_or(Malformed)?).ok_or(Malformed)?;
+            let data = bytes.get(at..end).ok_or(Malformed)?;
+            at = end.checked_add(1).ok_or(Malformed)?;
+            Ok(data)
+        };
+        let name = take(read_u32(bytes, entry))?;
+        let value = take(entry.checked_add(4).and_then(|e| read_u32(bytes, e)))?;
+        self.at = at;
+        self.index += 1;
+        Ok(Some((name, value)))
+    }
+}
+
+impl<'a> Iterator for PairRefs<'a> {
+    type Item = PairRef<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Checked whole before the first pair: a malformed map never gets here.
+        self.step().ok().flatten()
+    }
+}
 
 /// Parses the ABI's serialized header map (a `u32` count, a `u32` name size and value size per
 /// pair, then each name and value followed by a NUL; little-endian) into byte pairs borrowed from
-/// `bytes` (nothing copied). `None` when malformed; empty input is an empty map. Never panics,
-/// whatever the bytes.
+/// `bytes`: the whole map is checked first, then read in place. `None` when malformed; empty
+/// input is an empty map. Never panics, whatever the bytes.
 pub fn parse_pair_refs(bytes: &[u8]) -> Option<PairRefs<'_>> {
+    let empty = PairRefs {
+        bytes,
+        count: 0,
+        index: 0,
+        at: 0,
+    };
     if bytes.is_empty() {
-        return Some(Vec::new());
+        return Some(empty);
     }
     let count = read_u32(bytes, 0)?;
-    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    let at = count.checked_mul(8)?.checked_add(4)?;
     if at > bytes.len() {
         return None;
     }
-    let mut pairs = Vec::with_capacity(count);
-    for index in 0..count {
-        let entry = index.checked_mul(8)?.checked_add(4)?;
-        let mut take = |len: usize| -> Option<&[u8]> {
-            let end = at.checked_add(len)?;
-            let data = bytes.get(at..end)?;
-            at = end.checked_add(1)?;
-            Some(data)
-        };
-        let name = take(read_u32(bytes, entry)?)?;
-        let value = take(read_u32(bytes, entry.checked_add(4)?)?)?;
-        pairs.push((name, value));
-    }
+    let pairs = PairRefs { count, at, ..empty };
+    let mut check = pairs.clone();
+    while check.step().ok()?.is_some() {}
     Some(pairs)
 }
 
@@ -50,7 +98,6 @@ pub fn parse_pair_refs(bytes: &[u8]) -> Option<PairRefs<'_>> {
 pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
     Some(
         parse_pair_refs(bytes)?
-            .into_iter()
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect(),
     )
@@ -76,8 +123,8 @@ pub fn serialize_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
 
 /// Whether the request needs the connection's certificate facts: the engine's rule
 /// ([`kubelet_authz::decision::needs_connection_facts`]: only with an `x-forwarded-client-cert`).
-pub fn has_xfcc(headers: &[(&[u8], &[u8])]) -> bool {
-    kubelet_authz::decision::needs_connection_facts(headers.iter().map(|(k, _)| *k))
+pub fn has_xfcc<'a>(headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+    kubelet_authz::decision::needs_connection_facts(headers.into_iter().map(|(k, _)| k))
 }
 
 /// Build the engine's request from the request headers as bytes and the connection properties
@@ -85,13 +132,15 @@ pub fn has_xfcc(headers: &[(&[u8], &[u8])]) -> bool {
 /// engine reads, and how it reads bytes that are not UTF-8, is the engine's rule
 /// ([`Request::from_header_bytes`]): only those are copied. The client address (for the audit
 /// event) is not read here: the driver reads it when an event is written
-/// ([`source_address`]).
-pub fn build_request(
-    headers: &[(&[u8], &[u8])],
+/// ([`source_address`]). The request is written into the buffers of a finished one (`spare`,
+/// [`Request::from_header_bytes_in`]), so a request like the last allocates nothing.
+pub fn build_request<'a>(
+    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     mtls: Option<&[u8]>,
     peer_digest: Option<&[u8]>,
+    spare: SpareRequest,
 ) -> Request {
-    let mut request = Request::from_header_bytes(headers.iter().copied());
+    let mut request = Request::from_header_bytes_in(headers, spare);
     let mtls = mtls.and_then(|b| b.first()).is_some_and(|b| *b != 0);
     request.mtls = mtls;
     request.peer_cert_sha256 = if mtls { text(peer_digest) } else { None };
@@ -188,15 +237,19 @@ mod tests {
     }
 
     /// The borrowed view of owned pairs.
-    fn refs(pairs: &Pairs) -> PairRefs<'_> {
+    fn refs(pairs: &Pairs) -> Vec<(&[u8], &[u8])> {
         pairs
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
             .collect()
     }
 
+    fn build(pairs: &Pairs, mtls: Option<&[u8]>, digest: Option<&[u8]>) -> Request {
+        build_request(refs(pairs), mtls, digest, SpareRequest::default())
+    }
+
     fn request(pairs: &[(&str, &str)], mtls: Option<&[u8]>, digest: Option<&[u8]>) -> Request {
-        build_request(&refs(&h(pairs)), mtls, digest)
+        build(&h(pairs), mtls, digest)
     }
 
     fn strings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -251,8 +304,8 @@ mod tests {
     fn xfcc_presence_decides_the_property_reads() {
         let with = h(&[(":path", "/"), ("X-Forwarded-Client-Cert", "By=x")]);
         let without = h(&[(":path", "/"), ("x-forwarded-client", "By=x")]);
-        assert!(has_xfcc(&refs(&with)));
-        assert!(!has_xfcc(&refs(&without)));
+        assert!(has_xfcc(refs(&with)));
+        assert!(!has_xfcc(refs(&without)));
     }
 
     #[test]
@@ -270,9 +323,16 @@ mod tests {
     fn borrowed_and_owned_parses_agree() {
         let pairs = h(&[(":path", "/pods"), ("a", ""), ("", "b")]);
         let bytes = serialize_pairs(&refs(&pairs));
-        assert_eq!(parse_pair_refs(&bytes), Some(refs(&pairs)));
+        assert_eq!(
+            parse_pair_refs(&bytes).map(Iterator::collect::<Vec<_>>),
+            Some(refs(&pairs))
+        );
         assert_eq!(parse_pairs(&bytes), Some(pairs));
-        assert_eq!(parse_pair_refs(&[9, 0, 0, 0]), None);
+        assert!(parse_pair_refs(&[9, 0, 0, 0]).is_none());
+        // A map whose last pair runs past the end is refused whole, before any pair is read.
+        let mut cut = serialize_pairs(&refs(&h(&[(":path", "/pods"), ("authorization", "x")])));
+        cut.truncate(cut.len() - 2);
+        assert!(parse_pair_refs(&cut).is_none());
     }
 
     #[test]
@@ -397,7 +457,7 @@ mod tests {
                 (b":path".to_vec(), b"/pods".to_vec()),
                 (name, value),
             ];
-            let r = build_request(&refs(&headers), None, None);
+            let r = build(&headers, None, None);
             proptest::prop_assert_eq!(r.target, "/pods");
         }
     }
@@ -410,7 +470,7 @@ mod tests {
             (b"Authorization".to_vec(), b"Bearer \xffabc".to_vec()),
             (b"user-agent".to_vec(), b"caf\xe9".to_vec()),
         ];
-        let r = build_request(&refs(&headers), None, None);
+        let r = build(&headers, None, None);
         assert_eq!(r.target, "/pods\u{fffd}");
         assert_eq!(r.header_values("authorization"), vec!["Bearer \u{fffd}abc"]);
         assert_eq!(r.header_values("user-agent"), vec!["caf\u{fffd}"]);

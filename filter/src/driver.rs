@@ -91,6 +91,11 @@ impl Filter {
         self.scheduler.tick_ms()
     }
 
+    /// The buffers of a finished request to read the next one into ([`Scheduler::spare_request`]).
+    pub fn spare_request(&mut self) -> kubelet_authz::decision::SpareRequest {
+        self.scheduler.spare_request()
+    }
+
     /// Start the tick (after configuration, in a root callback).
     pub fn start(&mut self, host: &mut dyn Host) {
         self.scheduler.start();
@@ -187,6 +192,7 @@ impl Filter {
         let result = match action {
             Action::Log { level, message } => {
                 host.log(level, &message);
+                self.scheduler.reclaim_line(message);
                 return None;
             }
             Action::Count { series, by } => {

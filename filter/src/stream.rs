@@ -1,7 +1,7 @@
 //! One HTTP context per request: it reads the request once, hands it to the shared
 //! [`Filter`](crate::driver::Filter), and passes on callout responses and the end of the request.
 
-use kubelet_authz::decision::Request;
+use kubelet_authz::decision::{Request, SpareRequest};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -51,10 +51,10 @@ impl HttpStream {
 /// place, with only the headers the engine reads copied. The connection's certificate facts are
 /// read only with an `x-forwarded-client-cert` header (the only place a certificate is taken
 /// from), and the client address not here: when an audit event is written.
-fn read_request() -> Result<Request, HostError> {
+fn read_request(spare: SpareRequest) -> Result<Request, HostError> {
     let raw = host::request_header_map()?;
     let headers = host::request_header_refs(&raw)?;
-    let (mtls, digest) = if convert::has_xfcc(&headers) {
+    let (mtls, digest) = if convert::has_xfcc(headers.clone()) {
         let mtls = host::property(abi::PROPERTY_MTLS)?;
         let is_mtls = mtls
             .as_deref()
@@ -70,9 +70,10 @@ fn read_request() -> Result<Request, HostError> {
         (None, None)
     };
     Ok(convert::build_request(
-        &headers,
+        headers,
         mtls.as_deref(),
         digest.as_deref(),
+        spare,
     ))
 }
 
@@ -99,7 +100,8 @@ impl HttpContext for HttpStream {
         panic_probe();
         let id = self.id;
         let next = shared::with(&self.shared, "request", |filter, proxy, now| {
-            filter.on_headers(proxy, id, read_request(), now)
+            let request = read_request(filter.spare_request());
+            filter.on_headers(proxy, id, request, now)
         });
         match next {
             Some(Next::Continue) => Action::Continue,

@@ -38,7 +38,29 @@ pub fn request_attributes(
     model: KubeletModel,
     strict_upgrade_verb: bool,
 ) -> Result<Attributes, PathError> {
-    let path = path::canonical_path(target)?;
+    request_attributes_in(
+        method,
+        target,
+        headers,
+        model,
+        strict_upgrade_verb,
+        String::new(),
+    )
+}
+
+/// [`request_attributes`], decoding the path into `buffer` (its capacity reused: the session
+/// passes the path of a finished decision, so a decision allocates none). On a refusal the buffer
+/// is dropped.
+pub fn request_attributes_in(
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    model: KubeletModel,
+    strict_upgrade_verb: bool,
+    buffer: String,
+) -> Result<Attributes, PathError> {
+    let mut path = buffer;
+    path::canonical_path_into(target, &mut path)?;
     let mut verb = kubelet::verb_for_method(method);
     let mut strict_upgrade_applied = false;
     if strict_upgrade_verb && verb == "get" && kubelet::is_streaming_path(&path) {

@@ -9,7 +9,8 @@ use crate::identity::UserInfo;
 use crate::kubelet::Subresource;
 use crate::review::{ResourceAttributes, SubjectAccessReviewSpec};
 
-use super::{SarAnswer, Settings, TokenOutcome};
+use super::spare::{Pool, SpareRequest};
+use super::{Check, Request, SarAnswer, Settings, TokenOutcome, Verdict};
 
 /// `shouldCache`: attributes whose lengths add up to this or more are not cached.
 pub const SAR_CACHE_KEY_LIMIT: usize = 10_000;
@@ -86,6 +87,12 @@ pub struct Engine {
     pub(super) token_cache: TtlCache<TokenKey, TokenOutcome>,
     pub(super) sar_cache: TtlCache<SarKey, SarAnswer>,
     pub(super) inflight: InFlight<CalloutKey>,
+    /// Decoded paths of finished decisions, for the next ([`Engine::reclaim`]).
+    pub(super) spare_paths: Pool<String>,
+    /// Check lists of finished decisions.
+    pub(super) spare_checks: Pool<Vec<Check>>,
+    /// Finished requests, for their buffers.
+    spare_requests: Pool<SpareRequest>,
 }
 
 impl Engine {
@@ -101,7 +108,33 @@ impl Engine {
             inflight: InFlight::new(limits.max_inflight, limits.max_waiters),
             settings,
             token_key: sip_key(&salt),
+            spare_paths: Pool::new(),
+            spare_checks: Pool::new(),
+            spare_requests: Pool::new(),
         }
+    }
+
+    /// The buffers of a finished request to read the next one into
+    /// ([`Request::from_header_bytes_in`]), or empty ones.
+    pub fn spare_request(&mut self) -> SpareRequest {
+        self.spare_requests.take()
+    }
+
+    /// Keep the buffers of a finished decision (its request, given back by the session, and its
+    /// verdict) for the next ones, so that a decision in the steady state allocates nothing.
+    /// Bounded: what the pools have no room for is dropped.
+    pub fn reclaim(&mut self, mut request: Request, verdict: Verdict) {
+        let Verdict {
+            path,
+            target,
+            checks,
+            ..
+        } = verdict;
+        self.spare_paths.give(path);
+        self.spare_checks.give(checks);
+        // The target moved from the request to the verdict: it goes back with its buffer.
+        request.target = target;
+        self.spare_requests.give(SpareRequest(request));
     }
 
     /// The decision settings.

@@ -23,7 +23,8 @@
 //! [`request_attributes`], the kubelet's `GetRequestAttributes`), `verdict` (the decision
 //! vocabulary), `callout` (steps, callouts and what they share), `engine` (caches, keys, limits),
 //! `settings` (what the engine reads of the configuration), `session` (the state machine, its states as types), `lookup` (cache or callout), `finish` (how a session ends in a verdict), `retry` (reading
-//! answers and the retry policy), `run` (the synchronous driver).
+//! answers and the retry policy), `run` (the synchronous driver), `spare` (buffers of finished decisions kept
+//! for the next).
 
 mod attributes;
 mod callout;
@@ -35,16 +36,20 @@ mod retry;
 mod run;
 mod session;
 mod settings;
+mod spare;
 mod verdict;
 
-pub use attributes::{request_attributes, Attributes};
+pub use attributes::{request_attributes, request_attributes_in, Attributes};
 pub use callout::{
     Callout, CalloutKind, CalloutResponse, Progress, SarAnswer, Shared, Step, TokenOutcome, Wake,
 };
 pub use engine::{Engine, SharedUser, TokenKey, SAR_CACHE_KEY_LIMIT};
-pub use request::{go_json_lossy, needs_connection_facts, Request, READ_HEADERS, XFCC_HEADER};
+pub use request::{
+    go_json_lossy, needs_connection_facts, push_go_json_lossy, Request, READ_HEADERS, XFCC_HEADER,
+};
 pub use retry::{BASE_RETRY_DELAY_MS, MAX_ATTEMPTS};
 pub use run::run_to_end;
 pub use session::Session;
 pub use settings::{AuthorizationMode, Enforcement, Limits, Settings};
+pub use spare::{Pool, Reusable, SpareRequest, MAX_SPARE, MAX_SPARE_BYTES};
 pub use verdict::{AuthnMethod, Check, Decision, Outcome, Verdict, INTERNAL_ERROR_BODY};

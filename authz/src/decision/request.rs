@@ -1,6 +1,8 @@
 //! The incoming request as a driver reads it once: method, target, headers and the connection
 //! facts the engine needs.
 
+use super::spare::SpareRequest;
+
 /// The request headers the engine reads besides `:method`, `:path` and `x-request-id`, lower
 /// case: the bearer token, the upgrade headers (`Connection` tokens and `Upgrade`, every value), the
 /// WebSocket subprotocols (the WebSocket token, and what is stripped before forwarding), the
@@ -55,12 +57,18 @@ pub struct Request {
 /// truncated sequence. Valid UTF-8 comes back unchanged.
 pub fn go_json_lossy(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    push_go_json_lossy(&mut out, bytes);
+    out
+}
+
+/// [`go_json_lossy`], appended to `out` (whose capacity is reused).
+pub fn push_go_json_lossy(out: &mut String, bytes: &[u8]) {
     let mut rest = bytes;
     loop {
         match std::str::from_utf8(rest) {
             Ok(valid) => {
                 out.push_str(valid);
-                return out;
+                return;
             }
             Err(e) => {
                 let (valid, after) = rest.split_at(e.valid_up_to());
@@ -99,30 +107,71 @@ impl Request {
     /// always; any other header is not read. Nothing about such bytes can fail or stop the
     /// decision.
     pub fn from_header_bytes<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
-        let text = go_json_lossy;
-        let mut request = Request::default();
+        Request::from_header_bytes_in(pairs, SpareRequest::default())
+    }
+
+    /// [`Request::from_header_bytes`], written into the buffers of a finished request (`spare`,
+    /// from [`crate::schedule::Scheduler::spare_request`]): every field is overwritten, so nothing
+    /// of the last request remains, and a request of the same shape allocates nothing.
+    pub fn from_header_bytes_in<'a>(
+        pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        spare: SpareRequest,
+    ) -> Self {
+        let Request {
+            mut method,
+            mut target,
+            mut headers,
+            request_id: mut id_buffer,
+            ..
+        } = spare.0;
+        method.clear();
+        target.clear();
+        let mut request_id: Option<String> = None;
+        let mut kept = 0;
         for (name, value) in pairs {
             // A name that is not UTF-8 cannot equal any of these ASCII names, read as U+FFFD or not.
             if name.eq_ignore_ascii_case(b":method") {
-                if request.method.is_empty() {
-                    request.method = text(value);
+                if method.is_empty() {
+                    push_go_json_lossy(&mut method, value);
                 }
             } else if name.eq_ignore_ascii_case(b":path") {
-                if request.target.is_empty() {
-                    request.target = text(value);
+                if target.is_empty() {
+                    push_go_json_lossy(&mut target, value);
                 }
             } else if name.eq_ignore_ascii_case(b"x-request-id") {
-                if request.request_id.is_none() {
-                    request.request_id = Some(text(value));
+                if request_id.is_none() {
+                    let mut id = id_buffer.take().unwrap_or_default();
+                    id.clear();
+                    push_go_json_lossy(&mut id, value);
+                    request_id = Some(id);
                 }
             } else if let Some(known) = READ_HEADERS
                 .iter()
                 .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
             {
-                request.headers.push(((*known).to_string(), text(value)));
+                match headers.get_mut(kept) {
+                    Some((k, v)) => {
+                        k.clear();
+                        k.push_str(known);
+                        v.clear();
+                        push_go_json_lossy(v, value);
+                    }
+                    None => headers.push(((*known).to_string(), go_json_lossy(value))),
+                }
+                kept += 1;
             }
         }
-        request
+        // The last request's headers past this one's: dropped.
+        headers.truncate(kept);
+        Request {
+            method,
+            target,
+            headers,
+            mtls: false,
+            peer_cert_sha256: None,
+            source_address: None,
+            request_id,
+        }
     }
 
     /// The request asking for a connection upgrade as kubectl opens a stream: `Connection:
@@ -210,6 +259,66 @@ mod tests {
         )
         .unwrap();
         assert!(a.upgrade);
+    }
+
+    /// Reading into a finished request's buffers gives exactly the request read afresh: no
+    /// header, id, target or connection fact of the last request survives.
+    #[rstest]
+    #[case::fewer_headers(&[(&b":method"[..], &b"GET"[..]), (b":path", b"/pods")])]
+    #[case::same_shape(&[(&b":method"[..], &b"GET"[..]), (b":path", b"/pods"), (b"authorization", b"Bearer b"), (b"user-agent", b"u")])]
+    #[case::more_headers(&[(&b":path"[..], &b"/x"[..]), (b"connection", b"Upgrade"), (b"upgrade", b"websocket"), (b"sec-websocket-protocol", b"p"), (b"authorization", b"Bearer c"), (b"x-forwarded-client-cert", b"Hash=1")])]
+    #[case::nothing(&[])]
+    fn a_spare_request_keeps_nothing_of_the_last(#[case] pairs: &[(&[u8], &[u8])]) {
+        let mut last = Request::new("POST", "/exec/ns/pod/c?command=id")
+            .header("authorization", "Bearer old-secret")
+            .header("user-agent", "old");
+        last.mtls = true;
+        last.peer_cert_sha256 = Some("ab".into());
+        last.source_address = Some("10.0.0.1:1".into());
+        last.request_id = Some("old-id".into());
+        let fresh = Request::from_header_bytes(pairs.iter().copied());
+        let reused = Request::from_header_bytes_in(pairs.iter().copied(), SpareRequest(last));
+        assert_eq!(reused, fresh);
+    }
+
+    /// Header pairs drawn from the names the engine reads (any case), pseudo-headers, others,
+    /// with any bytes as values.
+    fn pairs() -> impl proptest::strategy::Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+        use proptest::prelude::*;
+        let name = prop::sample::select(vec![
+            ":method",
+            ":path",
+            "x-request-id",
+            "Authorization",
+            "authorization",
+            "connection",
+            "Upgrade",
+            "sec-websocket-protocol",
+            "x-forwarded-client-cert",
+            "user-agent",
+            "accept",
+        ])
+        .prop_map(|n| n.as_bytes().to_vec());
+        let value = prop::collection::vec(any::<u8>(), 0..40);
+        prop::collection::vec((name, value), 0..12)
+    }
+
+    fn view(p: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+        p.iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Any request read into any earlier request's buffers is the request read afresh.
+        #[test]
+        fn reading_into_spare_buffers_is_reading_afresh(last in pairs(), next in pairs()) {
+            let mut spare = Request::from_header_bytes(view(&last));
+            spare.mtls = true;
+            spare.source_address = Some("10.0.0.1:1".into());
+            let reused = Request::from_header_bytes_in(view(&next), SpareRequest(spare));
+            proptest::prop_assert_eq!(reused, Request::from_header_bytes(view(&next)));
+        }
     }
 
     #[test]

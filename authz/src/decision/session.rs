@@ -22,8 +22,8 @@ use super::engine::{ms, should_cache, CalloutKey, SarKey};
 use super::lookup::{lookup_sar, lookup_token, Lookup};
 use super::retry::{sar_status, token_outcome};
 use super::{
-    request_attributes, AuthnMethod, Callout, CalloutResponse, Check, Decision, Engine, Progress,
-    Request, SarAnswer, Shared, SharedUser, Step, TokenOutcome, Wake,
+    request_attributes_in, AuthnMethod, Callout, CalloutResponse, Check, Decision, Engine,
+    Progress, Request, SarAnswer, Shared, SharedUser, Step, TokenOutcome, Wake,
 };
 use crate::webhook::{self, Next};
 
@@ -388,15 +388,20 @@ impl Session {
     /// The request's attributes, then the credentials on it (reference 2.8): the client
     /// certificate, the bearer token and the WebSocket token; a user from the certificate (or
     /// given) ends authentication here.
-    fn prepare(&mut self, engine: &Engine, preset: Option<SharedUser>) -> Result<State, Step> {
+    fn prepare(&mut self, engine: &mut Engine, preset: Option<SharedUser>) -> Result<State, Step> {
+        if self.trail.checks.capacity() == 0 {
+            self.trail.checks = engine.spare_checks.take();
+        }
+        let buffer = engine.spare_paths.take();
         let config = &engine.settings;
         self.trail.shadow = config.enforcement == Enforcement::Shadow;
-        let target = match request_attributes(
+        let target = match request_attributes_in(
             &self.request.method,
             &self.request.target,
             &self.request.headers,
             config.model,
             config.strict_upgrade_verb,
+            buffer,
         ) {
             Ok(attributes) => Target {
                 path: attributes.path,

@@ -96,10 +96,12 @@ impl Scheduler {
     /// the client address (one of the dearer hostcalls), once.
     pub(super) fn audit(&mut self, mut record: Record, v: Verdict, code: Option<u16>) {
         if !self.auditor.writes(&v, code) {
+            self.recycle(record, v);
             return;
         }
         if record.source_read {
             self.write_audit(&record, &v, code);
+            self.recycle(record, v);
             return;
         }
         record.source_read = true;
@@ -114,18 +116,37 @@ impl Scheduler {
     }
 
     pub(super) fn write_audit(&mut self, record: &Record, v: &Verdict, code: Option<u16>) {
-        let line = self
-            .auditor
-            .line(
-                v,
-                &record.audit,
-                record.received_ms,
-                record.id,
-                self.last_now,
-                code,
-            )
-            .to_string();
+        let mut line = self.lines.take();
+        line.push_str(self.auditor.line(
+            v,
+            &record.audit,
+            record.received_ms,
+            record.id,
+            self.last_now,
+            code,
+        ));
         self.log(Level::Info, line);
+    }
+}
+
+impl Scheduler {
+    /// Keep the buffers of a finished request and its verdict for the next ones.
+    pub(super) fn recycle(&mut self, mut record: Record, v: Verdict) {
+        if let Some(address) = record.audit.source_address.take() {
+            self.lines.give(address);
+        }
+        self.engine.reclaim(record.audit, v);
+    }
+
+    /// [`source_address`], in a kept buffer.
+    pub(super) fn source_address(&mut self, raw: Option<&[u8]>) -> Option<String> {
+        let s = std::str::from_utf8(raw?).ok()?;
+        if s.is_empty() {
+            return None;
+        }
+        let mut address = self.lines.take();
+        address.push_str(s);
+        Some(address)
     }
 }
 
