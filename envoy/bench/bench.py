@@ -515,7 +515,7 @@ def proxy_bootstrap(kind: str, art: dict, upstream_port: int, api_port: int, ca:
     if kind == "c":
         filters = [rbac_filter(rbac_tokens, "/") if rbac_tokens else rbac_filter([ALLOWED_TOKEN], "/metrics/")]
     elif kind == "g":
-        filters = [wasm_filter("noop", art["noop_wasm"], "")]
+        filters = [wasm_filter("noop", art["noop_wasm"], art.get("noop_config", ""))]
     elif kind in ("d", "d0", "da", "e", "e1", "f", "fs"):
         filters = [wasm_filter("kubelet-authz", art["filter_wasm"], plugin_config(kind, ntokens))]
     route = {"match": {"prefix": "/"}, "route": {"cluster": "kubelet"}}
@@ -1115,6 +1115,7 @@ class Bench:
             "artefacts": {
                 "filter_wasm": a.filter_wasm, "filter_wasm_bytes": os.path.getsize(a.filter_wasm),
                 "noop_wasm": a.noop_wasm, "noop_wasm_bytes": os.path.getsize(a.noop_wasm),
+                "noop_config": a.noop_config,
             },
             "results": self.results,
             "realistic": {
@@ -1400,6 +1401,10 @@ def main() -> int:
     ap.add_argument("--envoy-version", default="")
     ap.add_argument("--filter-wasm", required=True)
     ap.add_argument("--noop-wasm", required=True)
+    ap.add_argument("--noop-config", default="",
+                    help="plugin configuration of g's module (with --noop-wasm set to the harness's bench "
+                         "module: none, pairs, clock:N, remove:N; docs/PERFORMANCE.md \"The hostcalls of the "
+                         "cached path, in Envoy\")")
     ap.add_argument("--apiserver-bin", required=True)
     ap.add_argument("--kubelet-bin", required=True)
     ap.add_argument("--rbac", required=True)

@@ -7,7 +7,14 @@
 //!   the engine's headers picked out (what the filter does);
 //! - `values`: one `proxy_get_header_map_value` per header the engine reads (9 names);
 //! - `hash-<alg>:<n>`: the token-cache key of a 1 KB token, `n` times: `sha256` (salt || token),
-//!   `hmac-sha256`, `sip13` / `sip24` (SipHash 128-bit, keyed), `blake3` (keyed, 256-bit).
+//!   `hmac-sha256`, `sip13` / `sip24` (SipHash 128-bit, keyed), `blake3` (keyed, 256-bit);
+//! - `clock:<n>`: `proxy_get_current_time_nanoseconds`, `n` times (the filter reads it once);
+//! - `remove:<n>`: `proxy_remove_header_map_value` of `authorization`, then of `n - 1` absent
+//!   names (the filter removes the credential once).
+//!
+//! It is also loaded by Envoy in the benchmark (`envoy/bench/run.sh --noop-wasm ... --noop-config
+//! clock:10`, docs/PERFORMANCE.md "The hostcalls of the cached path, in Envoy"), where the cost of
+//! each hostcall is the difference to `none` over `n`.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -19,6 +26,8 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 
 extern "C" {
     fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -39,6 +48,8 @@ enum Mode {
     Pairs,
     Values,
     Hash(Alg, u32),
+    Clock(u32),
+    Remove(u32),
 }
 
 #[derive(Clone, Copy)]
@@ -83,6 +94,12 @@ impl RootContext for Root {
             "" | "none" => Mode::None,
             "pairs" => Mode::Pairs,
             "values" => Mode::Values,
+            other if other.starts_with("clock:") => {
+                Mode::Clock(other.trim_start_matches("clock:").parse().unwrap_or(1))
+            }
+            other if other.starts_with("remove:") => {
+                Mode::Remove(other.trim_start_matches("remove:").parse().unwrap_or(1))
+            }
             other => {
                 let Some((alg, n)) = other.strip_prefix("hash-").and_then(|s| s.split_once(':')) else {
                     return false;
@@ -215,6 +232,23 @@ impl HttpContext for Stream {
                     }
                 }
                 black_box(kept);
+            }
+            Mode::Clock(n) => {
+                let mut sum = 0u64;
+                for _ in 0..n {
+                    let mut t = 0u64;
+                    let st = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
+                    sum = sum.wrapping_add(t).wrapping_add(u64::from(st));
+                }
+                black_box(sum);
+            }
+            Mode::Remove(n) => {
+                let mut st = 0;
+                for i in 0..n {
+                    let name: &[u8] = if i == 0 { b"authorization" } else { b"x-absent-header" };
+                    st += unsafe { proxy_remove_header_map_value(0, name.as_ptr(), name.len()) };
+                }
+                black_box(st);
             }
             Mode::Hash(alg, n) => {
                 for _ in 0..n {
