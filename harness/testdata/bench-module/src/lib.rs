@@ -3,8 +3,8 @@
 //! picks what each `on_http_request_headers` does before it continues:
 //!
 //! - `none`: nothing (the floor);
-//! - `pairs`: one `proxy_get_header_map_pairs`, parsed without copying into borrowed slices, and
-//!   the engine's headers picked out (what the filter does);
+//! - `pairs` (`pairs:<n>`: `n` times): one `proxy_get_header_map_pairs`, parsed without copying
+//!   into borrowed slices, and the engine's headers picked out (what the filter does);
 //! - `values`: one `proxy_get_header_map_value` per header the engine reads (9 names);
 //! - `hash-<alg>:<n>`: the token-cache key of a 1 KB token, `n` times: `sha256` (salt || token),
 //!   `hmac-sha256`, `sip13` / `sip24` (SipHash 128-bit, keyed), `blake3` (keyed, 256-bit);
@@ -45,7 +45,7 @@ proxy_wasm::main! {{
 #[derive(Clone, Copy)]
 enum Mode {
     None,
-    Pairs,
+    Pairs(u32),
     Values,
     Hash(Alg, u32),
     Clock(u32),
@@ -92,7 +92,10 @@ impl RootContext for Root {
         let text = String::from_utf8_lossy(&config).into_owned();
         let mode = match text.as_str() {
             "" | "none" => Mode::None,
-            "pairs" => Mode::Pairs,
+            "pairs" => Mode::Pairs(1),
+            other if other.starts_with("pairs:") => {
+                Mode::Pairs(other.trim_start_matches("pairs:").parse().unwrap_or(1))
+            }
             "values" => Mode::Values,
             other if other.starts_with("clock:") => {
                 Mode::Clock(other.trim_start_matches("clock:").parse().unwrap_or(1))
@@ -210,13 +213,15 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         match MODE.with(Cell::get) {
             Mode::None => {}
-            Mode::Pairs => {
-                let mut data = std::ptr::null_mut();
-                let mut size = 0;
-                let st = unsafe { proxy_get_header_map_pairs(0, &mut data, &mut size) };
-                if st == 0 {
-                    let bytes = owned(data, size);
-                    black_box(pick(&bytes));
+            Mode::Pairs(n) => {
+                for _ in 0..n {
+                    let mut data = std::ptr::null_mut();
+                    let mut size = 0;
+                    let st = unsafe { proxy_get_header_map_pairs(0, &mut data, &mut size) };
+                    if st == 0 {
+                        let bytes = owned(data, size);
+                        black_box(pick(&bytes));
+                    }
                 }
             }
             Mode::Values => {
