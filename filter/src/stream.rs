@@ -36,11 +36,19 @@ impl HttpStream {
 
     fn done(&self) {
         let id = self.id;
-        shared::with(&self.shared, "request end", |filter, proxy, now| {
-            if filter.holds(id) {
-                filter.on_done(proxy, id, now);
-            }
-        });
+        // A request decided already (almost all by now) needs nothing: no borrow for the
+        // scheduler and no clock read (a hostcall) for it. Busy is checked in `with` (logged).
+        let held = match self.shared.try_borrow() {
+            Ok(slot) => slot.as_ref().is_some_and(|filter| filter.holds(id)),
+            Err(_) => true,
+        };
+        if held {
+            shared::with(&self.shared, "request end", |filter, proxy, now| {
+                if filter.holds(id) {
+                    filter.on_done(proxy, id, now);
+                }
+            });
+        }
     }
 }
 

@@ -613,6 +613,26 @@ fn counters_reach_the_proxy_on_the_tick_and_a_cached_request_makes_no_metric_hos
         before,
         "no metric hostcall for a cached request"
     );
+    // One clock read per cached request, where it is decided: none when it ends (issue 24,
+    // docs/PERFORMANCE.md "The hostcalls of the cached path, in Envoy").
+    let clock = vm.clock_reads();
+    let s = bearer(req(&vm, "GET", "/pods"), "tok-prom")
+        .send_headers(true)
+        .unwrap();
+    assert_eq!(s.outcome(), Outcome::Forwarded, "cached");
+    s.finish().unwrap();
+    let mut read = vm.clock_reads();
+    for (callback, n) in &clock {
+        if let Some(now) = read.get_mut(callback) {
+            *now -= n;
+        }
+    }
+    read.retain(|_, n| *n > 0);
+    assert_eq!(
+        read,
+        std::collections::BTreeMap::from([("proxy_on_request_headers", 1)]),
+        "clock reads of one cached request"
+    );
     assert!(
         vm.metric_calls()
             .keys()
@@ -622,18 +642,18 @@ fn counters_reach_the_proxy_on_the_tick_and_a_cached_request_makes_no_metric_hos
     );
     assert_eq!(vm.series(ALLOWED_PODS), None, "not flushed before the tick");
     vm.advance_clock(Duration::from_secs(1)).unwrap();
-    assert_eq!(vm.series(ALLOWED_PODS), Some(4));
+    assert_eq!(vm.series(ALLOWED_PODS), Some(5));
     assert_eq!(
         vm.series(r#"kubelet_authz_authentications_total{method="bearer"}"#),
-        Some(4)
+        Some(5)
     );
     assert_eq!(
         vm.series(r#"kubelet_authz_cache_hits_total{cache="token"}"#),
-        Some(3)
+        Some(4)
     );
     assert_eq!(
         vm.series(r#"kubelet_authz_cache_hits_total{cache="sar"}"#),
-        Some(3)
+        Some(4)
     );
     // Counters are defined and incremented only by the tick; latency samples are recorded where
     // the callout answers arrive.

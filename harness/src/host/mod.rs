@@ -427,6 +427,12 @@ impl Host {
         self.vm().store.data().metric_calls.clone()
     }
 
+    /// The clock reads (`proxy_get_current_time_nanoseconds`) made so far, by the callback the
+    /// host entered.
+    pub fn clock_reads(&self) -> BTreeMap<&'static str, u64> {
+        self.vm().store.data().clock_reads.clone()
+    }
+
     /// A shared-data value.
     pub fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
         self.vm()

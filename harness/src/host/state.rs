@@ -106,6 +106,8 @@ pub(crate) struct HostState {
     pub callback: &'static str,
     /// Metric hostcalls made, by `(callback, hostcall)`.
     pub metric_calls: BTreeMap<(&'static str, &'static str), u64>,
+    /// `proxy_get_current_time_nanoseconds` calls by callback (issue 24: one per request).
+    pub clock_reads: BTreeMap<&'static str, u64>,
     pub streams: HashMap<u32, StreamState>,
     pub next_context_id: u32,
     pub log_level: LogLevel,
@@ -150,6 +152,7 @@ impl HostState {
             current_context: ROOT_CONTEXT_ID,
             callback: "",
             metric_calls: BTreeMap::new(),
+            clock_reads: BTreeMap::new(),
             streams: HashMap::new(),
             next_context_id: ROOT_CONTEXT_ID.saturating_add(1),
             log_level,
@@ -226,6 +229,12 @@ impl HostState {
                 );
             }
         }
+    }
+
+    /// Counts a clock read against the callback running now.
+    pub fn count_clock_read(&mut self) {
+        let n = self.clock_reads.entry(self.callback).or_insert(0);
+        *n = n.saturating_add(1);
     }
 
     /// Counts a metric hostcall against the callback running now.

@@ -16,6 +16,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut caller: Caller<'_, HostState>, ret_time: u32| {
+            caller.data_mut().count_clock_read();
             let now = caller.data().now_unix_nanos();
             to_abi(memory::write_u64(&mut caller, ret_time, now).map_err(Fail::from))
         },
