@@ -140,10 +140,7 @@ impl Scheduler {
 
     /// [`source_address`], in a kept buffer.
     pub(super) fn source_address(&mut self, raw: Option<&[u8]>) -> Option<String> {
-        let s = std::str::from_utf8(raw?).ok()?;
-        if s.is_empty() {
-            return None;
-        }
+        let s = address_text(raw)?;
         let mut address = self.lines.take();
         address.push_str(s);
         Some(address)
@@ -152,6 +149,11 @@ impl Scheduler {
 
 /// The client address as the audit event takes it, from the raw `source.address` property.
 pub fn source_address(raw: Option<&[u8]>) -> Option<String> {
+    address_text(raw).map(str::to_string)
+}
+
+/// The raw `source.address` as text: UTF-8 and not empty.
+fn address_text(raw: Option<&[u8]>) -> Option<&str> {
     let s = std::str::from_utf8(raw?).ok()?;
-    (!s.is_empty()).then(|| s.to_string())
+    (!s.is_empty()).then_some(s)
 }
